@@ -1,0 +1,39 @@
+# The few commands people type. Each one installs what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Offline-friendly, quiet tools; DVC's site cache stays inside the project.
+export DVC_NO_ANALYTICS := 1
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.scratch/dvc-site-cache
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install run test test-fast pipeline-yaml bench clean
+
+install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
+
+$(STAMP): constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: install  ## the main job: dvc repro (ingest -> validate -> preprocess) on Fashion-MNIST
+	dvc repro
+	@productstudio summary
+
+test: install  ## the whole suite, slow end-to-end tests included
+	bash scripts/pytest-strict tests
+
+test-fast: install  ## unit tests only
+	bash scripts/pytest-strict tests -m "not slow"
+
+pipeline-yaml: install  ## recompile pipelines/product_studio.yaml after changing components
+	productstudio compile-pipeline
+
+bench: install  ## benchmarks: print tables, write bench/results/*.json
+	python bench/bench_load.py
+
+clean:
+	rm -rf data reports .scratch .dvc-remote

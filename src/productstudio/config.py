@@ -1,0 +1,138 @@
+"""params.yaml -> typed settings, one section per pipeline step.
+
+A mistake in params.yaml stops with one line that names the key and what is allowed,
+for example: ``params.yaml: preprocess.size = -3: choose one of 28, 32, 64, 128``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+IMAGE_SIZES = (28, 32, 64, 128)
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, phrased as a single line for the terminal."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestSettings(_Section):
+    source: Literal["fashion-mnist", "image-folder"] = "fashion-mnist"
+    # Fashion-MNIST IDX files: read from this folder when it exists, else downloaded and md5-checked.
+    fashion_mnist_dir: Optional[str] = "../shared/data/fashion-mnist"
+    download_url: str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+    # A folder laid out <root>/<category>/<image> or <root>/<split>/<category>/<image>.
+    image_folder: Optional[str] = "../shared/data/clothing-dataset-small"
+    catalogue_csv: Optional[str] = None
+    # The declared category set; null takes the folder names (image-folder) or the 10 Fashion-MNIST names.
+    categories: Optional[list[str]] = None
+    # Keep only the first N items of each category in each split (quick runs, tests); null keeps all.
+    limit_per_category: Optional[int] = Field(default=None, ge=1)
+
+
+class ValidateSettings(_Section):
+    allowed_formats: list[str] = ["IDX", "JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+    # Source modes we accept; anything but the preprocess mode is converted, never dropped.
+    allowed_modes: list[str] = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I"]
+    min_side: int = Field(default=16, ge=1)
+    max_side: int = Field(default=10000, ge=1)
+    # Checked from the header, before any pixel is decoded (decompression bombs).
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    min_per_category: int = Field(default=1, ge=0)
+    max_per_category: Optional[int] = Field(default=None, ge=1)
+    # Share of files allowed to have (near-)identical content in another split.
+    max_leak_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> "ValidateSettings":
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side ({self.min_side}) must not exceed max_side ({self.max_side})")
+        if self.max_per_category is not None and self.min_per_category > self.max_per_category:
+            raise ValueError("min_per_category must not exceed max_per_category")
+        return self
+
+
+class PreprocessSettings(_Section):
+    mode: Literal["L", "RGB"] = "L"
+    size: int = 28
+    resize: Literal["pad", "crop"] = "pad"
+    # Grey level used to pad to a square (0 black, 255 white).
+    pad_value: int = Field(default=255, ge=0, le=255)
+    # Used only for a source without split folders; given splits are kept as they are.
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+    shard_size: int = Field(default=16384, ge=1)
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, value: int) -> int:
+        if value not in IMAGE_SIZES:
+            raise ValueError(f"choose one of {', '.join(map(str, IMAGE_SIZES))}")
+        return value
+
+
+class Params(_Section):
+    ingest: IngestSettings = IngestSettings()
+    validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
+    preprocess: PreprocessSettings = PreprocessSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def validate(self) -> ValidateSettings:  # type: ignore[override]
+        return self.validate_
+
+
+def _section_models() -> dict[str, type[BaseModel]]:
+    return {field.alias or name: field.annotation for name, field in Params.model_fields.items()}
+
+
+def _one_line(error: ValidationError, source: str, raw: dict) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        sections = _section_models()
+        section_name = loc.rpartition(".")[0]
+        allowed = sections[section_name].model_fields if section_name in sections else sections
+        return f"{source}: unknown key '{loc}' (allowed: {', '.join(allowed)})"
+    value: Any = raw
+    for part in first["loc"]:
+        value = value.get(part) if isinstance(value, dict) else None
+    shown = "" if value is None else f" = {value!r}"
+    return f"{source}: {loc}{shown}: {message}"
+
+
+def parse_params(raw: dict | None, source: str = "params.yaml") -> Params:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections (ingest, validate, preprocess)")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_one_line(error, source, raw)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: no such params file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    return parse_params(raw, str(path))
+
+
+def section_dict(settings: BaseModel) -> dict:
+    """The settings as plain JSON-able data, for manifests."""
+    return settings.model_dump(mode="json", by_alias=True)

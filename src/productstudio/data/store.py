@@ -1,0 +1,50 @@
+"""Tensor store: uint8 image shards (N, C, H, W) and int64 labels as plain .npy files plus a manifest.
+
+Plain .npy because it is byte-deterministic, memory-mappable and loads at disk speed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from productstudio.artifacts import read_manifest, sha256_file
+
+KIND = "processed-dataset"
+SPLITS = ("train", "val", "test")
+
+
+def write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray, shard_size: int) -> list[dict]:
+    """Write one split as shards; return their descriptions (file names, counts, hashes)."""
+    shards = []
+    for index, start in enumerate(range(0, max(len(images), 1), shard_size)):
+        stem = f"{split}-{index:05d}"
+        np.save(out / f"{stem}.images.npy", np.ascontiguousarray(images[start : start + shard_size]))
+        np.save(out / f"{stem}.labels.npy", np.ascontiguousarray(labels[start : start + shard_size].astype(np.int64)))
+        shards.append({
+            "images": f"{stem}.images.npy",
+            "labels": f"{stem}.labels.npy",
+            "count": int(min(shard_size, len(images) - start)),
+            "sha256": sha256_file(out / f"{stem}.images.npy"),
+        })
+    return shards
+
+
+def load_split(processed_dir: str | Path, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """All images (N, C, H, W) uint8 and labels (N,) int64 of one split, in memory (or memory-mapped)."""
+    root = Path(processed_dir)
+    manifest = read_manifest(root, KIND)
+    if split not in manifest["splits"]:
+        raise KeyError(f"{root}: no split '{split}' (has {', '.join(manifest['splits'])})")
+    mode = "r" if mmap else None
+    shards = manifest["splits"][split]["shards"]
+    images = [np.load(root / s["images"], mmap_mode=mode, allow_pickle=False) for s in shards]
+    labels = [np.load(root / s["labels"], allow_pickle=False) for s in shards]
+    if len(images) == 1:
+        return images[0], labels[0]
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def categories(processed_dir: str | Path) -> list[str]:
+    return list(read_manifest(processed_dir, KIND)["categories"])

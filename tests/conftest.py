@@ -1,0 +1,33 @@
+"""Shared test set-up: the repo root on sys.path (components/, pipelines/), data locations, quiet tools."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(REPO_ROOT))
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    path = SHARED_DATA / "fashion-mnist"
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: the tests read Fashion-MNIST from ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def clothing_dir() -> Path:
+    path = SHARED_DATA / "clothing-dataset-small"
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: the tests read clothing-dataset-small from ../shared/data")
+    return path
