@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = steps.add_parser(
         "preprocess",
         help="resize, convert, deduplicate and split into uint8 tensor shards",
-        description="EXIF transpose, colour mode (preprocess.mode), aspect-preserving resize to preprocess.size with "
+        description="EXIF transpose, colour mode (preprocess.mode), aspect-preserving resize to preprocess.image_size with "
         "padding or centre crop, exact-duplicate removal, seeded stratified split where the source has none. "
         "Writes .npy shards, labels and a manifest; the same inputs and params give byte-identical outputs.",
     )

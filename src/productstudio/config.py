@@ -1,7 +1,7 @@
 """params.yaml -> typed settings, one section per pipeline step.
 
 A mistake in params.yaml stops with one line that names the key and what is allowed,
-for example: ``params.yaml: preprocess.size = -3: choose one of 28, 32, 64, 128``.
+for example: ``params.yaml: preprocess.image_size = -3: choose one of 28, 32, 64, 128``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class ValidateSettings(_Section):
 
 class PreprocessSettings(_Section):
     mode: Literal["L", "RGB"] = "L"
-    size: int = 28
+    # Not "size": DVC leaves any key named "size" out of its run-cache key (dvc 3.67,
+    # stage/cache.py), so a changed "size" would restore outputs of the old size.
+    image_size: int = 28
     resize: Literal["pad", "crop"] = "pad"
     # Grey level used to pad to a square (0 black, 255 white).
     pad_value: int = Field(default=255, ge=0, le=255)
@@ -72,7 +74,7 @@ class PreprocessSettings(_Section):
     seed: int = 0
     shard_size: int = Field(default=16384, ge=1)
 
-    @field_validator("size")
+    @field_validator("image_size")
     @classmethod
     def _known_size(cls, value: int) -> int:
         if value not in IMAGE_SIZES:

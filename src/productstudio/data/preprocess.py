@@ -44,7 +44,7 @@ def _read_validation(validation_dir: Path) -> tuple[dict, pd.DataFrame]:
 
 def _convert(image: Image.Image, settings: PreprocessSettings) -> np.ndarray:
     image = img.to_mode(img.upright(image), settings.mode, settings.pad_value)
-    image = img.fit_square(image, settings.size, settings.resize, settings.pad_value)
+    image = img.fit_square(image, settings.image_size, settings.resize, settings.pad_value)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
@@ -56,7 +56,7 @@ def _load_items(raw: RawDataset, table: pd.DataFrame, settings: PreprocessSettin
     pixels: list[np.ndarray] = []
     if raw.source == "fashion-mnist":
         arrays = raw.arrays()
-        keep_as_is = settings.size == 28 and settings.mode == "L"
+        keep_as_is = settings.image_size == 28 and settings.mode == "L"
         for split, (images, _) in arrays.items():
             rows = usable[usable["split"] == split]
             indices = rows["path"].str.rsplit("/", n=1).str[1].astype(int)
@@ -123,7 +123,7 @@ def preprocess(raw_dir: str | Path, validation_dir: str | Path, out_dir: str | P
     splits = {}
     for split in store.SPLITS:
         part = items[items["split"] == split].sort_values("path", kind="stable")
-        images = np.stack(part["pixels"].to_list()) if len(part) else np.zeros((0, channels, settings.size, settings.size), np.uint8)
+        images = np.stack(part["pixels"].to_list()) if len(part) else np.zeros((0, channels, settings.image_size, settings.image_size), np.uint8)
         labels = part["label"].to_numpy(np.int64)
         splits[split] = {
             "count": int(len(part)),
@@ -140,7 +140,7 @@ def preprocess(raw_dir: str | Path, validation_dir: str | Path, out_dir: str | P
         },
         params=section_dict(settings),
         categories=raw.categories,
-        image_shape=[channels, settings.size, settings.size],
+        image_shape=[channels, settings.image_size, settings.image_size],
         splits=splits,
         counts={"input": int(len(table)), "usable": int(len(items) + len(removed)), "duplicates_removed": len(removed), "kept": int(len(items))},
     )

@@ -1,0 +1,65 @@
+import subprocess
+import sys
+
+import pytest
+
+from productstudio.config import ParamsError, load_params, parse_params
+from tests.conftest import REPO_ROOT
+
+
+def test_defaults_and_committed_params_load():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.ingest.source == "fashion-mnist"
+    assert params.preprocess.image_size in (28, 32, 64, 128)
+    assert parse_params({}).validate.min_side == 16
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"preprocess": {"image_size": -3}}, "params.yaml: preprocess.image_size = -3: choose one of 28, 32, 64, 128"),
+        ({"preprocess": {"size": 28}}, "params.yaml: unknown key 'preprocess.size' (allowed: mode, image_size,"),
+        ({"trian": {}}, "params.yaml: unknown key 'trian' (allowed: ingest, validate, preprocess)"),
+        ({"ingest": {"source": "zip"}}, "params.yaml: ingest.source = 'zip': Input should be 'fashion-mnist' or 'image-folder'"),
+        ({"validate": {"max_leak_fraction": 2}}, "params.yaml: validate.max_leak_fraction = 2: Input should be less than or equal to 1"),
+        ({"validate": {"min_side": 64, "max_side": 32}}, "min_side (64) must not exceed max_side (32)"),
+        ({"preprocess": {"mode": "CMYK"}}, "params.yaml: preprocess.mode = 'CMYK': Input should be 'L' or 'RGB'"),
+    ],
+)
+def test_bad_params_give_one_line_naming_the_key(raw, expected):
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("preprocess:\n  image_size: [28\n")
+    with pytest.raises(ParamsError, match="not valid YAML") as error:
+        load_params(bad)
+    assert "\n" not in str(error.value)
+
+
+def test_cli_reports_bad_params_without_traceback(tmp_path):
+    (tmp_path / "params.yaml").write_text("preprocess:\n  image_size: -3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "productstudio.cli", "ingest", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "raw")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"productstudio ingest: error: {tmp_path / 'params.yaml'}: preprocess.image_size = -3: choose one of 28, 32, 64, 128"
+    ]
+    assert not (tmp_path / "raw").exists()
+
+
+def test_cli_help_explains_each_step():
+    for step in ("ingest", "validate", "preprocess"):
+        result = subprocess.run([sys.executable, "-m", "productstudio.cli", step, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0
+        assert "params.yaml" in result.stdout
+    top = subprocess.run([sys.executable, "-m", "productstudio.cli", "--help"], capture_output=True, text=True).stdout
+    assert "dvc repro" in top and "ingest" in top and "preprocess" in top
