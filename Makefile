@@ -30,7 +30,7 @@ test-fast: install  ## unit tests only
 	bash scripts/pytest-strict tests -m "not slow"
 
 pipeline-yaml: install  ## recompile pipelines/product_studio.yaml after changing components
-	productstudio compile-pipeline
+	python -m pipelines.product_studio compile
 
 bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_load.py

@@ -1,0 +1,28 @@
+"""KFP components: one thin ``@dsl.component`` per pipeline step.
+
+Each component imports its library function inside its body (KFP ships only the function's
+source to the container) and calls it; the logic lives in ``src/productstudio``.
+
+Every component runs in the same image, built from ``deploy/docker/Dockerfile``, which has
+productstudio (and kfp) installed; hence ``install_kfp_package=False`` everywhere. Set
+``PRODUCTSTUDIO_IMAGE`` when compiling to point the pipeline at another build of that image
+(then the compiled YAML differs from the committed one, on purpose).
+"""
+
+from __future__ import annotations
+
+import os
+
+from productstudio import __version__
+
+DEFAULT_IMAGE = f"ghcr.io/productstudio/productstudio:{__version__}"
+BASE_IMAGE = os.environ.get("PRODUCTSTUDIO_IMAGE") or DEFAULT_IMAGE
+
+# The options every component shares; kfp.local's SubprocessRunner would otherwise `pip install kfp`.
+COMPONENT_OPTIONS = {"base_image": BASE_IMAGE, "install_kfp_package": False}
+
+from components.ingest import ingest  # noqa: E402  (the components need the constants above)
+from components.preprocess import preprocess  # noqa: E402
+from components.validate import validate  # noqa: E402
+
+__all__ = ["BASE_IMAGE", "DEFAULT_IMAGE", "ingest", "preprocess", "validate"]

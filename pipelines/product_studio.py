@@ -1,0 +1,250 @@
+"""The Product Studio Kubeflow pipeline: ingest -> validate -> preprocess.
+
+The pipeline takes the *text* of a params.yaml as its ``params_yaml`` parameter (the same file DVC
+reads), so a run records exactly which settings it used. In the compiled package its default is the
+empty string, which means the library's built-in defaults (``productstudio.config``, the same values
+as the repo's params.yaml) and keeps the package independent of the checkout's params.yaml.
+``run-local`` and ``run-cluster`` pass ``--params`` (default: ./params.yaml, as DVC uses).
+
+Relative paths inside params (``ingest.fashion_mnist_dir``, ``ingest.image_folder``, ...) are resolved
+by each task against its working directory: for ``run-local`` that is the directory you run from (run
+it from the repository root, like ``dvc repro``); in a cluster it is the container's, where
+``../shared/data`` does not exist, so Fashion-MNIST is downloaded (md5-checked) instead.
+
+Commands (``python -m pipelines.product_studio --help``)::
+
+    compile      write pipelines/product_studio.yaml (the committed package; `make pipeline-yaml`)
+    run-local    run the pipeline here with kfp.local's SubprocessRunner (this interpreter)
+    run-cluster  submit the compiled package to a Kubeflow Pipelines endpoint
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline signature's types at runtime.
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator, NamedTuple, Optional
+
+from kfp import compiler, dsl
+
+from components import ingest, preprocess, validate
+
+PIPELINE_NAME = "product-studio"
+PACKAGE_PATH = Path(__file__).resolve().with_name("product_studio.yaml")
+
+
+class Outputs(NamedTuple):
+    dataset: dsl.Dataset
+    validation: dsl.Artifact
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors.",
+)
+def product_studio(params_yaml: str = "", quarantine: bool = False) -> Outputs:
+    """Ingest -> validate -> preprocess.
+
+    Args:
+        params_yaml: The text of a params.yaml (sections ingest, validate, preprocess); "" means defaults.
+        quarantine: Let validation set bad files aside instead of failing the run.
+    """
+    ingest_task = ingest(params_yaml=params_yaml)
+    # A source folder can change under the same params: never reuse a cached ingest. Its fresh output
+    # artifact changes the cache keys of the tasks downstream, so they rerun too.
+    ingest_task.set_caching_options(enable_caching=False)
+    validate_task = validate(
+        params_yaml=params_yaml,
+        raw=ingest_task.outputs["raw"],
+        quarantine=quarantine,
+    )
+    preprocess_task = preprocess(
+        params_yaml=params_yaml,
+        raw=ingest_task.outputs["raw"],
+        validation=validate_task.outputs["validation"],
+    )
+    return Outputs(
+        dataset=preprocess_task.outputs["dataset"],
+        validation=validate_task.outputs["validation"],
+    )
+
+
+def compile_pipeline(path: str | Path = PACKAGE_PATH) -> Path:
+    """Compile the pipeline to a KFP package (YAML). Deterministic: same code, same bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline_func=product_studio, package_path=str(path))
+    return path
+
+
+def _read_params(params: Optional[str | Path]) -> str:
+    """The params file's text, checked up front so a typo fails here with one line, not in a task."""
+    if params is None:
+        return ""
+    from productstudio.config import load_params
+
+    load_params(params)  # raises ParamsError with a one-line message
+    return Path(params).read_text()
+
+
+@contextlib.contextmanager
+def _environment(tmpdir: Path) -> Iterator[None]:
+    """TMPDIR (each kfp.local task leaves a temp folder) and quiet tools, for the tasks we start."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        "TMPDIR": str(tmpdir),
+        "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
+        "DVC_NO_ANALYTICS": os.environ.get("DVC_NO_ANALYTICS", "1"),
+    }
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_local(params: Optional[str | Path], root: str | Path, quarantine: bool = False) -> dict[str, str]:
+    """Run the pipeline with kfp.local's SubprocessRunner in this interpreter; return output paths.
+
+    Under ``root``: ``outputs/`` (the pipeline root: every task's artifacts), ``tmp/`` (TMPDIR of
+    the tasks) and ``workspace/`` (kfp.local's workspace, removed by kfp when the run ends).
+    Raises RuntimeError naming the failed task when a task fails (its log is printed above).
+    """
+    from kfp import local
+
+    params_yaml = _read_params(params)
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with _environment(root / "tmp"), warnings.catch_warnings():
+        # Our image name has no "python" in it; the SubprocessRunner warns about that for every task.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(root / "outputs"),
+            workspace_root=str(root / "workspace"),
+            raise_on_error=True,
+        )
+        task = product_studio(params_yaml=params_yaml, quarantine=quarantine)
+    return {name: artifact.path for name, artifact in task.outputs.items()}
+
+
+def run_cluster(
+    host: str,
+    params: Optional[str | Path] = None,
+    package: str | Path = PACKAGE_PATH,
+    quarantine: bool = False,
+    experiment: Optional[str] = None,
+    run_name: Optional[str] = None,
+    namespace: Optional[str] = None,
+    pipeline_root: Optional[str] = None,
+    token: Optional[str] = None,
+    wait: bool = False,
+) -> str:
+    """Submit the compiled package to the KFP API at ``host``; return the run id.
+
+    ``token`` is a bearer token for an authenticated endpoint (kfp.Client's ``existing_token``).
+    """
+    import kfp
+
+    # "kubeflow" is kfp.Client's own default namespace.
+    client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
+    result = client.create_run_from_pipeline_package(
+        str(package),
+        arguments={"params_yaml": _read_params(params), "quarantine": quarantine},
+        run_name=run_name,
+        experiment_name=experiment,
+        namespace=namespace,
+        pipeline_root=pipeline_root,
+    )
+    if wait:
+        run = result.wait_for_run_completion()
+        print(f"run {result.run_id} finished: {run.state}")
+        if str(run.state).upper() != "SUCCEEDED":
+            raise SystemExit(1)
+    return result.run_id
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.product_studio",
+        description="The Product Studio KFP pipeline (ingest -> validate -> preprocess): compile, run locally, or submit.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compile_cmd = commands.add_parser("compile", help="compile the pipeline to YAML (what `make pipeline-yaml` does)")
+    compile_cmd.add_argument(
+        "--output", type=Path, default=PACKAGE_PATH, help="where to write the package (default: %(default)s)"
+    )
+
+    local_cmd = commands.add_parser(
+        "run-local",
+        help="run the pipeline here with kfp.local.SubprocessRunner(use_venv=False), no cluster needed",
+        description="Run every task as a subprocess of this Python interpreter (productstudio must be installed "
+        "in it). Relative paths in the params resolve against the current directory: run from the repo root.",
+    )
+    local_cmd.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file to use (default: %(default)s)")
+    local_cmd.add_argument(
+        "--root", type=Path, required=True, help="folder for this run: outputs/ (pipeline root), tmp/ (TMPDIR)"
+    )
+    local_cmd.add_argument("--quarantine", action="store_true", help="set bad files aside instead of failing")
+
+    cluster_cmd = commands.add_parser(
+        "run-cluster",
+        help="submit the compiled package to a Kubeflow Pipelines API (kfp.Client)",
+        description="Submit the compiled package (compile it first: `make pipeline-yaml`) with "
+        "kfp.Client(host).create_run_from_pipeline_package. The image named in the package "
+        "(components.BASE_IMAGE, built from deploy/docker/Dockerfile) must be pullable by the cluster. "
+        "Prints the run id. The params file's text travels as the params_yaml argument; its relative "
+        "paths resolve inside the task containers.",
+    )
+    cluster_cmd.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080 (port-forward of ml-pipeline-ui)")
+    cluster_cmd.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file whose text is passed as params_yaml (default: %(default)s)"
+    )
+    cluster_cmd.add_argument("--package", type=Path, default=PACKAGE_PATH, help="compiled pipeline (default: %(default)s)")
+    cluster_cmd.add_argument("--quarantine", action="store_true", help="set bad files aside instead of failing")
+    cluster_cmd.add_argument("--experiment", default=None, help="experiment name (default: KFP's 'Default')")
+    cluster_cmd.add_argument("--run-name", default=None, help="run name shown in the UI")
+    cluster_cmd.add_argument("--namespace", default=None, help="Kubernetes namespace (multi-user deployments)")
+    cluster_cmd.add_argument("--pipeline-root", default=None, help="artifact root, e.g. s3://bucket/pipelines (default: the cluster's)")
+    cluster_cmd.add_argument(
+        "--token",
+        default=os.environ.get("KFP_TOKEN"),
+        help="bearer token for an authenticated endpoint (default: $KFP_TOKEN; none)",
+    )
+    cluster_cmd.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
+
+    args = parser.parse_args(argv)
+    if args.command == "compile":
+        print(compile_pipeline(args.output))
+    elif args.command == "run-local":
+        outputs = run_local(args.params, args.root, quarantine=args.quarantine)
+        print(json.dumps(outputs, indent=2, sort_keys=True))
+    else:
+        run_id = run_cluster(
+            args.host,
+            params=args.params,
+            package=args.package,
+            quarantine=args.quarantine,
+            experiment=args.experiment,
+            run_name=args.run_name,
+            namespace=args.namespace,
+            pipeline_root=args.pipeline_root,
+            token=args.token,
+            wait=args.wait,
+        )
+        print(run_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data sources, the raw dataset, preprocessing and the tensor store."""

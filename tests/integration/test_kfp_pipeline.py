@@ -1,0 +1,160 @@
+"""The KFP door: the committed pipeline package is fresh and loadable, and the pipeline really runs.
+
+The slow tests run ingest -> validate -> preprocess with kfp.local's SubprocessRunner (every task a
+subprocess of this interpreter) on 20 Fashion-MNIST items per category and split, and check the
+artifacts the library wrote.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp.components import load_component_from_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FASHION_DIR = REPO_ROOT.parent / "shared" / "data" / "fashion-mnist"
+COMMITTED_YAML = REPO_ROOT / "pipelines" / "product_studio.yaml"
+CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+LIMIT = 20
+
+
+def test_committed_yaml_is_fresh(tmp_path):
+    """pipelines/product_studio.yaml is exactly what the code compiles to (and compiling is deterministic)."""
+    env = {k: v for k, v in os.environ.items() if k != "PRODUCTSTUDIO_IMAGE"}  # the committed one uses the default image
+    fresh = []
+    for name in ("first.yaml", "second.yaml"):
+        out = tmp_path / name
+        subprocess.run(
+            [sys.executable, "-m", "pipelines.product_studio", "compile", "--output", str(out)],
+            cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True,
+        )
+        fresh.append(out.read_bytes())
+    assert fresh[0] == fresh[1], "compiling twice gave different bytes: the package is not deterministic"
+    assert COMMITTED_YAML.is_file(), f"{COMMITTED_YAML} is missing: run `make pipeline-yaml`"
+    assert COMMITTED_YAML.read_bytes() == fresh[0], (
+        f"{COMMITTED_YAML.relative_to(REPO_ROOT)} is stale (components or pipeline changed): "
+        "run `make pipeline-yaml` and commit the result"
+    )
+
+
+def test_committed_yaml_loads_back():
+    """The package parses against the pipeline-spec proto and has the interface and images we expect."""
+    from components import DEFAULT_IMAGE
+
+    pipeline = load_component_from_file(str(COMMITTED_YAML))
+    assert pipeline.name == "product-studio"
+    spec = pipeline.component_spec
+    assert set(spec.inputs) == {"params_yaml", "quarantine"}
+    assert spec.inputs["params_yaml"].default == ""
+    assert spec.inputs["quarantine"].default is False
+    assert set(spec.outputs) == {"dataset", "validation"}
+
+    document = yaml.safe_load(COMMITTED_YAML.read_text())
+    tasks = document["root"]["dag"]["tasks"]
+    assert set(tasks) == {"ingest", "validate", "preprocess"}
+    assert tasks["validate"]["dependentTasks"] == ["ingest"]
+    assert sorted(tasks["preprocess"]["dependentTasks"]) == ["ingest", "validate"]
+    executors = document["deploymentSpec"]["executors"]
+    assert len(executors) == 3
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == DEFAULT_IMAGE, name
+        command = " ".join(container["command"])
+        assert "pip install" not in command, f"{name} installs packages at run time (install_kfp_package=False?)"
+
+
+def test_run_local_rejects_bad_params_before_any_task(tmp_path):
+    from productstudio.config import ParamsError
+
+    from pipelines.product_studio import run_local
+
+    params = tmp_path / "params.yaml"
+    params.write_text("preprocess:\n  image_size: -3\n")
+    with pytest.raises(ParamsError, match=r"preprocess\.image_size = -3"):
+        run_local(params, tmp_path / "run")
+    assert not (tmp_path / "run" / "outputs").exists()
+
+
+def _params(tmp_path: Path, **validate) -> Path:
+    if not FASHION_DIR.is_dir():
+        pytest.fail(f"{FASHION_DIR} is missing: this test reads Fashion-MNIST from ../shared/data")
+    params = {
+        "ingest": {"source": "fashion-mnist", "fashion_mnist_dir": str(FASHION_DIR), "limit_per_category": LIMIT},
+        # The first 20 items per category hold one near-duplicate pair across train and test (2 of 400).
+        "validate": {"max_leak_fraction": 0.01, **validate},
+        "preprocess": {"image_size": 28, "mode": "L", "seed": 0},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_pipeline_runs_locally_end_to_end(tmp_path):
+    from pipelines.product_studio import run_local
+
+    root = tmp_path / "run"
+    outputs = run_local(_params(tmp_path), root)
+
+    assert set(outputs) == {"dataset", "validation"}
+    for path in outputs.values():
+        assert Path(path).is_relative_to(root / "outputs"), "artifacts must land under the pipeline root"
+
+    report = json.loads((Path(outputs["validation"]) / "report.json").read_text())
+    assert report["success"] is True
+    assert report["source"] == "fashion-mnist"
+    assert report["counts"]["files"] == 2 * LIMIT * len(CATEGORIES)  # train + test
+    assert report["counts"]["quarantined"] == 0
+    assert all(outcome["success"] for outcome in report["expectations"])
+
+    dataset = Path(outputs["dataset"])
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["kind"] == "processed-dataset"
+    assert manifest["categories"] == CATEGORIES
+    assert manifest["image_shape"] == [1, 28, 28]
+    splits = manifest["splits"]
+    assert set(splits) == {"train", "val", "test"}
+    for name, split in splits.items():
+        assert set(split["per_category"]) == set(CATEGORIES), name
+        assert split["count"] == sum(split["per_category"].values()), name
+    # No exact duplicates among these 400 images: every one is kept, the test split as the source has it,
+    # and train + val (however the library carves val) are the 20 train images of each category.
+    assert manifest["counts"] == {"input": 400, "usable": 400, "duplicates_removed": 0, "kept": 400}
+    assert splits["test"]["per_category"] == {name: LIMIT for name in CATEGORIES}
+    for name in CATEGORIES:
+        assert splits["train"]["per_category"][name] + splits["val"]["per_category"][name] == LIMIT, name
+    from productstudio.data.store import load_split
+
+    images, labels = load_split(dataset, "test")
+    assert images.shape == (LIMIT * len(CATEGORIES), 1, 28, 28) and images.dtype.name == "uint8"
+    assert sorted(set(labels.tolist())) == list(range(len(CATEGORIES)))
+
+    # The ingest output the other two consumed, and every task's temp folder under the run's root.
+    (raw_manifest_path,) = (root / "outputs").glob("*/ingest/raw/manifest.json")
+    raw_manifest = json.loads(raw_manifest_path.read_text())
+    assert raw_manifest["kind"] == "raw-dataset" and raw_manifest["params"]["limit_per_category"] == LIMIT
+    assert len(list((root / "tmp").iterdir())) >= 3, "TMPDIR was not pointed at <root>/tmp for the tasks"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_failing_validation_stops_the_pipeline(tmp_path):
+    """A suite failure fails the validate task, so the run, and preprocess never starts."""
+    from pipelines.product_studio import run_local
+
+    root = tmp_path / "run"
+    params = _params(tmp_path, min_per_category=1000)  # 40 items per category here
+    with pytest.raises(RuntimeError, match="validate"):
+        run_local(params, root)
+
+    (run_dir,) = (root / "outputs").iterdir()
+    report = json.loads((run_dir / "validate" / "validation" / "report.json").read_text())
+    assert report["success"] is False
+    failed = [outcome["name"] for outcome in report["expectations"] if not outcome["success"]]
+    assert failed == ["files per category within bounds"]
+    assert not (run_dir / "preprocess").exists()
