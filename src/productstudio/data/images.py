@@ -29,8 +29,9 @@ def open_image(path: str | Path, max_pixels: int) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(path)
-        except Image.DecompressionBombError as error:
-            raise BadImage(f"decompression bomb: {error}".split(". ")[0]) from None
+        except Image.DecompressionBombError:
+            limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            raise BadImage(f"decompression bomb: declares more than Pillow's hard limit of {limit:,} pixels") from None
         except UnidentifiedImageError:
             raise BadImage("not an image: no known image format in the file's content") from None
         except OSError as error:

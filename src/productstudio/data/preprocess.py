@@ -43,7 +43,8 @@ def _read_validation(validation_dir: Path) -> tuple[dict, pd.DataFrame]:
 
 
 def _convert(image: Image.Image, settings: PreprocessSettings) -> np.ndarray:
-    image = img.to_mode(img.upright(image), settings.mode, settings.pad_value)
+    # Transparency is flattened onto white (studio background), whatever the padding colour.
+    image = img.to_mode(img.upright(image), settings.mode, background=255)
     image = img.fit_square(image, settings.image_size, settings.resize, settings.pad_value)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
