@@ -57,6 +57,20 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from productstudio.training.loop import train
+
+    manifest = train(load_params(args.params).train, args.processed, args.out, args.plots, device=args.device, track=not args.no_mlflow)
+    s = manifest["summary"]
+    print(f"trained {manifest['params']['model']} for {s['steps']} steps in {s['minutes']:.1f} min (stopped by {s['stopped_by']})")
+    print(f"generator: {args.out}/generator   sample grid: {args.out}/{manifest['sample_grid']}")
+    if manifest.get("mlflow_run_id"):
+        from productstudio.registry.tracking import tracking_uri
+
+        print(f"MLflow run {manifest['mlflow_run_id']} in {tracking_uri()} (mlflow ui --backend-store-uri {tracking_uri()})")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """Where to look after the main job."""
     from productstudio.data.store import KIND, SPLITS as STORE_SPLITS
@@ -124,6 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", default="reports/validation", type=Path, help="validation report directory (default: %(default)s)")
     p.add_argument("--out", default="data/processed", type=Path, help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_preprocess)
+
+    p = steps.add_parser(
+        "train",
+        help="train the class-conditional GAN (or the CVAE baseline); resumes after an interruption",
+        description="Train on the processed train split with params.yaml 'train' until train.max_steps or "
+        "train.max_minutes. Checkpoints are atomic and rotated under OUT/checkpoints; running the same command "
+        "again continues from the newest one. Logs params, loss curves, sample grids (one row per category) and "
+        "the final generator to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db), and the loss curve "
+        "as a CSV for 'dvc plots'.",
+    )
+    _params_arg(p)
+    p.add_argument("--processed", default="data/processed", type=Path, help="processed dataset (default: %(default)s)")
+    p.add_argument("--out", default="models/train", type=Path, help="checkpoints, samples, generator (default: %(default)s)")
+    p.add_argument("--plots", default="reports/train", type=Path, help="loss curve CSV for dvc plots (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default: %(default)s)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=cmd_train)
 
     p = steps.add_parser("summary", help="print what the main job produced and where to look")
     p.add_argument("--processed", default="data/processed", type=Path)

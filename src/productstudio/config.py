@@ -83,10 +83,34 @@ class PreprocessSettings(_Section):
         return value
 
 
+class TrainSettings(_Section):
+    model: Literal["gan", "cvae"] = "gan"
+    latent_dim: int = Field(default=64, ge=2)
+    g_width: int = Field(default=32, ge=4)  # generator channels at full resolution
+    d_width: int = Field(default=32, ge=4)  # discriminator (or VAE encoder) channels at full resolution
+    batch_size: int = Field(default=64, ge=2)
+    lr_g: float = Field(default=2e-4, gt=0)
+    lr_d: float = Field(default=2e-4, gt=0)
+    beta1: float = Field(default=0.0, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)
+    # DiffAugment policies for the discriminator: any of color, translation, cutout.
+    augment: list[Literal["color", "translation", "cutout"]] = []
+    max_steps: int = Field(default=20000, ge=1)
+    max_minutes: float = Field(default=15.0, gt=0)  # wall-clock training budget, summed over resumes
+    checkpoint_every: int = Field(default=500, ge=1)
+    keep_checkpoints: int = Field(default=3, ge=1)
+    log_every: int = Field(default=50, ge=1)
+    sample_every: int = Field(default=1000, ge=1)
+    seed: int = 0
+    threads: int = Field(default=0, ge=0)  # 0: all cores
+
+
 class Params(_Section):
     ingest: IngestSettings = IngestSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     preprocess: PreprocessSettings = PreprocessSettings()
+    train: TrainSettings = TrainSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

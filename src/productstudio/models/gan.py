@@ -1,0 +1,113 @@
+"""Class-conditional GAN for small product images (28/32/64 px), sized for a CPU.
+
+Generator: latent + category embedding -> resize-and-convolve blocks with class-conditional batch norm
+(nearest upsampling + 3x3 conv rather than transposed conv: no checkerboard artefacts, and it
+quantizes with ordinary conv kernels later). Discriminator: spectral-normalised convolutions with a
+projection head (Miyato & Koyama 2018), trained with the hinge loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    num_classes: int = 10
+    channels: int = 1  # 1 grey, 3 RGB
+    image_size: int = 28
+    latent_dim: int = 64
+    g_width: int = 32  # channels at full resolution; doubled at each lower resolution
+    d_width: int = 32
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def start_resolution(image_size: int) -> tuple[int, int]:
+    """(starting side, number of 2x upsamplings): 28 = 7*2^2, 32 = 4*2^3, 64 = 4*2^4."""
+    start = 7 if image_size % 7 == 0 else 4
+    ups = int(round(math.log2(image_size / start)))
+    if start * 2**ups != image_size:
+        raise ValueError(f"image_size {image_size} is not 7*2^k or 4*2^k")
+    return start, ups
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Batch norm whose scale and shift are chosen by the category."""
+
+    def __init__(self, features: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(features, affine=False)
+        self.gain = nn.Embedding(num_classes, features)
+        self.bias = nn.Embedding(num_classes, features)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm = ConditionalBatchNorm(cout, num_classes)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(x), y))
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GANConfig):
+        super().__init__()
+        self.config = config
+        start, ups = start_resolution(config.image_size)
+        widths = [config.g_width * 2 ** (ups - i) for i in range(ups + 1)]
+        self.start = start
+        self.embed = nn.Embedding(config.num_classes, config.latent_dim)
+        self.project = nn.Linear(2 * config.latent_dim, widths[0] * start * start)
+        self.norm0 = ConditionalBatchNorm(widths[0], config.num_classes)
+        self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], config.num_classes) for i in range(ups))
+        self.to_image = nn.Conv2d(widths[-1], config.channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Latents (N, latent_dim) and categories (N,) -> images (N, C, H, W) in [-1, 1]."""
+        x = self.project(torch.cat([z, self.embed(y)], dim=1))
+        x = x.view(len(z), -1, self.start, self.start)
+        x = F.relu(self.norm0(x, y))
+        for block in self.blocks:
+            x = block(x, y)
+        return torch.tanh(self.to_image(x))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, config: GANConfig):
+        super().__init__()
+        start, downs = start_resolution(config.image_size)
+        widths = [config.d_width * 2**i for i in range(downs + 1)]
+        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(config.channels, widths[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        for i in range(downs):
+            layers += [spectral_norm(nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Linear(widths[-1], 1))
+        self.embed = spectral_norm(nn.Embedding(config.num_classes, widths[-1]))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.features(x).sum(dim=(2, 3))  # global sum pooling
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()

@@ -1,0 +1,49 @@
+"""MLflow tracking: a local sqlite store by default, MLFLOW_TRACKING_URI honoured, lineage tags on every run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "productstudio"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def data_version(processed_dir: str | Path) -> str:
+    """The content hash of the processed dataset: sha256 of its manifest (which lists every shard's hash)."""
+    from productstudio.artifacts import sha256_file
+
+    return sha256_file(Path(processed_dir) / "manifest.json")
+
+
+def start_run(run_name: str, run_id: str | None = None, tags: dict | None = None):
+    """Start (or resume, with run_id) an MLflow run against the configured store."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    if run_id is None:
+        mlflow.set_experiment(EXPERIMENT)
+        return mlflow.start_run(run_name=run_name, tags=tags)
+    return mlflow.start_run(run_id=run_id)
+
+
+def flatten(prefix: str, data: dict) -> dict:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(flatten(name, value) if isinstance(value, dict) else {name: value})
+    return out

@@ -1,0 +1,316 @@
+"""The training step: a class-conditional GAN (or the CVAE baseline) on the processed tensor shards.
+
+Resumable: every ``checkpoint_every`` steps a checkpoint holds the models, optimizers, EMA, the one
+torch.Generator that drives every random draw (batches, latents, augmentation) and the time spent.
+Checkpoints are written atomically and rotated; running the same command again after a crash (even
+``kill -9``) continues from the newest one and reproduces the uninterrupted run on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from productstudio.artifacts import write_manifest
+from productstudio.config import TrainSettings, section_dict
+from productstudio.data import store
+from productstudio.models import resolve_device, save_generator
+from productstudio.models.cvae import ConditionalVAE
+from productstudio.models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
+from productstudio.training.augment import diff_augment
+
+CHECKPOINTS = "checkpoints"
+GENERATOR = "generator"
+SAMPLES = "samples"
+LOSS_LOG = "train_loss.csv"
+CHECKPOINT_NAME = re.compile(r"step-(\d{8})\.pt$")
+GRID_COLUMNS = 8
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs, as tensors and plain values (loadable with weights_only=True)."""
+
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    rng: torch.Generator
+    step: int = 0
+    seconds: float = 0.0
+    mlflow_run_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "rng": self.rng.get_state(),
+            "step": self.step,
+            "seconds": self.seconds,
+            "mlflow_run_id": self.mlflow_run_id or "",
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, module in self.modules.items():
+            module.load_state_dict(state["modules"][key])
+        for key, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        self.rng.set_state(state["rng"])
+        self.step = int(state["step"])
+        self.seconds = float(state["seconds"])
+        self.mlflow_run_id = state["mlflow_run_id"] or None
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = sorted(p for p in directory.glob("step-*.pt") if CHECKPOINT_NAME.search(p.name))
+    return found[-1] if found else None
+
+
+def save_checkpoint(state: TrainState, directory: Path, keep: int) -> Path:
+    """Write to a temporary file, fsync, rename: a crash leaves the old checkpoint or the new one, never half."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"step-{state.step:08d}.pt"
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
+        torch.save(state.state_dict(), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, target)
+    for old in sorted(directory.glob("step-*.pt"))[:-keep]:
+        old.unlink()
+    return target
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build(settings: TrainSettings, num_classes: int, shape: tuple[int, int, int], device: torch.device) -> TrainState:
+    """Fresh models and optimizers, initialised from the seed."""
+    torch.manual_seed(settings.seed)
+    config = GANConfig(
+        num_classes=num_classes, channels=shape[0], image_size=shape[1],
+        latent_dim=settings.latent_dim, g_width=settings.g_width, d_width=settings.d_width,
+    )
+    betas = (settings.beta1, settings.beta2)
+    if settings.model == "gan":
+        generator, discriminator = Generator(config).to(device), Discriminator(config).to(device)
+        ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        modules = {"generator": generator, "discriminator": discriminator, "ema": ema}
+        optimizers = {
+            "generator": torch.optim.Adam(generator.parameters(), settings.lr_g, betas=betas),
+            "discriminator": torch.optim.Adam(discriminator.parameters(), settings.lr_d, betas=betas),
+        }
+    else:
+        vae = ConditionalVAE(config).to(device)
+        modules = {"vae": vae}
+        optimizers = {"vae": torch.optim.Adam(vae.parameters(), settings.lr_g, betas=(0.9, 0.999))}
+    rng = torch.Generator(device="cpu").manual_seed(settings.seed)
+    return TrainState(modules, optimizers, rng)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for target, source in zip(ema.parameters(), model.parameters()):
+        target.lerp_(source, 1.0 - decay)
+    for target, source in zip(ema.buffers(), model.buffers()):
+        target.copy_(source)
+
+
+def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, device) -> dict:
+    g, d, ema = state.modules["generator"], state.modules["discriminator"], state.modules["ema"]
+    opt_g, opt_d = state.optimizers["generator"], state.optimizers["discriminator"]
+    n = len(x)
+    z = torch.randn(n, settings.latent_dim, generator=state.rng).to(device)
+    y_fake = torch.randint(0, g.config.num_classes, (n,), generator=state.rng).to(device)
+    augment = (lambda t: diff_augment(t, settings.augment, state.rng)) if settings.augment else (lambda t: t)
+
+    fake = g(z, y_fake)
+    d_loss = hinge_d_loss(d(augment(x), y), d(augment(fake.detach()), y_fake))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+
+    g_loss = hinge_g_loss(d(augment(fake), y_fake))
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    update_ema(ema, g, settings.ema_decay)
+    return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
+
+
+def vae_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, device) -> dict:
+    vae, opt = state.modules["vae"], state.optimizers["vae"]
+    losses = vae.loss(x, y, generator=state.rng)
+    opt.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    opt.step()
+    return {"loss": losses["loss"].item(), "reconstruction": losses["reconstruction"].item(), "kl": losses["kl"].item()}
+
+
+def sampling_generator(state: TrainState) -> Generator:
+    """The network that makes images: the EMA generator for a GAN, the decoder for a VAE."""
+    return state.modules["ema"] if "ema" in state.modules else state.modules["vae"].decoder
+
+
+@torch.no_grad()
+def sample_grid(generator: Generator, seed: int, device, columns: int = GRID_COLUMNS) -> np.ndarray:
+    """One row per category, fixed latents: (rows*H, columns*W[, C]) uint8."""
+    was_training = generator.training
+    generator.eval()
+    config = generator.config
+    fixed = torch.Generator().manual_seed(seed)
+    z = torch.randn(config.num_classes * columns, config.latent_dim, generator=fixed).to(device)
+    y = torch.arange(config.num_classes).repeat_interleave(columns).to(device)
+    images = ((generator(z, y) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+    generator.train(was_training)
+    c, h, w = images.shape[1:]
+    grid = images.view(config.num_classes, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(config.num_classes * h, columns * w, c)
+    return grid.squeeze(-1).numpy()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """After a resume, forget log rows written past the checkpoint by the interrupted run."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+
+
+def train(
+    settings: TrainSettings,
+    processed_dir: str | Path,
+    out_dir: str | Path,
+    plots_dir: str | Path,
+    device: str = "auto",
+    track: bool = True,
+) -> dict:
+    """Train until max_steps or max_minutes; resume from out_dir/checkpoints when one is there."""
+    out, plots = Path(out_dir), Path(plots_dir)
+    dev = resolve_device(device)
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    images, labels = store.load_split(processed_dir, "train")
+    categories = store.categories(processed_dir)
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)  # uint8 stays uint8 until batched
+    state = build(settings, len(categories), tuple(images.shape[1:]), dev)
+
+    checkpoint = latest_checkpoint(out / CHECKPOINTS)
+    if checkpoint is not None:
+        state.load_state_dict(load_checkpoint(checkpoint))
+        print(f"resuming from {checkpoint} (step {state.step}, {state.seconds / 60:.1f} min spent)")
+    elif out.exists():
+        for stale in (out / GENERATOR, out / SAMPLES):
+            if stale.exists():
+                for f in stale.iterdir():
+                    f.unlink()
+    plots.mkdir(parents=True, exist_ok=True)
+    log_path = plots / LOSS_LOG
+    if checkpoint is None:
+        log_path.unlink(missing_ok=True)
+    _truncate_log(log_path, state.step)
+
+    from productstudio.registry import tracking
+
+    run = None
+    if track:
+        import mlflow
+
+        tags = {
+            "productstudio.step": "train",
+            "productstudio.model": settings.model,
+            "data.version": tracking.data_version(processed_dir),
+            "git.commit": tracking.git_commit(),
+        }
+        run = tracking.start_run(f"train-{settings.model}", run_id=state.mlflow_run_id, tags=tags)
+        state.mlflow_run_id = run.info.run_id
+        if checkpoint is None:
+            mlflow.log_params(tracking.flatten("train", section_dict(settings)))
+            mlflow.log_params({"data.train_images": len(images), "data.categories": ",".join(categories), "device": str(dev)})
+
+    step_fn = gan_step if settings.model == "gan" else vae_step
+    for module in state.modules.values():
+        module.train()
+    if "ema" in state.modules:
+        state.modules["ema"].eval()
+    budget = settings.max_minutes * 60
+    progress = tqdm(total=settings.max_steps, initial=state.step, desc=f"train {settings.model}", unit="step", disable=None)
+    window_start, window_images, rate = time.perf_counter(), 0, 0.0
+    new_file = not log_path.exists()
+    try:
+        with open(log_path, "a", newline="") as log_handle:
+            log = csv.writer(log_handle)
+            while state.step < settings.max_steps and state.seconds < budget:
+                started = time.perf_counter()
+                index = torch.randint(0, len(x_all), (settings.batch_size,), generator=state.rng)
+                x = x_all[index].to(dev).float().div_(127.5).sub_(1.0)
+                y = y_all[index].to(dev)
+                losses = step_fn(state, x, y, settings, dev)
+                state.step += 1
+                state.seconds += time.perf_counter() - started
+                window_images += len(x)
+                progress.update(1)
+                if state.step % settings.log_every == 0:
+                    now = time.perf_counter()
+                    rate = window_images / (now - window_start)
+                    window_start, window_images = now, 0
+                    if new_file:
+                        log.writerow(["step", *losses, "images_per_s"])
+                        new_file = False
+                    log.writerow([state.step, *(f"{v:.5f}" for v in losses.values()), f"{rate:.1f}"])
+                    log_handle.flush()
+                    progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+                    if run is not None:
+                        mlflow.log_metrics({**losses, "images_per_s": rate}, step=state.step)
+                if state.step % settings.sample_every == 0:
+                    _save_grid(state, settings, out, dev, run)
+                if state.step % settings.checkpoint_every == 0:
+                    save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
+        progress.close()
+        save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
+        grid_path = _save_grid(state, settings, out, dev, run)
+        generator = sampling_generator(state)
+        save_generator(generator, out / GENERATOR, categories=categories, kind=settings.model, step=state.step)
+        stopped = "max_steps" if state.step >= settings.max_steps else "max_minutes"
+        summary = {"steps": state.step, "minutes": round(state.seconds / 60, 3), "stopped_by": stopped, "images_per_s": round(rate, 1)}
+        manifest = write_manifest(
+            out,
+            "trained-generator",
+            inputs={"processed_manifest_sha256": tracking.data_version(processed_dir)},
+            params=section_dict(settings),
+            categories=categories,
+            summary=summary,
+            mlflow_run_id=state.mlflow_run_id,
+            sample_grid=str(grid_path.relative_to(out)),
+        )
+        if run is not None:
+            mlflow.log_metrics({"train_minutes": state.seconds / 60, "train_steps": state.step})
+            mlflow.log_artifacts(str(out / GENERATOR), GENERATOR)
+            mlflow.log_artifact(str(log_path), "plots")
+        return manifest
+    finally:
+        if run is not None:
+            mlflow.end_run()
+
+
+def _save_grid(state: TrainState, settings: TrainSettings, out: Path, device, run) -> Path:
+    grid = sample_grid(sampling_generator(state), settings.seed + 1, device)
+    path = out / SAMPLES / f"step-{state.step:08d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.Resampling.NEAREST).save(path)
+    if run is not None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), SAMPLES)
+    return path
