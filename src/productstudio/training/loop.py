@@ -206,6 +206,8 @@ def train(
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)  # uint8 stays uint8 until batched
     state = build(settings, len(categories), tuple(images.shape[1:]), dev)
 
+    for partial in (out / CHECKPOINTS).glob("*.tmp"):
+        partial.unlink()  # left by a run killed while writing; the previous checkpoint is intact
     checkpoint = latest_checkpoint(out / CHECKPOINTS)
     if checkpoint is not None:
         state.load_state_dict(load_checkpoint(checkpoint))

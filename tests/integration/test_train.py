@@ -1,0 +1,112 @@
+"""The real training entry point on a tiny real dataset: artifacts, MLflow run, kill -9 and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from productstudio.config import parse_params
+from productstudio.data.preprocess import preprocess
+from productstudio.data.raw import ingest
+from productstudio.models import load_generator
+from productstudio.training.loop import train
+from productstudio.validation import validate
+
+TINY = {"latent_dim": 16, "g_width": 8, "d_width": 8, "batch_size": 16, "threads": 1, "log_every": 10, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, fashion_dir):
+    root = tmp_path_factory.mktemp("data")
+    params = parse_params({"ingest": {"fashion_mnist_dir": str(fashion_dir), "limit_per_category": 20}, "validate": {"max_leak_fraction": 0.05}})
+    ingest(params.ingest, root / "raw")
+    validate(root / "raw", root / "validation", params.validate)
+    preprocess(root / "raw", root / "validation", root / "processed", params.preprocess)
+    return root / "processed"
+
+
+def _settings(**overrides):
+    return parse_params({"train": {**TINY, **overrides}}).train
+
+
+def test_gan_run_writes_generator_grid_checkpoints_and_mlflow(processed, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # the default artifact store is ./mlruns
+    manifest = train(_settings(max_steps=30, checkpoint_every=10, keep_checkpoints=2, sample_every=15, augment=["translation", "cutout"]),
+                     processed, tmp_path / "out", tmp_path / "plots")
+    out = tmp_path / "out"
+    assert manifest["summary"]["steps"] == 30 and manifest["summary"]["stopped_by"] == "max_steps"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000020.pt", "step-00000030.pt"]
+    generator, info = load_generator(out / "generator")
+    assert info["categories"][9] == "Ankle boot" and info["kind"] == "gan"
+    grid = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / manifest["sample_grid"]))
+    assert grid.shape == (10 * 28 * 2, 8 * 28 * 2)  # one row per category, 8 columns, shown at 2x
+    rows = (tmp_path / "plots/train_loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss_d,loss_g,images_per_s" and [r.split(",")[0] for r in rows[1:]] == ["10", "20", "30"]
+
+    client = MlflowClient(uri)
+    run = client.get_run(manifest["mlflow_run_id"])
+    assert run.data.params["train.g_width"] == "8"
+    assert run.data.tags["data.version"] == manifest["inputs"]["processed_manifest_sha256"]
+    assert len(run.data.tags["git.commit"]) in (7, 40) or run.data.tags["git.commit"] == "unknown"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [10, 20, 30]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")} | {a.path for a in client.list_artifacts(run.info.run_id, "generator")}
+    assert "generator/generator.safetensors" in artifacts and "samples/step-00000030.png" in artifacts
+
+
+def test_time_budget_stops_the_run(processed, tmp_path):
+    manifest = train(_settings(max_steps=100000, max_minutes=0.002), processed, tmp_path / "out", tmp_path / "plots", track=False)
+    assert manifest["summary"]["stopped_by"] == "max_minutes"
+    assert 0 < manifest["summary"]["steps"] < 100000
+
+
+def test_cvae_baseline_learns(processed, tmp_path):
+    train(_settings(model="cvae", max_steps=60, lr_g=1e-3), processed, tmp_path / "out", tmp_path / "plots", track=False)
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "plots/train_loss.csv").read_text().splitlines()[1:]]
+    assert losses[-1] < losses[0] * 0.8, losses
+    generator, info = load_generator(tmp_path / "out/generator")
+    assert info["kind"] == "cvae" and generator.config.latent_dim == 16
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes_and_matches_uninterrupted_run(processed, tmp_path):
+    steps = dict(max_steps=300, checkpoint_every=50, keep_checkpoints=2, sample_every=1000, augment=["translation"])
+    reference = train(_settings(**steps), processed, tmp_path / "reference", tmp_path / "reference-plots", track=False)
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {**TINY, **steps}}))
+    command = [sys.executable, "-m", "productstudio.cli", "train", "--params", str(params), "--processed", str(processed),
+               "--out", str(tmp_path / "out"), "--plots", str(tmp_path / "plots"), "--no-mlflow"]
+    victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not (tmp_path / "out/checkpoints/step-00000100.pt").exists():
+        assert victim.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    finished = sorted((tmp_path / "out/checkpoints").glob("step-*.pt"))
+    assert finished and finished[-1].name != "step-00000300.pt"
+    torch.load(finished[-1], weights_only=True)  # the newest checkpoint is whole, whatever the kill hit
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming from {finished[-1]}" in resumed.stdout
+    assert not list((tmp_path / "out/checkpoints").glob("*.tmp"))  # a half-written file from the kill is cleared
+    expected = load_file(str(tmp_path / "reference/generator/generator.safetensors"))
+    got = load_file(str(tmp_path / "out/generator/generator.safetensors"))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert (tmp_path / "plots/train_loss.csv").read_text().splitlines()[-1].split(",")[:3] == \
+        (tmp_path / "reference-plots/train_loss.csv").read_text().splitlines()[-1].split(",")[:3]
