@@ -1,5 +1,6 @@
 """The real DVC pipeline in a scratch copy of the project: repro, no-op repro, push and pull."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,12 +37,14 @@ def project(tmp_path, fashion_dir):
     params["ingest"]["limit_per_category"] = 40
     # In this subset, train item 69 and test item 131 are near-identical (a real Fashion-MNIST leak).
     params["validate"]["max_leak_fraction"] = 0.01
+    params["train"].update(max_steps=20, checkpoint_every=10, log_every=5, sample_every=10, g_width=8, d_width=8, latent_dim=16, batch_size=16)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost",
     }
     _run(["git", "init", "-q"], root, env)
@@ -52,8 +55,12 @@ def test_repro_then_noop_then_push_and_pull(project):
     root, env = project
     dvc = [sys.executable, "-m", "dvc"]
     first = _run(dvc + ["repro"], root, env)
-    for stage in ("ingest", "validate", "preprocess"):
+    for stage in ("ingest", "validate", "preprocess", "train"):
         assert f"Running stage '{stage}'" in first
+    assert (root / "models/train/generator/generator.safetensors").exists()
+    plots = json.loads(_run(dvc + ["plots", "show", "--json"], root, env))["data"]
+    rendered = json.dumps(plots["reports/train/train_loss.csv"])
+    assert '"loss_d"' in rendered and '"loss_g"' in rendered
 
     images, labels = load_split(root / "data/processed", "train")
     assert images.shape == (400, 1, 28, 28) and np.bincount(labels).tolist() == [40] * 10
@@ -69,6 +76,7 @@ def test_repro_then_noop_then_push_and_pull(project):
     (root / "params.yaml").write_text(text)
     third = _run(dvc + ["repro"], root, env)
     assert "Running stage 'preprocess'" in third and "Running stage 'ingest'" not in third
+    assert "starting afresh" in third  # new data: the persisted checkpoints are not resumed
     assert load_split(root / "data/processed", "test")[0].shape == (400, 1, 32, 32)
 
     # Push to the default local remote, lose everything, pull it back byte for byte.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import os
 import re
 import tempfile
@@ -36,6 +37,7 @@ SAMPLES = "samples"
 LOSS_LOG = "train_loss.csv"
 CHECKPOINT_NAME = re.compile(r"step-(\d{8})\.pt$")
 GRID_COLUMNS = 8
+RESUMABLE_CHANGES = {"max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "threads"}
 
 
 @dataclass
@@ -58,6 +60,7 @@ class TrainState:
             "step": self.step,
             "seconds": self.seconds,
             "mlflow_run_id": self.mlflow_run_id or "",
+            "identity": json.dumps(self.extra.get("identity", {}), sort_keys=True),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -208,9 +211,23 @@ def train(
 
     for partial in (out / CHECKPOINTS).glob("*.tmp"):
         partial.unlink()  # left by a run killed while writing; the previous checkpoint is intact
+    # What a checkpoint must share with this run to be resumed: the data and every setting that
+    # changes the result. Budgets (steps, minutes) and logging frequencies may differ.
+    from productstudio.registry import tracking
+
+    identity = {k: v for k, v in section_dict(settings).items() if k not in RESUMABLE_CHANGES}
+    identity["data_version"] = tracking.data_version(processed_dir)
+    state.extra["identity"] = identity
     checkpoint = latest_checkpoint(out / CHECKPOINTS)
     if checkpoint is not None:
-        state.load_state_dict(load_checkpoint(checkpoint))
+        saved = load_checkpoint(checkpoint)
+        if json.loads(saved.get("identity", "{}")) != identity:
+            print(f"{checkpoint.parent} holds checkpoints of other data or train params: starting afresh")
+            for old in (out / CHECKPOINTS).glob("step-*.pt"):
+                old.unlink()
+            checkpoint = None
+    if checkpoint is not None:
+        state.load_state_dict(saved)
         print(f"resuming from {checkpoint} (step {state.step}, {state.seconds / 60:.1f} min spent)")
     elif out.exists():
         for stale in (out / GENERATOR, out / SAMPLES):
@@ -222,8 +239,6 @@ def train(
     if checkpoint is None:
         log_path.unlink(missing_ok=True)
     _truncate_log(log_path, state.step)
-
-    from productstudio.registry import tracking
 
     run = None
     if track:
