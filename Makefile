@@ -34,6 +34,8 @@ pipeline-yaml: install  ## recompile pipelines/product_studio.yaml after changin
 
 bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_load.py
+	python bench/bench_train.py
+	python bench/bench_inception.py
 
 clean:
 	rm -rf data reports .scratch .dvc-remote

@@ -21,8 +21,22 @@ BASE_IMAGE = os.environ.get("PRODUCTSTUDIO_IMAGE") or DEFAULT_IMAGE
 # The options every component shares; kfp.local's SubprocessRunner would otherwise `pip install kfp`.
 COMPONENT_OPTIONS = {"base_image": BASE_IMAGE, "install_kfp_package": False}
 
-from components.ingest import ingest  # noqa: E402  (the components need the constants above)
+from components.evaluate import evaluate  # noqa: E402  (the components need the constants above)
+from components.ingest import ingest  # noqa: E402
 from components.preprocess import preprocess  # noqa: E402
+from components.real_stats import real_stats  # noqa: E402
+from components.train import train  # noqa: E402
+from components.train_classifier import train_classifier  # noqa: E402
 from components.validate import validate  # noqa: E402
 
-__all__ = ["BASE_IMAGE", "DEFAULT_IMAGE", "ingest", "preprocess", "validate"]
+__all__ = [
+    "BASE_IMAGE",
+    "DEFAULT_IMAGE",
+    "evaluate",
+    "ingest",
+    "preprocess",
+    "real_stats",
+    "train",
+    "train_classifier",
+    "validate",
+]

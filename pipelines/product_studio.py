@@ -1,10 +1,19 @@
-"""The Product Studio Kubeflow pipeline: ingest -> validate -> preprocess.
+"""The Product Studio Kubeflow pipeline: the DVC stages as KFP tasks.
+
+    ingest -> validate -> preprocess -> {train, train-classifier, real-stats} -> evaluate
+
+train, train-classifier and real-stats depend only on preprocess (they run in parallel on a cluster;
+kfp.local runs them one after another); evaluate waits for all three.
 
 The pipeline takes the *text* of a params.yaml as its ``params_yaml`` parameter (the same file DVC
 reads), so a run records exactly which settings it used. In the compiled package its default is the
 empty string, which means the library's built-in defaults (``productstudio.config``, the same values
 as the repo's params.yaml) and keeps the package independent of the checkout's params.yaml.
 ``run-local`` and ``run-cluster`` pass ``--params`` (default: ./params.yaml, as DVC uses).
+
+MLflow tracking is off unless the ``mlflow_tracking_uri`` parameter is set (``--mlflow-tracking-uri``):
+a cluster may have no tracking server. When set, train and evaluate log to that store (evaluate to the
+training run).
 
 Relative paths inside params (``ingest.fashion_mnist_dir``, ``ingest.image_folder``, ...) are resolved
 by each task against its working directory: for ``run-local`` that is the directory you run from (run
@@ -31,7 +40,7 @@ from typing import Iterator, NamedTuple, Optional
 
 from kfp import compiler, dsl
 
-from components import ingest, preprocess, validate
+from components import evaluate, ingest, preprocess, real_stats, train, train_classifier, validate
 
 PIPELINE_NAME = "product-studio"
 PACKAGE_PATH = Path(__file__).resolve().with_name("product_studio.yaml")
@@ -40,18 +49,22 @@ PACKAGE_PATH = Path(__file__).resolve().with_name("product_studio.yaml")
 class Outputs(NamedTuple):
     dataset: dsl.Dataset
     validation: dsl.Artifact
+    model: dsl.Model
+    evaluation: dsl.Artifact
 
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors.",
+    description="Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors, "
+    "train a generator and a product classifier, cache the real Inception features, evaluate (FID/KID).",
 )
-def product_studio(params_yaml: str = "", quarantine: bool = False) -> Outputs:
-    """Ingest -> validate -> preprocess.
+def product_studio(params_yaml: str = "", quarantine: bool = False, mlflow_tracking_uri: str = "") -> Outputs:
+    """Ingest -> validate -> preprocess -> {train, train-classifier, real-stats} -> evaluate.
 
     Args:
-        params_yaml: The text of a params.yaml (sections ingest, validate, preprocess); "" means defaults.
+        params_yaml: The text of a params.yaml (sections ingest, validate, preprocess, train, evaluate); "" means defaults.
         quarantine: Let validation set bad files aside instead of failing the run.
+        mlflow_tracking_uri: MLflow store for train and evaluate; "" logs nothing.
     """
     ingest_task = ingest(params_yaml=params_yaml)
     # A source folder can change under the same params: never reuse a cached ingest. Its fresh output
@@ -67,9 +80,23 @@ def product_studio(params_yaml: str = "", quarantine: bool = False) -> Outputs:
         raw=ingest_task.outputs["raw"],
         validation=validate_task.outputs["validation"],
     )
+    dataset = preprocess_task.outputs["dataset"]
+    train_task = train(params_yaml=params_yaml, dataset=dataset, mlflow_tracking_uri=mlflow_tracking_uri)
+    classifier_task = train_classifier(params_yaml=params_yaml, dataset=dataset)
+    real_stats_task = real_stats(params_yaml=params_yaml, dataset=dataset)
+    evaluate_task = evaluate(
+        params_yaml=params_yaml,
+        model=train_task.outputs["model"],
+        dataset=dataset,
+        classifier=classifier_task.outputs["classifier"],
+        stats=real_stats_task.outputs["stats"],
+        mlflow_tracking_uri=mlflow_tracking_uri,
+    )
     return Outputs(
-        dataset=preprocess_task.outputs["dataset"],
+        dataset=dataset,
         validation=validate_task.outputs["validation"],
+        model=train_task.outputs["model"],
+        evaluation=evaluate_task.outputs["evaluation"],
     )
 
 
@@ -112,7 +139,9 @@ def _environment(tmpdir: Path) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_local(params: Optional[str | Path], root: str | Path, quarantine: bool = False) -> dict[str, str]:
+def run_local(
+    params: Optional[str | Path], root: str | Path, quarantine: bool = False, mlflow_tracking_uri: str = ""
+) -> dict[str, str]:
     """Run the pipeline with kfp.local's SubprocessRunner in this interpreter; return output paths.
 
     Under ``root``: ``outputs/`` (the pipeline root: every task's artifacts), ``tmp/`` (TMPDIR of
@@ -133,7 +162,7 @@ def run_local(params: Optional[str | Path], root: str | Path, quarantine: bool =
             workspace_root=str(root / "workspace"),
             raise_on_error=True,
         )
-        task = product_studio(params_yaml=params_yaml, quarantine=quarantine)
+        task = product_studio(params_yaml=params_yaml, quarantine=quarantine, mlflow_tracking_uri=mlflow_tracking_uri)
     return {name: artifact.path for name, artifact in task.outputs.items()}
 
 
@@ -148,6 +177,7 @@ def run_cluster(
     pipeline_root: Optional[str] = None,
     token: Optional[str] = None,
     wait: bool = False,
+    mlflow_tracking_uri: str = "",
 ) -> str:
     """Submit the compiled package to the KFP API at ``host``; return the run id.
 
@@ -159,7 +189,7 @@ def run_cluster(
     client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
     result = client.create_run_from_pipeline_package(
         str(package),
-        arguments={"params_yaml": _read_params(params), "quarantine": quarantine},
+        arguments={"params_yaml": _read_params(params), "quarantine": quarantine, "mlflow_tracking_uri": mlflow_tracking_uri},
         run_name=run_name,
         experiment_name=experiment,
         namespace=namespace,
@@ -176,7 +206,8 @@ def run_cluster(
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.product_studio",
-        description="The Product Studio KFP pipeline (ingest -> validate -> preprocess): compile, run locally, or submit.",
+        description="The Product Studio KFP pipeline (ingest -> validate -> preprocess -> train, classifier, "
+        "real-stats -> evaluate): compile, run locally, or submit.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -196,6 +227,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--root", type=Path, required=True, help="folder for this run: outputs/ (pipeline root), tmp/ (TMPDIR)"
     )
     local_cmd.add_argument("--quarantine", action="store_true", help="set bad files aside instead of failing")
+    local_cmd.add_argument(
+        "--mlflow-tracking-uri", default="", help="MLflow store for train and evaluate, e.g. sqlite:///mlflow.db (default: no tracking)"
+    )
 
     cluster_cmd = commands.add_parser(
         "run-cluster",
@@ -222,12 +256,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="bearer token for an authenticated endpoint (default: $KFP_TOKEN; none)",
     )
     cluster_cmd.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
+    cluster_cmd.add_argument(
+        "--mlflow-tracking-uri", default="", help="MLflow server the tasks can reach, e.g. http://mlflow.mlflow:5000 (default: no tracking)"
+    )
 
     args = parser.parse_args(argv)
     if args.command == "compile":
         print(compile_pipeline(args.output))
     elif args.command == "run-local":
-        outputs = run_local(args.params, args.root, quarantine=args.quarantine)
+        outputs = run_local(args.params, args.root, quarantine=args.quarantine, mlflow_tracking_uri=args.mlflow_tracking_uri)
         print(json.dumps(outputs, indent=2, sort_keys=True))
     else:
         run_id = run_cluster(
@@ -241,6 +278,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             pipeline_root=args.pipeline_root,
             token=args.token,
             wait=args.wait,
+            mlflow_tracking_uri=args.mlflow_tracking_uri,
         )
         print(run_id)
     return 0

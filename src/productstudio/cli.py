@@ -71,6 +71,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from productstudio.training.classifier import train_classifier
+
+    settings = load_params(args.params).evaluate
+    manifest = train_classifier(args.processed, args.out, epochs=settings.classifier_epochs, seed=settings.seed)
+    print(f"product classifier: test accuracy {manifest['test_accuracy']:.4f} -> {args.out}")
+    return 0
+
+
+def cmd_real_stats(args: argparse.Namespace) -> int:
+    from productstudio.metrics.evaluate import compute_real_stats
+
+    result = compute_real_stats(args.processed, args.out, load_params(args.params).evaluate, device=args.device)
+    counts = ", ".join(f"{k} {v}" for k, v in result["counts"].items())
+    print(f"real Inception features cached in {args.out} ({counts}; {result['computed']} computed now)")
+    if "floor" in result:
+        f = result["floor"]
+        print(f"floor (real train vs real test, {f['num_a']} each): FID {f['fid']:.3f}  KID {f['kid']:.5f} +- {f['kid_std_error'] or 0:.5f}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from productstudio.metrics.evaluate import evaluate
+
+    report = evaluate(args.generator, args.processed, args.classifier, args.cache, args.out, load_params(args.params).evaluate,
+                      device=args.device, track=not args.no_mlflow)
+    print(format_evaluation(report))
+    return 0
+
+
+def format_evaluation(report: dict) -> str:
+    lines = [f"evaluation of {report['generator']} ({report['model']}), data version {report['data_version'][:12]}"]
+    lines.append(f"{'metric':<34} {'value':>10} {'+-':>9}  protocol")
+    for r in report["metrics"]:
+        err = f"{r['std_error']:.5f}" if r.get("std_error") is not None else ""
+        lines.append(f"{r['metric']:<34} {r['value']:>10.4f} {err:>9}  {r['num_generated']} generated vs {r['num_real']} real "
+                     f"{r['split']}, {r['feature_network']}, {r['resize_method']}")
+    d = report["domain"]
+    for key in ("classifier_accuracy_generated", "classifier_accuracy_real_test", "classifier_score_generated",
+                "classifier_score_real_test", "classifier_frechet_distance"):
+        lines.append(f"{key:<34} {d[key]:>10.4f}")
+    if report.get("floor"):
+        f = report["floor"]
+        lines.append(f"{'floor: FID real train vs test':<34} {f['fid']:>10.4f}            {f['num_a']} vs {f['num_b']} real images")
+        lines.append(f"{'floor: KID real train vs test':<34} {f['kid']:>10.5f} {f['kid_std_error'] or 0:>9.5f}")
+    for name, cats in report["per_category"].items():
+        worst = sorted(cats.items(), key=lambda kv: -kv[1]["fid"])
+        lines.append(f"per-category {name}: " + ", ".join(f"{c} {v['fid']:.1f}" for c, v in worst))
+    if report.get("mlflow_run_id"):
+        lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
+    return "\n".join(lines)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """Where to look after the main job."""
     from productstudio.data.store import KIND, SPLITS as STORE_SPLITS
@@ -83,6 +136,20 @@ def cmd_summary(args: argparse.Namespace) -> int:
         info = manifest["splits"][split]
         print(f"{split:<6} {info['count']:>7}  {json.dumps(info['per_category'])}")
     print(f"validation report: {args.validation}/report.json   data docs: {args.validation}/data_docs/index.html")
+    trained = args.models / "manifest.json"
+    if trained.exists():
+        train_manifest = read_manifest(args.models)
+        s = train_manifest["summary"]
+        print(f"\ntrained {train_manifest['params']['model']}: {s['steps']} steps in {s['minutes']:.1f} min "
+              f"(stopped by {s['stopped_by']}); sample grid: {args.models / train_manifest['sample_grid']}")
+        from productstudio.registry.tracking import tracking_uri
+
+        if train_manifest.get("mlflow_run_id"):
+            print(f"MLflow run {train_manifest['mlflow_run_id']}: mlflow ui --backend-store-uri {tracking_uri()}")
+    if (args.evaluation / "evaluation.json").exists():
+        print()
+        print(format_evaluation(json.loads((args.evaluation / "evaluation.json").read_text())))
+        print(f"metrics: {args.evaluation / 'metrics.json'} (dvc metrics show); curves: dvc plots show")
     return 0
 
 
@@ -156,9 +223,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_train)
 
+    p = steps.add_parser(
+        "train-classifier",
+        help="train the product classifier used by evaluation (domain features and accuracy on generated images)",
+        description="A small CNN trained for evaluate.classifier_epochs epochs on the processed train split; reports test accuracy.",
+    )
+    _params_arg(p)
+    p.add_argument("--processed", default="data/processed", type=Path)
+    p.add_argument("--out", default="models/classifier", type=Path)
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = steps.add_parser(
+        "real-stats",
+        help="cache the real images' Inception features once per data version; report the real-vs-real floor",
+        description="Extract the TF-Inception (FID) features of the real images the metrics in evaluate.metrics "
+        "compare against, once per data version (a DVC output), and compute FID/KID of real train vs real test at "
+        "the same counts: the floor a perfect generator would reach.",
+    )
+    _params_arg(p)
+    p.add_argument("--processed", default="data/processed", type=Path)
+    p.add_argument("--out", default="models/real_stats", type=Path)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_real_stats)
+
+    p = steps.add_parser(
+        "evaluate",
+        help="FID/KID with their protocol, per category, plus domain-classifier metrics; DVC metrics and MLflow",
+        description="Generate evaluate.metrics' largest count of images from fixed seeds (categories in turn), "
+        "compute the named metrics (e.g. fid2k_test) against the cached real features, per-category FID, the "
+        "classifier's accuracy and score on generated images, and write OUT/metrics.json (DVC metrics) and "
+        "OUT/evaluation.json (every number with its protocol). Logged to the training run in MLflow.",
+    )
+    _params_arg(p)
+    p.add_argument("--generator", default="models/train/generator", type=Path)
+    p.add_argument("--processed", default="data/processed", type=Path)
+    p.add_argument("--classifier", default="models/classifier", type=Path)
+    p.add_argument("--cache", default="models/real_stats", type=Path, help="real feature cache (real-stats output)")
+    p.add_argument("--out", default="reports/evaluate", type=Path)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-mlflow", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
     p = steps.add_parser("summary", help="print what the main job produced and where to look")
     p.add_argument("--processed", default="data/processed", type=Path)
     p.add_argument("--validation", default="reports/validation", type=Path)
+    p.add_argument("--models", default="models/train", type=Path)
+    p.add_argument("--evaluation", default="reports/evaluate", type=Path)
     p.set_defaults(func=cmd_summary)
     return parser
 

@@ -97,13 +97,34 @@ class TrainSettings(_Section):
     # DiffAugment policies for the discriminator: any of color, translation, cutout.
     augment: list[Literal["color", "translation", "cutout"]] = []
     max_steps: int = Field(default=20000, ge=1)
-    max_minutes: float = Field(default=15.0, gt=0)  # wall-clock training budget, summed over resumes
-    checkpoint_every: int = Field(default=500, ge=1)
+    max_minutes: float = Field(default=12.0, gt=0)  # wall-clock training budget, summed over resumes
+    checkpoint_every: int = Field(default=250, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)
     log_every: int = Field(default=50, ge=1)
-    sample_every: int = Field(default=1000, ge=1)
+    sample_every: int = Field(default=500, ge=1)
     seed: int = 0
     threads: int = Field(default=0, ge=0)  # 0: all cores
+
+
+class EvaluateSettings(_Section):
+    # Named metrics, stylegan2-ada style: (fid|kid)<count>[k]_(train|test), e.g. fid2k_test, fid10k_test.
+    metrics: list[str] = ["fid1k_test", "kid1k_test"]
+    per_category: bool = True
+    floor: bool = True  # also report real train vs real test at the same counts (what a perfect model gets)
+    kid_subset_size: int = Field(default=1000, ge=2)
+    kid_subsets: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=50, ge=1)
+    seed: int = 1234  # latents of the generated set: same seeds for every model compared
+    classifier_epochs: int = Field(default=2, ge=1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        from productstudio.metrics.registry import parse_metric
+
+        for name in names:
+            parse_metric(name)
+        return names
 
 
 class Params(_Section):
@@ -111,6 +132,7 @@ class Params(_Section):
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     preprocess: PreprocessSettings = PreprocessSettings()
     train: TrainSettings = TrainSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -38,6 +38,7 @@ def project(tmp_path, fashion_dir):
     # In this subset, train item 69 and test item 131 are near-identical (a real Fashion-MNIST leak).
     params["validate"]["max_leak_fraction"] = 0.01
     params["train"].update(max_steps=20, checkpoint_every=10, log_every=5, sample_every=10, g_width=8, d_width=8, latent_dim=16, batch_size=16)
+    params["evaluate"].update(metrics=["fid20_test", "kid20_test"], kid_subset_size=10, kid_subsets=5, classifier_epochs=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
@@ -55,9 +56,11 @@ def test_repro_then_noop_then_push_and_pull(project):
     root, env = project
     dvc = [sys.executable, "-m", "dvc"]
     first = _run(dvc + ["repro"], root, env)
-    for stage in ("ingest", "validate", "preprocess", "train"):
+    for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate"):
         assert f"Running stage '{stage}'" in first
     assert (root / "models/train/generator/generator.safetensors").exists()
+    metrics = json.loads(_run(dvc + ["metrics", "show", "--json"], root, env))
+    assert "fid20_test" in json.dumps(metrics) and "classifier_accuracy_generated" in json.dumps(metrics)
     plots = json.loads(_run(dvc + ["plots", "show", "--json"], root, env))["data"]
     rendered = json.dumps(plots["reports/train/train_loss.csv"])
     assert '"loss_d"' in rendered and '"loss_g"' in rendered

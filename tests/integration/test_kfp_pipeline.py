@@ -1,11 +1,13 @@
 """The KFP door: the committed pipeline package is fresh and loadable, and the pipeline really runs.
 
-The slow tests run ingest -> validate -> preprocess with kfp.local's SubprocessRunner (every task a
-subprocess of this interpreter) on 20 Fashion-MNIST items per category and split, and check the
+The slow tests run the whole pipeline (ingest -> validate -> preprocess -> train, classifier,
+real-stats -> evaluate) with kfp.local's SubprocessRunner (every task a subprocess of this interpreter)
+on 20 Fashion-MNIST items per category and split, with tiny train and evaluate settings, and check the
 artifacts the library wrote.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +22,16 @@ FASHION_DIR = REPO_ROOT.parent / "shared" / "data" / "fashion-mnist"
 COMMITTED_YAML = REPO_ROOT / "pipelines" / "product_studio.yaml"
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 LIMIT = 20
+# Tiny settings so the whole run stays around two minutes on two busy cores.
+TINY_TRAIN = {
+    "max_steps": 20, "g_width": 8, "d_width": 8, "latent_dim": 16, "batch_size": 16,
+    "log_every": 5, "checkpoint_every": 10, "sample_every": 10,
+}
+TINY_EVALUATE = {
+    "metrics": ["fid20_test", "kid20_test"], "kid_subset_size": 10, "kid_subsets": 5,
+    "per_category": False, "classifier_epochs": 1,
+}
+TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate"}
 
 
 def test_committed_yaml_is_fresh(tmp_path):
@@ -48,18 +60,36 @@ def test_committed_yaml_loads_back():
     pipeline = load_component_from_file(str(COMMITTED_YAML))
     assert pipeline.name == "product-studio"
     spec = pipeline.component_spec
-    assert set(spec.inputs) == {"params_yaml", "quarantine"}
+    assert set(spec.inputs) == {"params_yaml", "quarantine", "mlflow_tracking_uri"}
     assert spec.inputs["params_yaml"].default == ""
     assert spec.inputs["quarantine"].default is False
-    assert set(spec.outputs) == {"dataset", "validation"}
+    assert spec.inputs["mlflow_tracking_uri"].default == "", "MLflow must be off unless asked for"
+    assert set(spec.outputs) == {"dataset", "validation", "model", "evaluation"}
 
     document = yaml.safe_load(COMMITTED_YAML.read_text())
     tasks = document["root"]["dag"]["tasks"]
-    assert set(tasks) == {"ingest", "validate", "preprocess"}
+    assert set(tasks) == TASKS
+    assert "dependentTasks" not in tasks["ingest"]
     assert tasks["validate"]["dependentTasks"] == ["ingest"]
     assert sorted(tasks["preprocess"]["dependentTasks"]) == ["ingest", "validate"]
+    # train, classifier and real-stats hang off preprocess only (so they can run in parallel) ...
+    for name in ("train", "train-classifier", "real-stats"):
+        assert tasks[name]["dependentTasks"] == ["preprocess"], name
+    # ... and evaluate waits for all three.
+    assert sorted(tasks["evaluate"]["dependentTasks"]) == ["preprocess", "real-stats", "train", "train-classifier"]
+    evaluate_inputs = tasks["evaluate"]["inputs"]["artifacts"]
+    assert {k: v["taskOutputArtifact"]["producerTask"] for k, v in evaluate_inputs.items()} == {
+        "model": "train", "dataset": "preprocess", "classifier": "train-classifier", "stats": "real-stats",
+    }
+    outputs = document["root"]["dag"]["outputs"]["artifacts"]
+    assert {k: v["artifactSelectors"][0]["producerSubtask"] for k, v in outputs.items()} == {
+        "dataset": "preprocess", "validation": "validate", "model": "train", "evaluation": "evaluate",
+    }
+    components = document["components"]
+    assert components["comp-train"]["outputDefinitions"]["artifacts"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert components["comp-evaluate"]["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
     executors = document["deploymentSpec"]["executors"]
-    assert len(executors) == 3
+    assert set(executors) == {f"exec-{name}" for name in TASKS}
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == DEFAULT_IMAGE, name
@@ -87,6 +117,8 @@ def _params(tmp_path: Path, **validate) -> Path:
         # The first 20 items per category hold one near-duplicate pair across train and test (2 of 400).
         "validate": {"max_leak_fraction": 0.01, **validate},
         "preprocess": {"image_size": 28, "mode": "L", "seed": 0},
+        "train": TINY_TRAIN,
+        "evaluate": TINY_EVALUATE,
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -94,14 +126,15 @@ def _params(tmp_path: Path, **validate) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_pipeline_runs_locally_end_to_end(tmp_path):
+@pytest.mark.timeout(600)  # about 2 minutes on two idle cores; Inception and FID on the CPU dominate
+def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     from pipelines.product_studio import run_local
 
+    monkeypatch.chdir(tmp_path)  # anything a task writes relative to its working directory lands here
     root = tmp_path / "run"
     outputs = run_local(_params(tmp_path), root)
 
-    assert set(outputs) == {"dataset", "validation"}
+    assert set(outputs) == {"dataset", "validation", "model", "evaluation"}
     for path in outputs.values():
         assert Path(path).is_relative_to(root / "outputs"), "artifacts must land under the pipeline root"
 
@@ -139,6 +172,47 @@ def test_pipeline_runs_locally_end_to_end(tmp_path):
     raw_manifest = json.loads(raw_manifest_path.read_text())
     assert raw_manifest["kind"] == "raw-dataset" and raw_manifest["params"]["limit_per_category"] == LIMIT
     assert len(list((root / "tmp").iterdir())) >= 3, "TMPDIR was not pointed at <root>/tmp for the tasks"
+
+    # train: the generator evaluation (and serving) loads, the loss curve, no MLflow unless asked for.
+    model = Path(outputs["model"])
+    assert (model / "generator" / "generator.safetensors").is_file()
+    trained = json.loads((model / "manifest.json").read_text())
+    assert trained["kind"] == "trained-generator"
+    assert trained["summary"]["steps"] == TINY_TRAIN["max_steps"] and trained["summary"]["stopped_by"] == "max_steps"
+    assert trained["params"]["g_width"] == TINY_TRAIN["g_width"], "the train task ignored params_yaml"
+    assert trained["mlflow_run_id"] is None
+    (loss_csv,) = (root / "outputs").glob("*/train/loss/train_loss.csv")
+    rows = loss_csv.read_text().splitlines()
+    assert rows[0].startswith("step,loss_d,loss_g")
+    assert len(rows) == 1 + TINY_TRAIN["max_steps"] // TINY_TRAIN["log_every"]
+    assert not list(tmp_path.glob("mlflow.db")) and not (tmp_path / "mlruns").exists()
+
+    # train-classifier and real-stats, which evaluate consumed.
+    (classifier_manifest,) = (root / "outputs").glob("*/train-classifier/classifier/manifest.json")
+    classifier = json.loads(classifier_manifest.read_text())
+    assert classifier["params"]["epochs"] == TINY_EVALUATE["classifier_epochs"]
+    assert isinstance(classifier["test_accuracy"], float) and 0.0 <= classifier["test_accuracy"] <= 1.0
+    (floor_path,) = (root / "outputs").glob("*/real-stats/stats/floor.json")
+    assert json.loads(floor_path.read_text())["counts"] == {"test": 20, "train": 20}
+
+    # evaluate: the flat metrics (DVC's metrics.json) and the full report.
+    evaluation = Path(outputs["evaluation"])
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    for name in ("fid20_test", "kid20_test"):
+        assert isinstance(metrics[name], float) and math.isfinite(metrics[name]), name
+    assert metrics["fid20_test"] >= 0
+    for name in ("classifier_accuracy_generated", "classifier_accuracy_real_test"):
+        assert isinstance(metrics[name], float) and 0.0 <= metrics[name] <= 1.0, name
+    assert metrics["classifier_accuracy_real_test"] == pytest.approx(classifier["test_accuracy"])
+    report = json.loads((evaluation / "evaluation.json").read_text())
+    assert [r["metric"] for r in report["metrics"]] == TINY_EVALUATE["metrics"]
+    assert all(r["num_generated"] == 20 for r in report["metrics"])
+    assert report["per_category"] == {} and report["mlflow_run_id"] is None
+    assert report["data_version"] == trained["inputs"]["processed_manifest_sha256"]
+    # The evaluate task's Metrics output (what the KFP UI shows) repeats the flat numbers.
+    (executor_output,) = (root / "outputs").glob("*/evaluate/executor_output.json")
+    logged = json.loads(executor_output.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert logged == pytest.approx(metrics)
 
 
 @pytest.mark.slow

@@ -147,7 +147,8 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
-    update_ema(ema, g, settings.ema_decay)
+    # Warm-up: early on the EMA follows the generator closely, or it would lag at the random init.
+    update_ema(ema, g, min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
 
 

@@ -1,0 +1,43 @@
+"""KFP component: train the generator (``productstudio.training.loop.train``)."""
+
+from kfp import dsl
+
+from components import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def train(
+    params_yaml: str,
+    dataset: dsl.Input[dsl.Dataset],
+    model: dsl.Output[dsl.Model],
+    loss: dsl.Output[dsl.Artifact],
+    mlflow_tracking_uri: str = "",
+):
+    """Train on ``dataset`` (params ``train`` section) into ``model``; the loss curve CSV goes to ``loss``.
+
+    ``model`` is the training directory: ``generator/`` (what evaluation and serving load), ``samples/``,
+    ``checkpoints/`` and ``manifest.json``. ``loss`` holds ``train_loss.csv`` (what DVC plots).
+
+    MLflow: a cluster may have no tracking server, so nothing is logged unless ``mlflow_tracking_uri``
+    is given; then it becomes the task's ``MLFLOW_TRACKING_URI`` and the run id lands in the model's
+    manifest (and metadata), where the evaluate task picks it up.
+    """
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from productstudio.config import parse_params
+    from productstudio.training.loop import train as run_train
+
+    if mlflow_tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+    params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
+    manifest = run_train(params.train, Path(dataset.path), Path(model.path), Path(loss.path), track=bool(mlflow_tracking_uri))
+    summary = manifest["summary"]
+    model.metadata["kind"] = manifest["params"]["model"]
+    model.metadata["steps"] = summary["steps"]
+    model.metadata["stopped_by"] = summary["stopped_by"]
+    model.metadata["generator"] = "generator"
+    if manifest.get("mlflow_run_id"):
+        model.metadata["mlflow_run_id"] = manifest["mlflow_run_id"]

@@ -1,0 +1,83 @@
+"""The evaluate step on a tiny trained generator: named metrics with their protocol, per category,
+domain-classifier metrics, the real-vs-real floor, the real-feature cache and MLflow logging."""
+
+import json
+
+import pytest
+
+from productstudio.config import parse_params
+from productstudio.data.fashion_mnist import CATEGORIES
+from productstudio.data.preprocess import preprocess
+from productstudio.data.raw import ingest
+from productstudio.metrics.evaluate import compute_real_stats, evaluate
+from productstudio.training.classifier import train_classifier
+from productstudio.training.loop import train
+from productstudio.validation import validate
+
+SMALL = {"metrics": ["fid30_test", "kid30_test"], "kid_subset_size": 10, "kid_subsets": 5, "batch_size": 30, "classifier_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fashion_dir):
+    root = tmp_path_factory.mktemp("eval")
+    params = parse_params({
+        "ingest": {"fashion_mnist_dir": str(fashion_dir), "limit_per_category": 20},
+        "validate": {"max_leak_fraction": 0.05},
+        "train": {"max_steps": 20, "g_width": 8, "d_width": 8, "latent_dim": 16, "batch_size": 16, "threads": 2},
+        "evaluate": SMALL,
+    })
+    ingest(params.ingest, root / "raw")
+    validate(root / "raw", root / "validation", params.validate)
+    preprocess(root / "raw", root / "validation", root / "processed", params.preprocess)
+    train(params.train, root / "processed", root / "train", root / "plots", track=False)
+    train_classifier(root / "processed", root / "classifier", epochs=10, batch_size=32)
+    return root, params
+
+
+def test_real_stats_cache_and_floor(trained):
+    root, params = trained
+    first = compute_real_stats(root / "processed", root / "stats", params.evaluate)
+    assert first["computed"] == 2 and first["counts"] == {"test": 30, "train": 30}
+    floor = first["floor"]
+    assert floor["num_a"] == floor["num_b"] == 30 and floor["fid"] > 0
+    assert floor["feature_network"] and floor["resize_method"]
+    again = compute_real_stats(root / "processed", root / "stats", params.evaluate)
+    assert again["computed"] == 0  # cached per data version: the Inception network did not run
+
+
+def test_evaluate_reports_metrics_with_protocol(trained, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    root, params = trained
+    compute_real_stats(root / "processed", root / "stats", params.evaluate)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    report = evaluate(root / "train/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out", params.evaluate)
+
+    fid, kid = report["metrics"]
+    assert fid["metric"] == "fid30_test" and fid["num_generated"] == 30 and fid["num_real"] == 30
+    assert fid["reference_split"] == "test" and fid["data_version"] == report["data_version"]
+    assert fid["feature_network"] and fid["feature_network_sha256"] and fid["resize_method"]
+    assert fid["value"] > report["floor"]["fid"]  # 20 steps of training: far from real data
+    assert kid["std_error"] is not None and kid["kid_subset_size"] == 10
+    # 30 generated images = 3 per category; categories with fewer than 2 of the first 30 test images are skipped
+    per_category = report["per_category"]["fid30_test"]
+    assert 5 <= len(per_category) <= 10 and set(per_category) <= set(CATEGORIES)
+    assert all(v["num_generated"] == 3 and v["num_real"] >= 2 and v["fid"] > 0 for v in per_category.values())
+    domain = report["domain"]
+    assert 0.0 <= domain["classifier_accuracy_generated"] <= 1.0
+    assert domain["classifier_accuracy_real_test"] > 0.5  # a real classifier, not chance
+    assert 1.0 <= domain["classifier_score_generated"] <= 10.0
+
+    flat = json.loads((tmp_path / "out/metrics.json").read_text())
+    assert flat["fid30_test"] == fid["value"] and "kid30_test_std_error" in flat and "floor_fid" in flat
+    run = MlflowClient().get_run(report["mlflow_run_id"])
+    assert run.data.metrics["eval.fid30_test"] == pytest.approx(fid["value"])
+
+
+def test_same_seeds_give_the_same_numbers(trained, tmp_path):
+    root, params = trained
+    compute_real_stats(root / "processed", root / "stats", params.evaluate)
+    a = evaluate(root / "train/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "a", params.evaluate, track=False)
+    b = evaluate(root / "train/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "b", params.evaluate, track=False)
+    assert a["metrics"] == b["metrics"]
