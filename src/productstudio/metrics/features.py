@@ -27,7 +27,7 @@ import hashlib
 import importlib.util
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,6 @@ class FeatureNetworkInfo:
     resolution: int = RESOLUTION
     resize_method: str = RESIZE_METHOD
     input_scaling: str = INPUT_SCALING
-    extra: dict = field(default_factory=dict)
 
     def protocol(self) -> dict:
         """The JSON-able description of the features (stored beside cached statistics)."""

@@ -5,9 +5,11 @@ FID = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr sqrt(S_a S_b).
 ``tr sqrt(S_a S_b)`` is computed without a general (non-symmetric) matrix square root: with
 ``R = sqrt(S_a)`` from a symmetric eigendecomposition, ``S_a S_b = R (R S_b R) R^-1`` is similar to the
 symmetric positive semi-definite ``R S_b R``, so the trace is the sum of the square roots of the
-eigenvalues of ``R S_b R``. Two ``eigh`` calls on 2048x2048 matrices take a few seconds on 2 cores,
-about 6x faster than ``scipy.linalg.sqrtm``, and never produce the spurious imaginary parts that sqrtm
-does on singular covariances (FID from fewer samples than dimensions). Tiny negative eigenvalues from
+eigenvalues of ``R S_b R``. Two ``eigh`` calls on 2048x2048 matrices take 2.5-5 s on 2 cores against
+22-25 s for ``scipy.linalg.sqrtm`` (measured here), and never produce the spurious imaginary parts that
+sqrtm does on singular covariances (FID from fewer samples than dimensions). On such covariances this
+is also the more accurate of the two: against the exact value from the samples (the nuclear norm of
+``Xa Xb^T``) it agrees to ~1e-14 relative where sqrtm is off by ~5e-7. Tiny negative eigenvalues from
 rounding (below the rank tolerance) are set to zero.
 
 Statistics are saved as ``.npz`` (mu, sigma, n; loaded with ``allow_pickle=False``) beside a small
@@ -16,6 +18,7 @@ JSON sidecar describing how the features were made (the protocol).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -96,24 +99,52 @@ def _clean_eigenvalues(values: np.ndarray) -> np.ndarray:
     return np.where(values > tolerance, values, 0.0)
 
 
-def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+@contextlib.contextmanager
+def _lapack_threads(limit: int | None):
+    """Limit the BLAS/LAPACK threads for the duration (needs threadpoolctl; a no-op without it).
+
+    Measured on the 2-core machine: a 2048-d ``eigh`` takes about 2.7 s with 2 OpenBLAS threads on a
+    quiet machine but 38 s when other processes load the cores (the threads spin-wait on each other in
+    the tridiagonal reduction), against a steady 4.6 s on one thread. One thread bounds the worst case.
+    """
+    if limit is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn / scikit-image's deps
+        yield
+        return
+    with threadpool_limits(limits=limit, user_api="blas"):
+        yield
+
+
+def _sqrt_psd(matrix: np.ndarray, threads: int | None) -> np.ndarray:
     """Square root of a symmetric positive semi-definite matrix."""
-    values, vectors = np.linalg.eigh(matrix)
+    with _lapack_threads(threads):
+        values, vectors = np.linalg.eigh(matrix)
     roots = np.sqrt(_clean_eigenvalues(values))
     return (vectors * roots) @ vectors.T
 
 
-def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
-    """tr sqrt(sigma_a @ sigma_b) for symmetric PSD matrices, via eigh of sqrt(a) b sqrt(a)."""
-    root_a = _sqrt_psd(np.asarray(sigma_a, dtype=np.float64))
+def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray, eigh_threads: int | None = 1) -> float:
+    """tr sqrt(sigma_a @ sigma_b) for symmetric PSD matrices, via eigh of sqrt(a) b sqrt(a).
+
+    ``eigh_threads``: BLAS threads for the two eigendecompositions (None: leave as configured).
+    """
+    root_a = _sqrt_psd(np.asarray(sigma_a, dtype=np.float64), eigh_threads)
     inner = root_a @ np.asarray(sigma_b, dtype=np.float64) @ root_a
     inner = (inner + inner.T) * 0.5
-    values = np.linalg.eigvalsh(inner)
+    with _lapack_threads(eigh_threads):
+        values = np.linalg.eigvalsh(inner)
     return float(np.sqrt(_clean_eigenvalues(values)).sum())
 
 
-def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
-    """FID between two feature statistics, float64; >= 0 up to rounding."""
+def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats, *, eigh_threads: int | None = 1) -> float:
+    """FID between two feature statistics, float64; >= 0 up to rounding.
+
+    ``eigh_threads``: BLAS threads for the eigendecompositions (1 by default: see ``_lapack_threads``).
+    """
     if stats_a.dims != stats_b.dims:
         raise ValueError(f"feature dimensions differ: {stats_a.dims} vs {stats_b.dims}")
     diff = stats_a.mu - stats_b.mu
@@ -121,6 +152,6 @@ def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
         float(diff @ diff)
         + float(np.trace(stats_a.sigma))
         + float(np.trace(stats_b.sigma))
-        - 2.0 * trace_sqrt_product(stats_a.sigma, stats_b.sigma)
+        - 2.0 * trace_sqrt_product(stats_a.sigma, stats_b.sigma, eigh_threads)
     )
     return value

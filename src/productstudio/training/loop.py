@@ -74,6 +74,17 @@ class TrainState:
         self.mlflow_run_id = state["mlflow_run_id"] or None
 
 
+def training_code_hash() -> str:
+    """Hash of the model and training sources: a checkpoint made by other code is not resumed."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*root.joinpath("models").glob("*.py"), *root.joinpath("training").glob("*.py")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     found = sorted(p for p in directory.glob("step-*.pt") if CHECKPOINT_NAME.search(p.name))
     return found[-1] if found else None
@@ -218,6 +229,7 @@ def train(
 
     identity = {k: v for k, v in section_dict(settings).items() if k not in RESUMABLE_CHANGES}
     identity["data_version"] = tracking.data_version(processed_dir)
+    identity["code"] = training_code_hash()
     state.extra["identity"] = identity
     checkpoint = latest_checkpoint(out / CHECKPOINTS)
     if checkpoint is not None:
