@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def main() -> None:
     print(f"{'reference: NCHW, torch.no_grad':<44} {times['reference']:>8.2f} {rate['reference']:>9.2f}")
     print(f"{'ours: channels-last, torch.inference_mode':<44} {times['ours']:>8.2f} {rate['ours']:>9.2f}")
     print(f"ours / reference: {speedup:.2f}x   (features agree to {max_diff:.1e})")
-    print(f"network load {load_s:.2f} s; one 2048-d Frechet distance {fid_s:.2f} s")
+    load_average = os.getloadavg()[0]
+    print(f"network load {load_s:.2f} s; one 2048-d Frechet distance {fid_s:.2f} s; "
+          f"machine load average {load_average:.1f} (other processes slow both methods alike)")
     print(f"projected FID-10k: {fid10k_cached_s / 60:.1f} min with cached real statistics, "
           f"{fid10k_uncached_s / 60:.1f} min without\n")
 
@@ -109,6 +112,7 @@ def main() -> None:
         "frechet_distance_2048d_seconds": fid_s,
         "projected_fid10k_cached_real_minutes": fid10k_cached_s / 60,
         "projected_fid10k_uncached_minutes": fid10k_uncached_s / 60,
+        "machine_load_average_1min": load_average,
         "network": feats.network_info().protocol(),
         "note": "timings drift with machine load; compare the ratio, measured in the same run",
     }
