@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import pytest
 import yaml
+from PIL import Image
 from safetensors.numpy import load_file
 
 from productstudio.config import parse_params
@@ -49,7 +50,7 @@ def test_gan_run_writes_generator_grid_checkpoints_and_mlflow(processed, tmp_pat
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000020.pt", "step-00000030.pt"]
     generator, info = load_generator(out / "generator")
     assert info["categories"][9] == "Ankle boot" and info["kind"] == "gan"
-    grid = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / manifest["sample_grid"]))
+    grid = np.asarray(Image.open(out / manifest["sample_grid"]))
     assert grid.shape == (10 * 28 * 2, 8 * 28 * 2)  # one row per category, 8 columns, shown at 2x
     rows = (tmp_path / "plots/train_loss.csv").read_text().splitlines()
     assert rows[0] == "step,loss_d,loss_g,images_per_s" and [r.split(",")[0] for r in rows[1:]] == ["10", "20", "30"]
