@@ -120,7 +120,7 @@ class EvaluateSettings(_Section):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, names: list[str]) -> list[str]:
-        from productstudio.metrics.registry import parse_metric
+        from productstudio.metrics.names import parse_metric  # torch-free: params load fast
 
         for name in names:
             parse_metric(name)

@@ -24,6 +24,7 @@ def test_defaults_and_committed_params_load():
         ({"validate": {"max_leak_fraction": 2}}, "params.yaml: validate.max_leak_fraction = 2: Input should be less than or equal to 1"),
         ({"validate": {"min_side": 64, "max_side": 32}}, "min_side (64) must not exceed max_side (32)"),
         ({"preprocess": {"mode": "CMYK"}}, "params.yaml: preprocess.mode = 'CMYK': Input should be 'L' or 'RGB'"),
+        ({"evaluate": {"metrics": ["fid10k_val"]}}, "params.yaml: evaluate.metrics = ['fid10k_val']: unknown metric 'fid10k_val'"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(raw, expected):
@@ -32,6 +33,13 @@ def test_bad_params_give_one_line_naming_the_key(raw, expected):
     message = str(error.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_loading_params_does_not_import_torch():
+    # Every CLI command loads params.yaml; checking metric names must not cost a torch import (~2 s).
+    code = "import sys; from productstudio.config import load_params; load_params('params.yaml'); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_yaml_syntax_error_is_one_line(tmp_path):

@@ -1,7 +1,6 @@
 import numpy as np
 
-from productstudio.metrics.evaluate import fid_from_features
-from productstudio.metrics.fid import FeatureStats, frechet_distance
+from productstudio.metrics.fid import FeatureStats, fid_from_features, frechet_distance
 
 
 def test_low_rank_fid_equals_the_eigendecomposition_route():

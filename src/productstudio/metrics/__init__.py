@@ -9,21 +9,26 @@ Every record carries its sample counts, reference split, feature network (+ sha2
 and data version; see ``registry``.
 """
 
-from productstudio.metrics.features import extract_features, load_inception, network_info, to_uint8
-from productstudio.metrics.fid import FeatureStats, frechet_distance
-from productstudio.metrics.image_quality import psnr, ssim
-from productstudio.metrics.kid import KIDResult, kernel_inception_distance
-from productstudio.metrics.registry import (
-    KNOWN_METRICS,
-    MetricSpec,
-    RealStatsCache,
-    compute_metric,
-    compute_metrics,
-    fid_kid_between,
-    fid_kid_from_features,
-    parse_metric,
-    summary,
-)
+# Imported on first use (PEP 562), so that ``productstudio.metrics.names`` (read when params.yaml is
+# validated) does not pull in torch.
+_EXPORTS = {
+    "extract_features": "features", "load_inception": "features", "network_info": "features", "to_uint8": "features",
+    "FeatureStats": "fid", "fid_from_features": "fid", "frechet_distance": "fid",
+    "psnr": "image_quality", "ssim": "image_quality",
+    "KIDResult": "kid", "kernel_inception_distance": "kid",
+    "KNOWN_METRICS": "names", "MetricSpec": "names", "parse_metric": "names",
+    "RealStatsCache": "registry", "compute_metric": "registry", "compute_metrics": "registry",
+    "fid_kid_between": "registry", "fid_kid_from_features": "registry", "summary": "registry",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "KNOWN_METRICS",
@@ -36,6 +41,7 @@ __all__ = [
     "extract_features",
     "fid_kid_between",
     "fid_kid_from_features",
+    "fid_from_features",
     "frechet_distance",
     "kernel_inception_distance",
     "load_inception",

@@ -14,7 +14,7 @@ from productstudio.artifacts import read_manifest, write_json_atomic
 from productstudio.config import EvaluateSettings, section_dict
 from productstudio.data import store
 from productstudio.metrics import features as feats
-from productstudio.metrics.fid import FeatureStats, frechet_distance
+from productstudio.metrics.fid import FeatureStats, fid_from_features, frechet_distance
 from productstudio.metrics.kid import kernel_inception_distance
 from productstudio.metrics.registry import RealStatsCache, fid_kid_from_features, parse_metric, summary
 from productstudio.models import load_generator, resolve_device
@@ -22,25 +22,6 @@ from productstudio.models.classifier import load_classifier
 from productstudio.registry.tracking import data_version
 
 FLOOR = "floor.json"
-
-
-def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    """FID straight from two feature sets, exact and cheap when the sets are smaller than the feature size.
-
-    With centred features A (n x d) and B (m x d), the non-zero eigenvalues of Sa Sb are the squared
-    singular values of A B^T (n x m), so tr sqrt(Sa Sb) = ||A B^T||_* / sqrt((n-1)(m-1)): an n x m SVD
-    instead of a 2048 x 2048 eigendecomposition (per-category FIDs at 100 samples: milliseconds, not seconds).
-    """
-    if min(len(a), len(b)) >= a.shape[1]:
-        return frechet_distance(FeatureStats.from_features(a), FeatureStats.from_features(b))
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu_a, mu_b = a64.mean(0), b64.mean(0)
-    centred_a, centred_b = a64 - mu_a, b64 - mu_b
-    n, m = len(a64), len(b64)
-    trace_a = (centred_a**2).sum() / (n - 1)
-    trace_b = (centred_b**2).sum() / (m - 1)
-    cross = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
-    return float(((mu_a - mu_b) ** 2).sum() + trace_a + trace_b - 2 * cross)
 
 
 def generated_batches(generator, count: int, seed: int, batch_size: int, device) -> Iterator[np.ndarray]:

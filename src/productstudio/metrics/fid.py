@@ -155,3 +155,22 @@ def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats, *, eigh_threa
         - 2.0 * trace_sqrt_product(stats_a.sigma, stats_b.sigma, eigh_threads)
     )
     return value
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    """FID straight from two feature sets, exact and cheap when the sets are smaller than the feature size.
+
+    With centred features A (n x d) and B (m x d), the non-zero eigenvalues of Sa Sb are the squared
+    singular values of A B^T (n x m), so tr sqrt(Sa Sb) = ||A B^T||_* / sqrt((n-1)(m-1)): an n x m SVD
+    instead of a 2048 x 2048 eigendecomposition (per-category FIDs at 100 samples: milliseconds, not seconds).
+    """
+    if min(len(a), len(b)) >= a.shape[1]:
+        return frechet_distance(FeatureStats.from_features(a), FeatureStats.from_features(b))
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a64.mean(0), b64.mean(0)
+    centred_a, centred_b = a64 - mu_a, b64 - mu_b
+    n, m = len(a64), len(b64)
+    trace_a = (centred_a**2).sum() / (n - 1)
+    trace_b = (centred_b**2).sum() / (m - 1)
+    cross = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
+    return float(((mu_a - mu_b) ** 2).sum() + trace_a + trace_b - 2 * cross)

@@ -22,11 +22,9 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,49 +33,10 @@ from productstudio.artifacts import write_json_atomic
 from productstudio.metrics import features as feats
 from productstudio.metrics.fid import FeatureStats, frechet_distance
 from productstudio.metrics.kid import kernel_inception_distance
+from productstudio.metrics.names import KNOWN_METRICS, SPLITS, MetricSpec, parse_metric  # noqa: F401 (re-exported)
 
-SPLITS = ("train", "test")
-KNOWN_METRICS = (
-    "fid10k_test",
-    "kid10k_test",
-    "fid2k_test",
-    "kid2k_test",
-    "kid1k_test",
-    "fid10k_train",
-    "fid2k_train",
-    "kid2k_train",
-)
 REAL_SELECTION = "first num_real images in split order"
 CACHE_FORMAT = 1
-_NAME = re.compile(r"^(fid|kid)([1-9][0-9]*)(k?)_([a-z]+)$")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str
-    kind: str  # "fid" or "kid"
-    num_generated: int
-    split: str
-
-    @property
-    def num_real_requested(self) -> int:
-        return self.num_generated
-
-
-def parse_metric(name: str) -> MetricSpec:
-    """``fid10k_test`` -> MetricSpec(kind='fid', num_generated=10000, split='test')."""
-    match = _NAME.match(name)
-    if not match or match.group(4) not in SPLITS:
-        raise ValueError(
-            f"unknown metric {name!r}: expected (fid|kid)<count>[k]_(train|test), e.g. {', '.join(KNOWN_METRICS)}"
-        )
-    kind, digits, thousands, split = match.groups()
-    count = int(digits) * (1000 if thousands else 1)
-    if kind == "kid" and count < 2:
-        raise ValueError(f"{name}: KID needs at least 2 samples")
-    if kind == "fid" and count < 2:
-        raise ValueError(f"{name}: FID needs at least 2 samples")
-    return MetricSpec(name=name, kind=kind, num_generated=count, split=split)
 
 
 def _network_fields() -> dict:
