@@ -127,18 +127,52 @@ class EvaluateSettings(_Section):
         return names
 
 
+class RegisterSettings(_Section):
+    # Registered model name in the MLflow Model Registry; an int8 variant is logged inside the same version.
+    model_name: str = Field(default="product-studio-generator", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class PromoteSettings(_Section):
+    """The champion/challenger policy (productstudio.registry.promotion). Both models are judged on the
+    same named metric, the same latent seeds (evaluate.seed) and the same cached real features."""
+
+    metric: str = "fid1k_test"  # a named FID metric: (fid)<count>[k]_(train|test)
+    bootstrap: int = Field(default=20, ge=2)  # resamples of the generated features for the FID's uncertainty
+    z: float = Field(default=2.0, ge=0)  # the margin is max(min_margin, z * uncertainty of the difference)
+    min_margin: float = Field(default=1.0, ge=0)  # FID points the challenger must win by, at least
+    category_tolerance: float = Field(default=0.15, ge=0)  # no category's FID may rise by more than this share
+    max_int8_fid_increase: float = Field(default=0.10, ge=0)  # int8 FID at most this share above fp32's
+    max_fid: float = Field(default=150.0, gt=0)  # quality floor for the first champion (at `metric`'s count)
+
+    @field_validator("metric")
+    @classmethod
+    def _fid_metric(cls, name: str) -> str:
+        from productstudio.metrics.names import parse_metric
+
+        if parse_metric(name).kind != "fid":
+            raise ValueError("promotion compares FIDs: use a name like fid1k_test")
+        return name
+
+
 class Params(_Section):
     ingest: IngestSettings = IngestSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     preprocess: PreprocessSettings = PreprocessSettings()
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    # 'register' is a classmethod name of ABCMeta (pydantic warns about shadowing it): aliased like validate.
+    register_: RegisterSettings = Field(default=RegisterSettings(), alias="register")
+    promote: PromoteSettings = PromoteSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @property
     def validate(self) -> ValidateSettings:  # type: ignore[override]
         return self.validate_
+
+    @property
+    def register(self) -> RegisterSettings:  # type: ignore[override]
+        return self.register_
 
 
 def _section_models() -> dict[str, type[BaseModel]]:
