@@ -178,7 +178,7 @@ def test_named_metrics_records_cost_only_the_generated_side(real, cache, test_fe
         assert record["reference_split"] == "test" and record["data_version"] == DATA_VERSION
         assert record["feature_network_sha256"] == feats.network_info().sha256
         assert record["resize_method"] == "tf1_bilinear_float"
-    assert fid["std_error"] is None and kid["std_error"] > 0 and kid["kid_subset_size"] == 8
+    assert fid["std_error"] is None and kid["std_error"] > 0 and kid["kid_subset_size"] == 4  # half of 8
     json.dumps(records, allow_nan=False)  # records are plain JSON
     assert set(summary(records)) == {"fid16_test", "kid8_test", "kid8_test_std_error"}
     with pytest.raises(ValueError, match="needed"):
@@ -189,7 +189,7 @@ def test_fid_kid_between_two_real_sets(real, test_features, train_features):
     test_images, train_images = real
     result = fid_kid_between(test_images[:4], train_images[:4], batch_size=4, kid_subsets=5, progress=False)
     assert result["fid"] == pytest.approx(exact_fid(test_features[:4], train_features[:4]), rel=1e-4)
-    assert result["num_a"] == result["num_b"] == 4 and result["kid_subset_size"] == 4
+    assert result["num_a"] == result["num_b"] == 4 and result["kid_subset_size"] == 2  # half of 4
     assert result["feature_network_sha256"] == feats.network_info().sha256
 
 

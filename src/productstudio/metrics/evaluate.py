@@ -62,7 +62,7 @@ def compute_real_stats(processed_dir: str | Path, cache_dir: str | Path, setting
     result = {"data_version": version, "computed": cache.computed, "counts": {k: int(v.shape[0]) for k, v in real.items()}}
     if settings.floor and "train" in real and "test" in real:
         n = min(real["train"].shape[0], real["test"].shape[0])
-        floor = fid_kid_from_features(real["train"][:n], real["test"][:n], kid_subset_size=min(settings.kid_subset_size, n),
+        floor = fid_kid_from_features(real["train"][:n], real["test"][:n], kid_subset_size=settings.kid_subset_size,
                                       kid_subsets=settings.kid_subsets, seed=settings.seed)
         result["floor"] = {**floor, "description": f"real train vs real test, {n} images each: what a perfect generator would score",
                            **{k: v for k, v in cache.protocol(cache.key(version, "test"), n).items() if k != "num_real"}}
@@ -76,10 +76,9 @@ def _per_category(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, rea
         a, b = gen[gen_labels == index], real[real_labels == index]
         if len(a) < 2 or len(b) < 2:
             continue
-        kid = kernel_inception_distance(a, b, subset_size=min(settings.kid_subset_size, len(a), len(b)),
-                                        num_subsets=settings.kid_subsets, seed=settings.seed)
+        kid = kernel_inception_distance(a, b, subset_size=settings.kid_subset_size, num_subsets=settings.kid_subsets, seed=settings.seed)
         out[name] = {"fid": fid_from_features(a, b), "kid": kid.mean,
-                     "kid_std_error": None if math.isnan(kid.std_error) else kid.std_error,
+                     "kid_std_error": None if math.isnan(kid.std_error) else kid.std_error, "kid_subset_size": kid.subset_size,
                      "num_generated": int(len(a)), "num_real": int(len(b))}
     return out
 
@@ -150,10 +149,12 @@ def evaluate(
         if spec.kind == "fid":  # each metric computes only itself: a 2048-d FID costs seconds
             record.update(value=fid_from_features(fake, real), std_error=None)
         else:
-            kid = kernel_inception_distance(fake, real, subset_size=min(settings.kid_subset_size, len(fake), len(real)),
+            kid = kernel_inception_distance(fake, real, subset_size=settings.kid_subset_size,
                                             num_subsets=settings.kid_subsets, seed=settings.seed)
             std_error = None if math.isnan(kid.std_error) else kid.std_error  # one subset: no error estimate
-            record.update(value=kid.mean, std_error=std_error, kid_subset_size=kid.subset_size, kid_subsets=kid.num_subsets)
+            # kid_subset_size is the size used: at most half the smaller set (see metrics.kid).
+            record.update(value=kid.mean, std_error=std_error, kid_subset_size=kid.subset_size,
+                          kid_subset_size_requested=settings.kid_subset_size, kid_subsets=kid.num_subsets)
         records.append(record)
         if settings.per_category and spec.kind == "fid":
             per_category[name] = _per_category(fake, labels[: len(fake)], real, real_labels[: len(real)], categories, settings)
