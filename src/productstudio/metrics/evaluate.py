@@ -173,11 +173,12 @@ def evaluate(
     report = {
         "model": info.get("kind"), "generator": str(generator_dir), "data_version": version, "metrics": records,
         "per_category": per_category, "domain": domain, "floor": floor, "params": section_dict(settings),
-        "mlflow_run_id": trained.get("mlflow_run_id"),
+        "mlflow_run_id": trained.get("mlflow_run_id"), "training_mlflow_run_id": trained.get("mlflow_run_id"),
     }
-    write_json_atomic(out / "evaluation.json", report)
     if track:
-        _log_to_mlflow(report, flat, out)
+        _log_to_mlflow(report, flat, out)  # sets mlflow_run_id to the run it logged to, then writes the file
+    else:
+        write_json_atomic(out / "evaluation.json", report)
     return report
 
 
@@ -198,6 +199,9 @@ def _log_to_mlflow(report: dict, flat: dict, out: Path) -> None:
     except mlflow.exceptions.MlflowException:
         run = tracking.start_run("evaluate")  # the training run lives in another store
     with run:
+        # The run is known only now (a new one when the training run is not in this store): write the
+        # report after, so evaluation.json names the run that holds its metrics.
+        report["mlflow_run_id"] = run.info.run_id
+        write_json_atomic(out / "evaluation.json", report)
         mlflow.log_metrics({f"eval.{k}": float(v) for k, v in flat.items() if v is not None})
         mlflow.log_artifact(str(out / "evaluation.json"), "evaluation")
-        report["mlflow_run_id"] = run.info.run_id

@@ -311,7 +311,8 @@ def train(
         save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
         grid_path = _save_grid(state, settings, out, dev, run)
         generator = sampling_generator(state)
-        save_generator(generator, out / GENERATOR, categories=categories, kind=settings.model, step=state.step)
+        encoder = state.modules["vae"].encoder if "vae" in state.modules else None  # for reconstruction metrics
+        save_generator(generator, out / GENERATOR, encoder=encoder, categories=categories, kind=settings.model, step=state.step)
         stopped = "max_steps" if state.step >= settings.max_steps else "max_minutes"
         summary = {"steps": state.step, "minutes": round(state.seconds / 60, 3), "stopped_by": stopped, "images_per_s": round(rate, 1)}
         manifest = write_manifest(
