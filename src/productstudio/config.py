@@ -90,7 +90,7 @@ class TrainSettings(_Section):
     d_width: int = Field(default=32, ge=4)  # discriminator (or VAE encoder) channels at full resolution
     batch_size: int = Field(default=64, ge=2)
     lr_g: float = Field(default=2e-4, gt=0)
-    lr_d: float = Field(default=2e-4, gt=0)
+    lr_d: float = Field(default=4e-4, gt=0)
     beta1: float = Field(default=0.0, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)

@@ -173,8 +173,38 @@ def vae_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
 
 
 def sampling_generator(state: TrainState) -> Generator:
-    """The network that makes images: the EMA generator for a GAN, the decoder for a VAE."""
-    return state.modules["ema"] if "ema" in state.modules else state.modules["vae"].decoder
+    """The network that makes images: the EMA generator for a GAN, the decoder for a VAE.
+
+    The EMA's batch-norm buffers are copies of the live generator's, measured on other weights;
+    a copy of the EMA gets statistics of its own before it samples or is saved.
+    """
+    if "vae" in state.modules:
+        return state.modules["vae"].decoder
+    ema = copy.deepcopy(state.modules["ema"])
+    recalibrate_batchnorm(ema, seed=state.step)
+    return ema
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(generator: Generator, seed: int, batches: int = 16, batch_size: int = 64) -> None:
+    """Replace batch-norm running statistics by their plain average over fresh random batches."""
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    device = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    generator.train()
+    config = generator.config
+    for _ in range(batches):
+        z = torch.randn(batch_size, config.latent_dim, generator=rng).to(device)
+        y = torch.randint(0, config.num_classes, (batch_size,), generator=rng).to(device)
+        generator(z, y)
+    for norm in norms:
+        norm.momentum = 0.1
+    generator.eval()
 
 
 @torch.no_grad()
