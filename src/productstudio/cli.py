@@ -124,6 +124,62 @@ def format_evaluation(report: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from productstudio.artifacts import write_json_atomic
+    from productstudio.registry.model_registry import register, registered_record
+
+    if args.int8 and not args.int8.is_dir():
+        print(f"no int8 variant at {args.int8}: registering fp32 only")
+    result = register(args.generator, args.evaluation, args.processed, load_params(args.params), int8_dir=args.int8)
+    if result.created:
+        print(f"registered {result.name} version {result.version} ({result.tags['variants']}) with alias 'challenger'; "
+              f"data {result.tags['data.version'][:12]}, params {result.tags['params.hash'][:12]}")
+    else:
+        print(f"{result.name} version {result.version} already holds these weights, data, params and commit: not registered again")
+    if args.out:
+        write_json_atomic(args.out / "registered.json", registered_record(result))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from productstudio.registry.model_registry import promote
+
+    result = promote(load_params(args.params), args.processed, args.cache, args.out, cache_dir=args.work, device=args.device)
+    verdict = "promoted" if result["promoted"] else "kept"
+    print(f"{result['model']} version {result['challenger']}: {result['reason']}")
+    print(f"champion: version {result['champion_after'] or 'none'} ({verdict}); evidence in {args.out / 'decision.json'}")
+    refused = not result["promoted"] and result["champion_after"] != result["challenger"]
+    return 1 if args.strict and refused else 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from productstudio.registry.retrain import dvc_repro, retrain_if_changed
+
+    def register_and_promote() -> dict:
+        # dvc repro's register/promote stages normally did this; repeated here in case DVC found them
+        # up to date (e.g. another tracking store). Both are idempotent.
+        cmd_register(argparse.Namespace(params=args.params, generator=args.generator, evaluation=args.evaluation,
+                                        processed=args.processed, int8=args.int8, out=None))
+        from productstudio.registry.model_registry import client, CHALLENGER
+
+        params = load_params(args.params)
+        challenger = client().get_model_version_by_alias(params.register.model_name, CHALLENGER)
+        if "promotion.decision" in challenger.tags:
+            print(f"version {challenger.version} was already judged: {challenger.tags['promotion.reason']}")
+            return {}
+        cmd_promote(argparse.Namespace(params=args.params, processed=args.processed, cache=args.cache, out=args.promote_out,
+                                       work=args.work, device=args.device, strict=False))
+        return {}
+
+    if not args.if_changed:
+        dvc_repro()
+        register_and_promote()
+        return 0
+    result = retrain_if_changed(args.params, args.processed, repro=dvc_repro, after=register_and_promote)
+    print(result.message)
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """Where to look after the main job."""
     from productstudio.data.store import KIND, SPLITS as STORE_SPLITS
@@ -263,6 +319,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-mlflow", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = steps.add_parser(
+        "register",
+        help="register the generator (and an int8 variant) in the MLflow Model Registry as the 'challenger'",
+        description="Log the generator to MLflow as a pyfunc 'from code' (safetensors weights, no pickle) with a "
+        "signature (category, seed -> uint8 images) and an input example, register it under register.model_name "
+        "(params.yaml), tag the version with data.version, git.commit, params.hash, model.sha256 and the evaluation "
+        "metrics with their protocol (metrics.protocol), and give it the alias 'challenger'. With --int8 DIR the "
+        "quantized variant is a second artifact of the same version. The same weights, data, params and commit are "
+        "not registered twice. Store: MLFLOW_TRACKING_URI (default sqlite:///mlflow.db) or a server URL.",
+    )
+    _params_arg(p)
+    p.add_argument("--generator", default="models/train/generator", type=Path, help="generator directory (default: %(default)s)")
+    p.add_argument("--evaluation", default="reports/evaluate", type=Path, help="metrics.json + evaluation.json (default: %(default)s)")
+    p.add_argument("--processed", default="data/processed", type=Path, help="processed dataset, for data.version (default: %(default)s)")
+    p.add_argument("--int8", type=Path, help="int8 variant directory (quantization output); skipped when absent")
+    p.add_argument("--out", type=Path, help="write OUT/registered.json (name, version, tags) for DVC")
+    p.set_defaults(func=cmd_register)
+
+    p = steps.add_parser(
+        "promote",
+        help="judge the 'challenger' against the 'champion' under one protocol; move 'champion' or refuse, with the reason",
+        description="Measure challenger and champion on the same named FID metric (promote.metric, default the first "
+        "FID in evaluate.metrics), the same latent seeds and the same cached real features, with a bootstrap "
+        "uncertainty, per-category FIDs and the int8 variant's FID. Policy (params.yaml 'promote'): the challenger "
+        "must win by more than max(min_margin, z x uncertainty), no category may get worse by more than "
+        "category_tolerance, int8 may cost at most max_int8_fid_increase; the first champion needs FID <= max_fid. "
+        "Prints one line with the rule that decided and by how much, tags the version (promotion.decision, "
+        "promotion.reason), logs promotion/decision.json to its run and writes OUT/decision.json. "
+        "A refusal exits 0 (a valid outcome) unless --strict.",
+    )
+    _params_arg(p)
+    p.add_argument("--processed", default="data/processed", type=Path, help="processed dataset (default: %(default)s)")
+    p.add_argument("--cache", default="models/real_stats", type=Path, help="real feature cache, read only (default: %(default)s)")
+    p.add_argument("--out", default="reports/promote", type=Path, help="decision.json goes here (default: %(default)s)")
+    p.add_argument("--work", default=".scratch/promote", type=Path, help="cache of generated features (default: %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the challenger is refused (for CI gates)")
+    p.set_defaults(func=cmd_promote)
+
+    p = steps.add_parser(
+        "retrain",
+        help="run the pipeline, then register and promote; with --if-changed only when data or params changed",
+        description="With --if-changed: compare the current data version (sha256 of data/processed/manifest.json) "
+        "and params hash (preprocess + train) with the tags of the newest registered version; when equal, say so "
+        "and exit 0 in seconds. Otherwise run 'dvc repro' (whose register and promote stages register the new "
+        "model and judge it), then make sure it is registered and judged. Run 'dvc pull' first on a fresh checkout.",
+    )
+    _params_arg(p)
+    p.add_argument("--if-changed", action="store_true", help="do nothing when data and params equal the last registered version's")
+    p.add_argument("--processed", default="data/processed", type=Path)
+    p.add_argument("--generator", default="models/train/generator", type=Path)
+    p.add_argument("--evaluation", default="reports/evaluate", type=Path)
+    p.add_argument("--int8", type=Path, help="int8 variant directory to register with the model")
+    p.add_argument("--cache", default="models/real_stats", type=Path)
+    p.add_argument("--promote-out", default="reports/promote", type=Path)
+    p.add_argument("--work", default=".scratch/promote", type=Path)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_retrain)
 
     p = steps.add_parser("summary", help="print what the main job produced and where to look")
     p.add_argument("--processed", default="data/processed", type=Path)

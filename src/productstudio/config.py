@@ -136,7 +136,9 @@ class PromoteSettings(_Section):
     """The champion/challenger policy (productstudio.registry.promotion). Both models are judged on the
     same named metric, the same latent seeds (evaluate.seed) and the same cached real features."""
 
-    metric: str = "fid1k_test"  # a named FID metric: (fid)<count>[k]_(train|test)
+    # A named FID metric, (fid)<count>[k]_(train|test); null: the first FID in evaluate.metrics (whose real
+    # features the real_stats stage caches), so promotion measures what evaluate reports.
+    metric: Optional[str] = None
     bootstrap: int = Field(default=20, ge=2)  # resamples of the generated features for the FID's uncertainty
     z: float = Field(default=2.0, ge=0)  # the margin is max(min_margin, z * uncertainty of the difference)
     min_margin: float = Field(default=1.0, ge=0)  # FID points the challenger must win by, at least
@@ -146,10 +148,10 @@ class PromoteSettings(_Section):
 
     @field_validator("metric")
     @classmethod
-    def _fid_metric(cls, name: str) -> str:
+    def _fid_metric(cls, name: Optional[str]) -> Optional[str]:
         from productstudio.metrics.names import parse_metric
 
-        if parse_metric(name).kind != "fid":
+        if name is not None and parse_metric(name).kind != "fid":
             raise ValueError("promotion compares FIDs: use a name like fid1k_test")
         return name
 

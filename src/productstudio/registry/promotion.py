@@ -115,6 +115,8 @@ def check_int8(challenger: dict, policy: dict) -> RuleResult:
     int8 = challenger.get("int8")
     if not int8:
         return RuleResult("int8", True, "no int8 variant", {})
+    if "fid" not in int8:  # present but not measurable: do not vouch for it
+        return RuleResult("int8", False, f"int8 variant could not be evaluated ({int8.get('error')})", dict(int8))
     cost = (int8["fid"] - challenger["fid"]) / challenger["fid"]
     bound = policy["max_int8_fid_increase"]
     evidence = {"fp32_fid": challenger["fid"], "int8_fid": int8["fid"], "cost": cost, "bound": bound}
