@@ -1,9 +1,9 @@
 """The Product Studio Kubeflow pipeline: the DVC stages as KFP tasks.
 
-    ingest -> validate -> preprocess -> {train, train-classifier, real-stats} -> evaluate
+    ingest -> validate -> preprocess -> {train, train-classifier, real-stats} -> {evaluate, quantize}
 
 train, train-classifier and real-stats depend only on preprocess (they run in parallel on a cluster;
-kfp.local runs them one after another); evaluate waits for all three.
+kfp.local runs them one after another); evaluate waits for all three, quantize for train and real-stats.
 
 The pipeline takes the *text* of a params.yaml as its ``params_yaml`` parameter (the same file DVC
 reads), so a run records exactly which settings it used. In the compiled package its default is the
@@ -40,7 +40,7 @@ from typing import Iterator, NamedTuple, Optional
 
 from kfp import compiler, dsl
 
-from components import evaluate, ingest, preprocess, real_stats, train, train_classifier, validate
+from components import evaluate, ingest, preprocess, quantize, real_stats, train, train_classifier, validate
 
 PIPELINE_NAME = "product-studio"
 PACKAGE_PATH = Path(__file__).resolve().with_name("product_studio.yaml")
@@ -51,15 +51,17 @@ class Outputs(NamedTuple):
     validation: dsl.Artifact
     model: dsl.Model
     evaluation: dsl.Artifact
+    quantized: dsl.Model
 
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors, "
-    "train a generator and a product classifier, cache the real Inception features, evaluate (FID/KID).",
+    "train a generator and a product classifier, cache the real Inception features, evaluate (FID/KID), "
+    "quantize the generator to int8 with its measured speed-up and quality cost.",
 )
 def product_studio(params_yaml: str = "", quarantine: bool = False, mlflow_tracking_uri: str = "") -> Outputs:
-    """Ingest -> validate -> preprocess -> {train, train-classifier, real-stats} -> evaluate.
+    """Ingest -> validate -> preprocess -> {train, train-classifier, real-stats} -> {evaluate, quantize}.
 
     Args:
         params_yaml: The text of a params.yaml (sections ingest, validate, preprocess, train, evaluate); "" means defaults.
@@ -92,11 +94,18 @@ def product_studio(params_yaml: str = "", quarantine: bool = False, mlflow_track
         stats=real_stats_task.outputs["stats"],
         mlflow_tracking_uri=mlflow_tracking_uri,
     )
+    quantize_task = quantize(
+        params_yaml=params_yaml,
+        model=train_task.outputs["model"],
+        dataset=dataset,
+        stats=real_stats_task.outputs["stats"],
+    )
     return Outputs(
         dataset=dataset,
         validation=validate_task.outputs["validation"],
         model=train_task.outputs["model"],
         evaluation=evaluate_task.outputs["evaluation"],
+        quantized=quantize_task.outputs["quantized"],
     )
 
 

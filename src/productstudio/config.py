@@ -127,6 +127,46 @@ class EvaluateSettings(_Section):
         return names
 
 
+class QuantizeSettings(_Section):
+    """int8 post-training quantization of the generator for CPU serving (productstudio.quantization).
+
+    Static quantization with ONNX Runtime (QDQ format, chosen by bench/bench_quantize.py over PT2E/torchao),
+    calibrated on latents and categories drawn as serving draws them; the cost and benefit are measured in
+    the same run (latency, throughput, size, PSNR and FID/KID against the fp32 model on the same seeds)."""
+
+    per_channel: bool = True  # one weight scale per output channel
+    # 7-bit weights: avoids the int16 saturation of u8 x s8 products on AVX2 CPUs without VNNI.
+    reduce_range: bool = True
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(default=512, ge=1)
+    calibration_seed: int = 7  # not evaluate.seed: the quality check uses inputs the calibration never saw
+    # Optional pruning before quantization: the smallest weights (or output channels) zeroed for good.
+    prune: Literal["none", "l1_unstructured", "ln_structured"] = "none"
+    prune_amount: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # Quality on the same seeds as evaluate (evaluate.seed), fp32 vs int8: named metrics, [] to skip them.
+    metrics: list[str] = ["fid500_test", "kid500_test"]
+    psnr_samples: int = Field(default=256, ge=1)  # at least this many images for PSNR/SSIM (more if a metric needs them)
+    threads: int = Field(default=1, ge=0)  # threads for both models while timing; 0: all cores
+    timing_rounds: int = Field(default=7, ge=1)  # interleaved rounds; medians are reported
+    target_speedup: float = Field(default=1.5, gt=0)  # int8 vs fp32 throughput at batch 64
+    max_fid_increase: float = Field(default=0.05, ge=0)  # int8 FID at most this share above fp32's
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        from productstudio.metrics.names import parse_metric
+
+        for name in names:
+            parse_metric(name)
+        return names
+
+    @model_validator(mode="after")
+    def _prune_amount_given(self) -> "QuantizeSettings":
+        if self.prune != "none" and self.prune_amount == 0.0:
+            raise ValueError(f"prune = {self.prune} needs prune_amount > 0 (the share of weights to zero)")
+        return self
+
+
 class RegisterSettings(_Section):
     # Registered model name in the MLflow Model Registry; an int8 variant is logged inside the same version.
     model_name: str = Field(default="product-studio-generator", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -162,6 +202,7 @@ class Params(_Section):
     preprocess: PreprocessSettings = PreprocessSettings()
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    quantize: QuantizeSettings = QuantizeSettings()
     # 'register' is a classmethod name of ABCMeta (pydantic warns about shadowing it): aliased like validate.
     register_: RegisterSettings = Field(default=RegisterSettings(), alias="register")
     promote: PromoteSettings = PromoteSettings()

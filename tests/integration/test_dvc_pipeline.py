@@ -39,6 +39,7 @@ def project(tmp_path, fashion_dir):
     params["validate"]["max_leak_fraction"] = 0.01
     params["train"].update(max_steps=20, checkpoint_every=10, log_every=5, sample_every=10, g_width=8, d_width=8, latent_dim=16, batch_size=16)
     params["evaluate"].update(metrics=["fid20_test", "kid20_test"], kid_subset_size=10, kid_subsets=5, classifier_epochs=1)
+    params["quantize"].update(metrics=["fid20_test", "kid20_test"], psnr_samples=20, calibration_samples=64, timing_rounds=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
@@ -56,11 +57,13 @@ def test_repro_then_noop_then_push_and_pull(project):
     root, env = project
     dvc = [sys.executable, "-m", "dvc"]
     first = _run(dvc + ["repro"], root, env)
-    for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate"):
+    for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "quantize"):
         assert f"Running stage '{stage}'" in first
+    assert (root / "models/quantized/generator.int8.onnx").exists()
     assert (root / "models/train/generator/generator.safetensors").exists()
     metrics = json.loads(_run(dvc + ["metrics", "show", "--json"], root, env))
     assert "fid20_test" in json.dumps(metrics) and "classifier_accuracy_generated" in json.dumps(metrics)
+    assert "speedup_b64_int8_vs_fp32_eager" in json.dumps(metrics)  # reports/quantize/metrics.json
     plots = json.loads(_run(dvc + ["plots", "show", "--json"], root, env))["data"]
     rendered = json.dumps(plots["reports/train/train_loss.csv"])
     assert '"loss_d"' in rendered and '"loss_g"' in rendered

@@ -31,7 +31,8 @@ TINY_EVALUATE = {
     "metrics": ["fid20_test", "kid20_test"], "kid_subset_size": 10, "kid_subsets": 5,
     "per_category": False, "classifier_epochs": 1,
 }
-TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate"}
+TINY_QUANTIZE = {"metrics": ["fid20_test"], "psnr_samples": 20, "calibration_samples": 64, "timing_rounds": 2}
+TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate", "quantize"}
 
 
 def test_committed_yaml_is_fresh(tmp_path):
@@ -64,7 +65,7 @@ def test_committed_yaml_loads_back():
     assert spec.inputs["params_yaml"].default == ""
     assert spec.inputs["quarantine"].default is False
     assert spec.inputs["mlflow_tracking_uri"].default == "", "MLflow must be off unless asked for"
-    assert set(spec.outputs) == {"dataset", "validation", "model", "evaluation"}
+    assert set(spec.outputs) == {"dataset", "validation", "model", "evaluation", "quantized"}
 
     document = yaml.safe_load(COMMITTED_YAML.read_text())
     tasks = document["root"]["dag"]["tasks"]
@@ -84,7 +85,10 @@ def test_committed_yaml_loads_back():
     outputs = document["root"]["dag"]["outputs"]["artifacts"]
     assert {k: v["artifactSelectors"][0]["producerSubtask"] for k, v in outputs.items()} == {
         "dataset": "preprocess", "validation": "validate", "model": "train", "evaluation": "evaluate",
+        "quantized": "quantize",
     }
+    # quantize needs the trained generator and the cached real features only.
+    assert sorted(tasks["quantize"]["dependentTasks"]) == ["preprocess", "real-stats", "train"]
     components = document["components"]
     assert components["comp-train"]["outputDefinitions"]["artifacts"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
     assert components["comp-evaluate"]["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
@@ -119,6 +123,7 @@ def _params(tmp_path: Path, **validate) -> Path:
         "preprocess": {"image_size": 28, "mode": "L", "seed": 0},
         "train": TINY_TRAIN,
         "evaluate": TINY_EVALUATE,
+        "quantize": TINY_QUANTIZE,
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -134,7 +139,7 @@ def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     root = tmp_path / "run"
     outputs = run_local(_params(tmp_path), root)
 
-    assert set(outputs) == {"dataset", "validation", "model", "evaluation"}
+    assert set(outputs) == {"dataset", "validation", "model", "evaluation", "quantized"}
     for path in outputs.values():
         assert Path(path).is_relative_to(root / "outputs"), "artifacts must land under the pipeline root"
 
@@ -213,6 +218,15 @@ def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     (executor_output,) = (root / "outputs").glob("*/evaluate/executor_output.json")
     logged = json.loads(executor_output.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert logged == pytest.approx(metrics)
+
+    # quantize: the int8 model loads with the library's loader and its report sits beside it.
+    from productstudio.quantization import load_quantized
+
+    quantized = Path(outputs["quantized"])
+    int8 = load_quantized(quantized)
+    assert int8.config.latent_dim == TINY_TRAIN["latent_dim"]
+    q_report = json.loads((quantized / "quantization.json").read_text())
+    assert [r["metric"] for r in q_report["quality"]["metrics"]] == TINY_QUANTIZE["metrics"]
 
 
 @pytest.mark.slow
