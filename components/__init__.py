@@ -24,8 +24,10 @@ COMPONENT_OPTIONS = {"base_image": BASE_IMAGE, "install_kfp_package": False}
 from components.evaluate import evaluate  # noqa: E402  (the components need the constants above)
 from components.ingest import ingest  # noqa: E402
 from components.preprocess import preprocess  # noqa: E402
+from components.promote import promote  # noqa: E402
 from components.quantize import quantize  # noqa: E402
 from components.real_stats import real_stats  # noqa: E402
+from components.register import register  # noqa: E402
 from components.train import train  # noqa: E402
 from components.train_classifier import train_classifier  # noqa: E402
 from components.validate import validate  # noqa: E402
@@ -36,8 +38,10 @@ __all__ = [
     "evaluate",
     "ingest",
     "preprocess",
+    "promote",
     "quantize",
     "real_stats",
+    "register",
     "train",
     "train_classifier",
     "validate",

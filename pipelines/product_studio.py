@@ -13,7 +13,8 @@ as the repo's params.yaml) and keeps the package independent of the checkout's p
 
 MLflow tracking is off unless the ``mlflow_tracking_uri`` parameter is set (``--mlflow-tracking-uri``):
 a cluster may have no tracking server. When set, train and evaluate log to that store (evaluate to the
-training run).
+training run), register adds the generator to its Model Registry as the 'challenger' and promote
+judges it against the 'champion' (params ``promote``); without it, register and promote skip.
 
 Relative paths inside params (``ingest.fashion_mnist_dir``, ``ingest.image_folder``, ...) are resolved
 by each task against its working directory: for ``run-local`` that is the directory you run from (run
@@ -40,7 +41,7 @@ from typing import Iterator, NamedTuple, Optional
 
 from kfp import compiler, dsl
 
-from components import evaluate, ingest, preprocess, quantize, real_stats, train, train_classifier, validate
+from components import evaluate, ingest, preprocess, promote, quantize, real_stats, register, train, train_classifier, validate
 
 PIPELINE_NAME = "product-studio"
 PACKAGE_PATH = Path(__file__).resolve().with_name("product_studio.yaml")
@@ -99,6 +100,22 @@ def product_studio(params_yaml: str = "", quarantine: bool = False, mlflow_track
         model=train_task.outputs["model"],
         dataset=dataset,
         stats=real_stats_task.outputs["stats"],
+    )
+    # The registry needs a tracking server: without mlflow_tracking_uri both tasks say so and skip.
+    register_task = register(
+        params_yaml=params_yaml,
+        model=train_task.outputs["model"],
+        evaluation=evaluate_task.outputs["evaluation"],
+        dataset=dataset,
+        int8=quantize_task.outputs["quantized"],
+        mlflow_tracking_uri=mlflow_tracking_uri,
+    )
+    promote(
+        params_yaml=params_yaml,
+        registered=register_task.outputs["registered"],
+        dataset=dataset,
+        stats=real_stats_task.outputs["stats"],
+        mlflow_tracking_uri=mlflow_tracking_uri,
     )
     return Outputs(
         dataset=dataset,

@@ -32,7 +32,7 @@ TINY_EVALUATE = {
     "per_category": False, "classifier_epochs": 1,
 }
 TINY_QUANTIZE = {"metrics": ["fid20_test"], "psnr_samples": 20, "calibration_samples": 64, "timing_rounds": 2}
-TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate", "quantize"}
+TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate", "register", "promote", "quantize"}
 
 
 def test_committed_yaml_is_fresh(tmp_path):
@@ -82,6 +82,9 @@ def test_committed_yaml_loads_back():
     assert {k: v["taskOutputArtifact"]["producerTask"] for k, v in evaluate_inputs.items()} == {
         "model": "train", "dataset": "preprocess", "classifier": "train-classifier", "stats": "real-stats",
     }
+    # register after evaluate (and train), promote after register, on the same cached real features.
+    assert sorted(tasks["register"]["dependentTasks"]) == ["evaluate", "preprocess", "quantize", "train"]
+    assert sorted(tasks["promote"]["dependentTasks"]) == ["preprocess", "real-stats", "register"]
     outputs = document["root"]["dag"]["outputs"]["artifacts"]
     assert {k: v["artifactSelectors"][0]["producerSubtask"] for k, v in outputs.items()} == {
         "dataset": "preprocess", "validation": "validate", "model": "train", "evaluation": "evaluate",

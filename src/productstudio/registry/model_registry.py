@@ -123,11 +123,18 @@ def _signature(config):
     )
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(int8: bool) -> list[str]:
     # Explicit: inferring them costs ~10 s. productstudio itself comes from the serving image.
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{package}=={version(package)}" for package in ("mlflow", "torch", "safetensors", "numpy", "pandas")]
+    packages = ["mlflow", "torch", "safetensors", "numpy", "pandas"] + (["onnxruntime"] if int8 else [])
+    found = []
+    for package in packages:
+        try:
+            found.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            found.append(package)
+    return found
 
 
 def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_dir: str | Path, params: Params,
@@ -163,7 +170,7 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
             artifacts=artifacts,
             signature=_signature(generator.config),
             input_example=pd.DataFrame({"category": [0, 1], "seed": [0, 1]}),
-            pip_requirements=_pip_requirements(),
+            pip_requirements=_pip_requirements(int8 is not None),
             registered_model_name=name,
         )
     version = str(model_info.registered_model_version)
