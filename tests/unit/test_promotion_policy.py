@@ -91,3 +91,14 @@ def test_decision_is_json_able_and_policy_comes_from_params():
     assert load_params(REPO_ROOT / "params.yaml").promote == PromoteSettings()
     with pytest.raises(ValueError, match="lacks z"):
         decide(report(1.0), None, {k: v for k, v in POLICY.items() if k != "z"})
+
+
+def test_retrain_workflow_runs_on_data_or_params_changes_and_on_a_schedule():
+    import yaml
+
+    workflow = yaml.safe_load((REPO_ROOT / ".github/workflows/retrain.yml").read_text())
+    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads the key `on` as True
+    assert set(triggers["push"]["paths"]) == {"**.dvc", "dvc.lock", "params.yaml"}
+    assert triggers["schedule"][0]["cron"].count(" ") == 4
+    steps = [step.get("run", "") for step in workflow["jobs"]["retrain"]["steps"]]
+    assert "make install" in steps and any("productstudio retrain --if-changed" in run for run in steps)
