@@ -206,8 +206,27 @@ class Params(_Section):
     # 'register' is a classmethod name of ABCMeta (pydantic warns about shadowing it): aliased like validate.
     register_: RegisterSettings = Field(default=RegisterSettings(), alias="register")
     promote: PromoteSettings = PromoteSettings()
+    # The baseline the GAN is weighed against: keys of 'train' that differ for it (train --baseline).
+    baseline: dict[str, Any] = {"model": "cvae", "max_minutes": 3.0}
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _baseline_is_train_settings(self) -> "Params":
+        self.baseline_train  # noqa: B018 - raises on a bad key or value
+        return self
+
+    @property
+    def baseline_train(self) -> TrainSettings:
+        """The 'train' section overlaid with 'baseline'."""
+        try:
+            return TrainSettings.model_validate({**section_dict(self.train), **self.baseline})
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            if first["type"] == "extra_forbidden":
+                raise ValueError(f"unknown key baseline.{key} (allowed: the keys of train)") from None
+            raise ValueError(f"baseline.{key}: {first['msg'].removeprefix('Value error, ')}") from None
 
     @property
     def validate(self) -> ValidateSettings:  # type: ignore[override]
@@ -226,6 +245,8 @@ def _one_line(error: ValidationError, source: str, raw: dict) -> str:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a check across sections (e.g. baseline over train) names its own key
+        return f"{source}: {message}"
     if first["type"] == "extra_forbidden":
         sections = _section_models()
         section_name = loc.rpartition(".")[0]

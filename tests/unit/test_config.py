@@ -25,6 +25,8 @@ def test_defaults_and_committed_params_load():
         ({"validate": {"min_side": 64, "max_side": 32}}, "min_side (64) must not exceed max_side (32)"),
         ({"preprocess": {"mode": "CMYK"}}, "params.yaml: preprocess.mode = 'CMYK': Input should be 'L' or 'RGB'"),
         ({"evaluate": {"metrics": ["fid10k_val"]}}, "params.yaml: evaluate.metrics = ['fid10k_val']: unknown metric 'fid10k_val'"),
+        ({"baseline": {"modl": "cvae"}}, "params.yaml: unknown key baseline.modl (allowed: the keys of train)"),
+        ({"baseline": {"lr_g": -1}}, "params.yaml: baseline.lr_g: Input should be greater than 0"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(raw, expected):
@@ -78,3 +80,10 @@ def test_built_in_defaults_are_the_committed_params():
     from productstudio.config import Params
 
     assert load_params(REPO_ROOT / "params.yaml") == Params()
+
+
+def test_baseline_overlays_train():
+    params = parse_params({"train": {"batch_size": 32, "max_minutes": 9}, "baseline": {"model": "cvae", "max_minutes": 2}})
+    baseline = params.baseline_train
+    assert (baseline.model, baseline.max_minutes, baseline.batch_size) == ("cvae", 2, 32)
+    assert params.train.model == "gan"
