@@ -114,6 +114,11 @@ def format_evaluation(report: dict) -> str:
     for key in ("classifier_accuracy_generated", "classifier_accuracy_real_test", "classifier_score_generated",
                 "classifier_score_real_test", "classifier_frechet_distance"):
         lines.append(f"{key:<34} {d[key]:>10.4f}")
+    if report.get("reconstruction"):  # a VAE: its reconstructions of real test images
+        r, p = report["reconstruction"], report["reconstruction"]["protocol"]
+        lines.append(f"{'psnr_test_recon (dB)':<34} {r['psnr_test_recon']:>10.4f}            {p['num_images']} {p['reference_split']} "
+                     f"images, {p['latent']}, data range {p['data_range']}")
+        lines.append(f"{'ssim_test_recon':<34} {r['ssim_test_recon']:>10.4f}            {p['ssim_window']}")
     if report.get("floor"):
         f = report["floor"]
         lines.append(f"{'floor: FID real train vs test':<34} {f['fid']:>10.4f}            {f['num_a']} vs {f['num_b']} real images")
@@ -123,6 +128,24 @@ def format_evaluation(report: dict) -> str:
         lines.append(f"per-category {name}: " + ", ".join(f"{c} {v['fid']:.1f}" for c, v in worst))
     if report.get("mlflow_run_id"):
         lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
+    return "\n".join(lines)
+
+
+def format_comparison(reports: list[dict]) -> str:
+    """Models side by side on the metrics they share (same protocol, seeds and real statistics)."""
+    models = [r["model"] for r in reports]
+    rows: dict[str, list] = {}
+    for i, report in enumerate(reports):
+        values = {m["metric"]: m["value"] for m in report["metrics"]}
+        values.update({k: report["domain"][k] for k in ("classifier_accuracy_generated", "classifier_score_generated",
+                                                         "classifier_frechet_distance")})
+        if report.get("reconstruction"):
+            values.update({k: report["reconstruction"][k] for k in ("psnr_test_recon", "ssim_test_recon")})
+        for key, value in values.items():
+            rows.setdefault(key, [None] * len(reports))[i] = value
+    lines = ["model comparison (same seeds, same cached real statistics)", f"{'metric':<34}" + "".join(f"{m:>12}" for m in models)]
+    for key, values in rows.items():
+        lines.append(f"{key:<34}" + "".join(f"{v:>12.4f}" if v is not None else f"{'-':>12}" for v in values))
     return "\n".join(lines)
 
 
@@ -252,6 +275,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print()
         print(format_evaluation(json.loads((args.evaluation / "evaluation.json").read_text())))
         print(f"metrics: {args.evaluation / 'metrics.json'} (dvc metrics show); curves: dvc plots show")
+    if (args.evaluation / "evaluation.json").exists() and (args.baseline_evaluation / "evaluation.json").exists():
+        reports = [json.loads((d / "evaluation.json").read_text()) for d in (args.evaluation, args.baseline_evaluation)]
+        print()
+        print(format_comparison(reports))
+        print(f"baseline details: {args.baseline_evaluation / 'evaluation.json'}")
+    if (args.quantized / "quantization.json").exists():
+        print()
+        print(format_quantization(json.loads((args.quantized / "quantization.json").read_text())))
+        print(f"int8 model: {args.quantized / 'generator.int8.onnx'} (productstudio.quantization.load_quantized)")
     return 0
 
 
@@ -323,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", default="reports/train", type=Path, help="loss curve CSV for dvc plots (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default: %(default)s)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--baseline", action="store_true",
+        help="train the baseline instead: params.yaml 'train' overlaid with 'baseline' (default: a CVAE, 3 min)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = steps.add_parser(
@@ -332,10 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _params_arg(p)
     p.add_argument("--processed", default="data/processed", type=Path)
-    p.add_argument(
-        "--baseline", action="store_true",
-        help="train the baseline instead: params.yaml 'train' overlaid with 'baseline' (default: a CVAE, 3 min)",
-    )
     p.add_argument("--out", default="models/classifier", type=Path)
     p.set_defaults(func=cmd_train_classifier)
 
@@ -453,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", default="reports/validation", type=Path)
     p.add_argument("--models", default="models/train", type=Path)
     p.add_argument("--evaluation", default="reports/evaluate", type=Path)
+    p.add_argument("--baseline-evaluation", default="reports/evaluate_baseline", type=Path)
+    p.add_argument("--quantized", default="models/quantized", type=Path)
     p.set_defaults(func=cmd_summary)
     return parser
 
