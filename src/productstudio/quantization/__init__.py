@@ -30,20 +30,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from productstudio.artifacts import read_manifest, sha256_file, write_json_atomic, write_manifest
 from productstudio.config import QuantizeSettings, section_dict
 from productstudio.models import CONFIG, WEIGHTS, load_generator
-from productstudio.quantization.measure import fidelity, paired_outputs, time_interleaved, to_uint8, torch_threads
-from productstudio.quantization.onnx_model import OnnxGenerator, example_inputs, export_onnx
+from productstudio.quantization.measure import THROUGHPUT_BATCH, fidelity, paired_outputs, speed_report, to_uint8
+from productstudio.quantization.onnx_model import OnnxGenerator, export_onnx
 from productstudio.quantization.prune import prune_generator
 
 KIND = "quantized-generator"
 INT8_FILE = "generator.int8.onnx"
 FP32_FILE = "generator.fp32.onnx"
 REPORT = "quantization.json"
-THROUGHPUT_BATCH = 64
 
 
 def load_quantized(directory: str | Path, threads: int = 0) -> OnnxGenerator:
@@ -94,7 +92,7 @@ def quantize(
     int8 = OnnxGenerator(out / INT8_FILE, info, threads=settings.threads)
 
     say(f"timing fp32 vs int8 at batch 1 and {THROUGHPUT_BATCH} ({settings.threads or 'all'} thread(s), {settings.timing_rounds} interleaved rounds) ...")
-    speed = _speed(fp32, out / FP32_FILE, int8, info, settings)
+    speed = speed_report(fp32, out / FP32_FILE, int8, info, settings.threads, settings.timing_rounds)
 
     count = max([settings.psnr_samples] + [_spec(name).num_generated for name in settings.metrics])
     say(f"comparing outputs on {count} identical inputs (seed {seed}) ...")
@@ -141,43 +139,6 @@ def _spec(name: str):
     from productstudio.metrics.names import parse_metric
 
     return parse_metric(name)
-
-
-def _speed(fp32: torch.nn.Module, fp32_onnx: Path, int8: OnnxGenerator, info: dict, settings: QuantizeSettings) -> dict:
-    """Latency at batch 1 and throughput at batch 64 of every variant, timed together."""
-    import copy
-
-    channels_last = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
-    ort_fp32 = OnnxGenerator(fp32_onnx, info, threads=settings.threads)
-    variants = {"fp32_eager": fp32, "fp32_eager_channels_last": channels_last,
-                "fp32_onnxruntime": ort_fp32, "int8_onnxruntime": int8}
-    fns = {}
-    for batch in (1, THROUGHPUT_BATCH):
-        z, y = example_inputs(fp32.config, batch, seed=batch)
-        for name, model in variants.items():
-            fns[(name, batch)] = lambda m=model, z=z, y=y: m(z, y)
-    keys = list(fns)
-    with torch_threads(settings.threads), torch.inference_mode():
-        seconds = time_interleaved({f"{n}@{b}": fns[(n, b)] for n, b in keys}, settings.timing_rounds)
-    latency = {name: seconds[f"{name}@1"] * 1e3 for name in variants}
-    throughput = {name: THROUGHPUT_BATCH / seconds[f"{name}@{THROUGHPUT_BATCH}"] for name in variants}
-    # The fp32 reference is what serving runs today: eager torch, whichever memory format was faster here.
-    eager = max(("fp32_eager", "fp32_eager_channels_last"), key=lambda name: throughput[name])
-    eager_b1 = min(("fp32_eager", "fp32_eager_channels_last"), key=lambda name: latency[name])
-    return {
-        "latency_b1_ms": latency,
-        f"throughput_b{THROUGHPUT_BATCH}_img_s": throughput,
-        "fp32_reference": {"batch_1": eager_b1, f"batch_{THROUGHPUT_BATCH}": eager},
-        "speedup": {
-            f"b{THROUGHPUT_BATCH}_int8_vs_fp32_eager": throughput["int8_onnxruntime"] / throughput[eager],
-            f"b{THROUGHPUT_BATCH}_int8_vs_fp32_onnxruntime": throughput["int8_onnxruntime"] / throughput["fp32_onnxruntime"],
-            f"b{THROUGHPUT_BATCH}_fp32_onnxruntime_vs_fp32_eager": throughput["fp32_onnxruntime"] / throughput[eager],
-            "b1_int8_vs_fp32_eager": latency[eager_b1] / latency["int8_onnxruntime"],
-            "b1_int8_vs_fp32_onnxruntime": latency["fp32_onnxruntime"] / latency["int8_onnxruntime"],
-        },
-        "timing": {"rounds": settings.timing_rounds, "statistic": "median of interleaved rounds",
-                   "threads": settings.threads or os.cpu_count(), "inputs": "z ~ N(0, 1), categories in turn"},
-    }
 
 
 def _quality(outputs, settings, processed_dir, cache_dir, seed, batch_size, kid_subset_size, kid_subsets, say) -> dict:

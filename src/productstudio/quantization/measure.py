@@ -8,14 +8,20 @@ processes on shared cores hit all variants alike; ratios are what to read, not a
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from productstudio.metrics.image_quality import psnr, ssim
+from productstudio.quantization.onnx_model import OnnxGenerator, example_inputs
+
+THROUGHPUT_BATCH = 64
 
 
 @contextlib.contextmanager
@@ -85,4 +91,40 @@ def fidelity(reference: torch.Tensor, candidate: torch.Tensor) -> dict:
         "ssim_mean": float(ssims.mean()),
         "max_abs_diff": float((reference - candidate).abs().max()),
         "identical_uint8_fraction": float((to_uint8(reference) == to_uint8(candidate)).all(axis=(1, 2, 3)).mean()),
+    }
+
+
+def speed_report(fp32: torch.nn.Module, fp32_onnx: str | Path, int8, info: dict, threads: int, rounds: int) -> dict:
+    """Latency at batch 1 and throughput at batch 64 of fp32 eager torch (NCHW and channels-last), fp32 in
+    ONNX Runtime and ``int8`` (an ``OnnxGenerator``), all timed together on ``threads`` threads (0: all)."""
+    channels_last = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
+    ort_fp32 = OnnxGenerator(fp32_onnx, info, threads=threads)
+    variants = {"fp32_eager": fp32, "fp32_eager_channels_last": channels_last,
+                "fp32_onnxruntime": ort_fp32, "int8_onnxruntime": int8}
+    fns = {}
+    for batch in (1, THROUGHPUT_BATCH):
+        z, y = example_inputs(fp32.config, batch, seed=batch)
+        for name, model in variants.items():
+            fns[(name, batch)] = lambda m=model, z=z, y=y: m(z, y)
+    keys = list(fns)
+    with torch_threads(threads), torch.inference_mode():
+        seconds = time_interleaved({f"{n}@{b}": fns[(n, b)] for n, b in keys}, rounds)
+    latency = {name: seconds[f"{name}@1"] * 1e3 for name in variants}
+    throughput = {name: THROUGHPUT_BATCH / seconds[f"{name}@{THROUGHPUT_BATCH}"] for name in variants}
+    # The fp32 reference is what serving runs today: eager torch, whichever memory format was faster here.
+    eager = max(("fp32_eager", "fp32_eager_channels_last"), key=lambda name: throughput[name])
+    eager_b1 = min(("fp32_eager", "fp32_eager_channels_last"), key=lambda name: latency[name])
+    return {
+        "latency_b1_ms": latency,
+        f"throughput_b{THROUGHPUT_BATCH}_img_s": throughput,
+        "fp32_reference": {"batch_1": eager_b1, f"batch_{THROUGHPUT_BATCH}": eager},
+        "speedup": {
+            f"b{THROUGHPUT_BATCH}_int8_vs_fp32_eager": throughput["int8_onnxruntime"] / throughput[eager],
+            f"b{THROUGHPUT_BATCH}_int8_vs_fp32_onnxruntime": throughput["int8_onnxruntime"] / throughput["fp32_onnxruntime"],
+            f"b{THROUGHPUT_BATCH}_fp32_onnxruntime_vs_fp32_eager": throughput["fp32_onnxruntime"] / throughput[eager],
+            "b1_int8_vs_fp32_eager": latency[eager_b1] / latency["int8_onnxruntime"],
+            "b1_int8_vs_fp32_onnxruntime": latency["fp32_onnxruntime"] / latency["int8_onnxruntime"],
+        },
+        "timing": {"rounds": rounds, "statistic": "median of interleaved rounds",
+                   "threads": threads or os.cpu_count(), "inputs": "z ~ N(0, 1), categories in turn"},
     }
