@@ -141,3 +141,14 @@ def test_settings_reject_pruning_without_an_amount():
         parse_params({"quantize": {"prune": "ln_structured"}})
     with pytest.raises(ParamsError, match="quantize.metrics"):
         parse_params({"quantize": {"metrics": ["fid500"]}})
+
+
+def test_quality_inputs_are_the_evaluate_steps_generated_set():
+    """fp32 vs int8 is judged on evaluate's latents: the fp32 side equals generated_batches' images."""
+    from productstudio.metrics.evaluate import generated_batches
+    from productstudio.quantization.measure import paired_outputs, to_uint8
+
+    model = tiny_generator()
+    ours = to_uint8(paired_outputs({"fp32": model}, model.config, 30, seed=1234, batch_size=8)["fp32"])
+    theirs = np.concatenate(list(generated_batches(model, 30, 1234, 8, "cpu")))
+    np.testing.assert_array_equal(ours, theirs)
