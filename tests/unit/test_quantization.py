@@ -96,6 +96,14 @@ def test_load_quantized_has_the_generator_contract(quantized):
         model(torch.randn(2, 7), torch.arange(2))
 
 
+def test_quantize_never_replaces_a_directory_it_did_not_make(quantized, tmp_path):
+    root, _ = quantized
+    (tmp_path / "keep.txt").write_text("precious")
+    with pytest.raises(ValueError, match="refusing to replace"):
+        quantize(root / "generator", tmp_path, FAST)
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
 def test_load_quantized_refuses_a_directory_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a quantized generator"):
         load_quantized(tmp_path)

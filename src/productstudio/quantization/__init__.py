@@ -76,9 +76,11 @@ def quantize(
     say = progress or (lambda message: None)
     generator_dir, out = Path(generator_dir), Path(out_dir)
     fp32, info = load_generator(generator_dir, "cpu")
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not (out / "manifest.json").exists() or read_manifest(out).get("kind") != KIND:
+            raise ValueError(f"{out} holds other files: refusing to replace it (give an empty or new directory)")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
 
     candidate, pruning = prune_generator(fp32, settings.prune, settings.prune_amount)
     if settings.prune != "none":
