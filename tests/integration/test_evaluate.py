@@ -52,7 +52,13 @@ def test_evaluate_reports_metrics_with_protocol(trained, tmp_path, monkeypatch):
     compute_real_stats(root / "processed", root / "stats", params.evaluate)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
-    report = evaluate(root / "train/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out", params.evaluate)
+    # The model as trained elsewhere: its manifest names a training run this MLflow store does not hold.
+    import shutil
+
+    shutil.copytree(root / "train/generator", tmp_path / "model/generator")
+    manifest = json.loads((root / "train/manifest.json").read_text())
+    (tmp_path / "model/manifest.json").write_text(json.dumps({**manifest, "mlflow_run_id": "0" * 32}))
+    report = evaluate(tmp_path / "model/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out", params.evaluate)
 
     fid, kid = report["metrics"]
     assert fid["metric"] == "fid30_test" and fid["num_generated"] == 30 and fid["num_real"] == 30
@@ -71,6 +77,11 @@ def test_evaluate_reports_metrics_with_protocol(trained, tmp_path, monkeypatch):
 
     flat = json.loads((tmp_path / "out/metrics.json").read_text())
     assert flat["fid30_test"] == fid["value"] and "kid30_test_std_error" in flat and "floor_fid" in flat
+    assert report["reconstruction"] is None and "psnr_test_recon" not in flat  # a GAN has no encoder
+    # The training run is not in this store: the metrics went to a new run, and the file says which.
+    saved = json.loads((tmp_path / "out/evaluation.json").read_text())
+    assert saved["mlflow_run_id"] == report["mlflow_run_id"] != "0" * 32
+    assert saved["training_mlflow_run_id"] == "0" * 32
     run = MlflowClient().get_run(report["mlflow_run_id"])
     assert run.data.metrics["eval.fid30_test"] == pytest.approx(fid["value"])
 
@@ -89,3 +100,38 @@ def test_same_seeds_give_the_same_images(trained):
     assert first.shape == (25, 1, 28, 28) and first.dtype == np.uint8
     np.testing.assert_array_equal(first, second)  # batch size does not change what a model is judged on
     assert (first != other).any()
+
+
+def test_vae_reconstructions_get_psnr_and_ssim(trained, tmp_path):
+    import numpy as np
+
+    from productstudio.data import store
+    from productstudio.metrics.evaluate import reconstruction_metrics
+    from productstudio.metrics.image_quality import psnr
+    from productstudio.models import load_encoder, load_generator
+
+    root, params = trained
+    settings = params.train.model_copy(update={"model": "cvae", "max_steps": 20, "lr_g": 3e-3})
+    train(settings, root / "processed", tmp_path / "cvae", tmp_path / "plots", track=False)
+    encoder = load_encoder(tmp_path / "cvae/generator")
+    assert encoder is not None and load_encoder(root / "train/generator") is None  # VAE: saved beside the decoder
+    small = params.evaluate.model_copy(update={"metrics": ["fid10_test"]})  # few Inception passes: this is about PSNR/SSIM
+    report = evaluate(tmp_path / "cvae/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out",
+                      small, track=False)
+
+    recon = report["reconstruction"]
+    assert recon["protocol"]["num_images"] == 10 and recon["protocol"]["reference_split"] == "test"
+    assert recon["protocol"]["data_range"] == 255 and recon["protocol"]["latent"] == "posterior mean"
+    flat = json.loads((tmp_path / "out/metrics.json").read_text())
+    assert flat["psnr_test_recon"] == recon["psnr_test_recon"] and flat["ssim_test_recon"] == recon["ssim_test_recon"]
+    # Well above a trivial reconstruction (a blank mid-grey image: ~8 dB; 20 steps of training give ~13).
+    real, labels = store.load_split(root / "processed", "test")
+    blank = float(psnr(real[:10], np.full_like(real[:10], 128), data_range=255).mean())
+    assert np.isfinite(recon["psnr_test_recon"]) and recon["psnr_test_recon"] > blank + 3
+    assert 0.0 < recon["ssim_test_recon"] <= 1.0
+    from productstudio.cli import format_evaluation
+
+    assert "psnr_test_recon" in format_evaluation(report)
+    # Deterministic (posterior mean, no sampling): the same numbers again.
+    generator, _ = load_generator(tmp_path / "cvae/generator")
+    assert reconstruction_metrics(generator, encoder, real[:10], labels[:10], batch_size=4, device="cpu") == recon

@@ -1,5 +1,6 @@
 """The evaluate step: FID/KID (overall and per category) with their protocol, domain-classifier metrics,
-and the real-vs-real floor, written as DVC metrics and logged to the training run in MLflow."""
+PSNR/SSIM of a VAE's reconstructions of test images, and the real-vs-real floor, written as DVC metrics
+and logged to the training run in MLflow."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from productstudio.artifacts import read_manifest, write_json_atomic
 from productstudio.config import EvaluateSettings, section_dict
 from productstudio.data import store
 from productstudio.metrics import features as feats
+from productstudio.metrics import image_quality
 from productstudio.metrics.fid import FeatureStats, fid_from_features, frechet_distance
 from productstudio.metrics.kid import kernel_inception_distance
 from productstudio.metrics.registry import RealStatsCache, fid_kid_from_features, parse_metric, summary
-from productstudio.models import load_generator, resolve_device
+from productstudio.models import load_encoder, load_generator, resolve_device
 from productstudio.models.classifier import load_classifier
 from productstudio.registry.tracking import data_version
 
@@ -34,8 +36,7 @@ def generated_batches(generator, count: int, seed: int, batch_size: int, device)
             n = min(batch_size, count - start)
             z = torch.randn(n, config.latent_dim, generator=rng).to(device)
             y = (torch.arange(start, start + n) % config.num_classes).to(device)
-            images = generator(z, y)
-            yield ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+            yield to_uint8_images(generator(z, y))
 
 
 def generated_labels(count: int, num_classes: int) -> np.ndarray:
@@ -118,6 +119,40 @@ def _classifier_metrics(classifier_dir: Path, images: np.ndarray, labels: np.nda
     }
 
 
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] model output -> uint8 images, rounded as every generated image is."""
+    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+@torch.inference_mode()
+def reconstruction_metrics(generator, encoder, images: np.ndarray, labels: np.ndarray, batch_size: int, device) -> dict:
+    """PSNR and SSIM of a VAE's reconstructions of real images (the one place with a reference image).
+
+    Deterministic: each image is decoded from its posterior mean (no sampled noise). Compared as uint8,
+    the form every generated image takes, so data_range is 255 (skimage's convention for uint8).
+    """
+    recon = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).to(device).float().div(127.5).sub(1.0)
+        y = torch.from_numpy(labels[start : start + batch_size]).to(device).long()
+        mu, _ = encoder(x, y)
+        recon.append(to_uint8_images(generator(mu, y)))
+    recon_images = np.concatenate(recon)
+    psnr = image_quality.psnr(images, recon_images, data_range=255)
+    ssim = image_quality.ssim(images, recon_images, data_range=255)
+    return {
+        "psnr_test_recon": float(psnr.mean()),
+        "ssim_test_recon": float(ssim.mean()),
+        "protocol": {
+            "reference_split": "test", "num_images": int(len(images)), "real_selection": "first num_images images in split order",
+            "latent": "posterior mean", "images": "uint8", "data_range": 255, "average": "mean of per-image values",
+            "ssim_window": f"gaussian {image_quality.SSIM_WIN_SIZE}x{image_quality.SSIM_WIN_SIZE}, sigma {image_quality.SSIM_SIGMA}",
+            "ssim_k1": image_quality.SSIM_K1, "ssim_k2": image_quality.SSIM_K2, "ssim_border": "interior only (as skimage)",
+            "psnr_std": float(psnr.std()), "ssim_std": float(ssim.std()),
+        },
+    }
+
+
 def evaluate(
     generator_dir: str | Path,
     processed_dir: str | Path,
@@ -161,10 +196,16 @@ def evaluate(
 
     test_images, test_labels = store.load_split(processed_dir, "test")
     domain = _classifier_metrics(Path(classifier_dir), images, labels, test_images, test_labels)
+    encoder = load_encoder(generator_dir, dev)
+    # As many reconstructions as generated images for the metrics (the first of the test split).
+    reconstruction = None if encoder is None else reconstruction_metrics(
+        generator, encoder, test_images[:largest], test_labels[:largest], settings.batch_size, dev)
     floor_path = Path(cache_dir) / FLOOR
     floor = read_json(floor_path).get("floor") if floor_path.exists() else None
 
     flat = {**summary(records), **{k: v for k, v in domain.items() if not isinstance(v, dict)}}
+    if reconstruction:
+        flat.update({k: v for k, v in reconstruction.items() if k != "protocol"})
     if floor:
         flat.update(floor_fid=floor["fid"], floor_kid=floor["kid"])
     out = Path(out_dir)
@@ -172,7 +213,8 @@ def evaluate(
     trained = read_manifest(Path(generator_dir).parent) if (Path(generator_dir).parent / "manifest.json").exists() else {}
     report = {
         "model": info.get("kind"), "generator": str(generator_dir), "data_version": version, "metrics": records,
-        "per_category": per_category, "domain": domain, "floor": floor, "params": section_dict(settings),
+        "per_category": per_category, "domain": domain, "reconstruction": reconstruction, "floor": floor,
+        "params": section_dict(settings),
         "mlflow_run_id": trained.get("mlflow_run_id"), "training_mlflow_run_id": trained.get("mlflow_run_id"),
     }
     if track:
