@@ -62,7 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     settings = params.baseline_train if args.baseline else params.train
-    manifest = train(settings, args.processed, args.out, args.plots, device=args.device, track=not args.no_mlflow)
+    manifest = train(settings, args.processed, args.out, args.plots, device=args.device, track=not args.no_mlflow,
+                     real_stats_dir=args.real_stats)
     s = manifest["summary"]
     print(f"trained {manifest['params']['model']} for {s['steps']} steps in {s['minutes']:.1f} min (stopped by {s['stopped_by']})")
     print(f"generator: {args.out}/generator   sample grid: {args.out}/{manifest['sample_grid']}")
@@ -358,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline", action="store_true",
         help="train the baseline instead: params.yaml 'train' overlaid with 'baseline' (default: a CVAE, 3 min)",
+    )
+    p.add_argument(
+        "--real-stats", type=Path, default=None,
+        help="the real_stats stage's feature cache: measure KID every train.kid_every steps (time-to-quality curve)",
     )
     p.set_defaults(func=cmd_train)
 

@@ -102,6 +102,9 @@ class TrainSettings(_Section):
     keep_checkpoints: int = Field(default=3, ge=1)
     log_every: int = Field(default=50, ge=1)
     sample_every: int = Field(default=500, ge=1)
+    # Periodic KID against the cached real test features (the time-to-quality curve); 0 turns it off.
+    kid_every: int = Field(default=500, ge=0)
+    kid_samples: int = Field(default=250, ge=4)
     seed: int = 0
     threads: int = Field(default=0, ge=0)  # 0: all cores
 

@@ -37,7 +37,10 @@ SAMPLES = "samples"
 LOSS_LOG = "train_loss.csv"
 CHECKPOINT_NAME = re.compile(r"step-(\d{8})\.pt$")
 GRID_COLUMNS = 8
-RESUMABLE_CHANGES = {"max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "threads"}
+KID_LOG = "train_kid.csv"
+# Settings that do not change the trained weights: a checkpoint made under other values is resumed.
+RESUMABLE_CHANGES = {"max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
+                     "threads", "kid_every", "kid_samples"}
 
 
 @dataclass
@@ -179,7 +182,7 @@ def sampling_generator(state: TrainState) -> Generator:
     a copy of the EMA gets statistics of its own before it samples or is saved.
     """
     if "vae" in state.modules:
-        return state.modules["vae"].decoder
+        return copy.deepcopy(state.modules["vae"].decoder).eval()
     ema = copy.deepcopy(state.modules["ema"])
     recalibrate_batchnorm(ema, seed=state.step)
     return ema
@@ -241,8 +244,13 @@ def train(
     plots_dir: str | Path,
     device: str = "auto",
     track: bool = True,
+    real_stats_dir: str | Path | None = None,
 ) -> dict:
-    """Train until max_steps or max_minutes; resume from out_dir/checkpoints when one is there."""
+    """Train until max_steps or max_minutes; resume from out_dir/checkpoints when one is there.
+
+    With ``real_stats_dir`` (the real_stats stage's feature cache), KID is measured every
+    ``kid_every`` steps, outside the time budget, into plots_dir/train_kid.csv and MLflow.
+    """
     out, plots = Path(out_dir), Path(plots_dir)
     dev = resolve_device(device)
     torch.set_num_threads(settings.threads or os.cpu_count() or 1)
@@ -278,10 +286,20 @@ def train(
                 for f in stale.iterdir():
                     f.unlink()
     plots.mkdir(parents=True, exist_ok=True)
-    log_path = plots / LOSS_LOG
+    log_path, kid_path = plots / LOSS_LOG, plots / KID_LOG
     if checkpoint is None:
         log_path.unlink(missing_ok=True)
+        kid_path.unlink(missing_ok=True)
     _truncate_log(log_path, state.step)
+    _truncate_log(kid_path, state.step)
+    kid_tracker = None
+    if settings.kid_every and real_stats_dir is not None:
+        from productstudio.metrics.progress import TrainingKID
+
+        try:
+            kid_tracker = TrainingKID(real_stats_dir, identity["data_version"], settings.kid_samples, settings.seed + 2, dev)
+        except FileNotFoundError as error:
+            print(f"periodic KID off: {error}")
 
     run = None
     if track:
@@ -333,14 +351,22 @@ def train(
                     progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
                     if run is not None:
                         mlflow.log_metrics({**losses, "images_per_s": rate}, step=state.step)
-                if state.step % settings.sample_every == 0:
-                    _save_grid(state, settings, out, dev, run)
+                grid_due = state.step % settings.sample_every == 0
+                kid_due = kid_tracker is not None and state.step % settings.kid_every == 0
+                if grid_due or kid_due:
+                    sampler = sampling_generator(state)
+                    if grid_due:
+                        _save_grid(sampler, state, settings, out, dev, run)
+                    if kid_due:
+                        _log_kid(kid_tracker, sampler, state, kid_path, run)
                 if state.step % settings.checkpoint_every == 0:
                     save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
         progress.close()
         save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
-        grid_path = _save_grid(state, settings, out, dev, run)
         generator = sampling_generator(state)
+        grid_path = _save_grid(generator, state, settings, out, dev, run)
+        if kid_tracker is not None and state.step % settings.kid_every != 0:
+            _log_kid(kid_tracker, generator, state, kid_path, run)
         encoder = state.modules["vae"].encoder if "vae" in state.modules else None  # for reconstruction metrics
         save_generator(generator, out / GENERATOR, encoder=encoder, categories=categories, kind=settings.model, step=state.step)
         stopped = "max_steps" if state.step >= settings.max_steps else "max_minutes"
@@ -359,14 +385,16 @@ def train(
             mlflow.log_metrics({"train_minutes": state.seconds / 60, "train_steps": state.step})
             mlflow.log_artifacts(str(out / GENERATOR), GENERATOR)
             mlflow.log_artifact(str(log_path), "plots")
+            if kid_path.exists():
+                mlflow.log_artifact(str(kid_path), "plots")
         return manifest
     finally:
         if run is not None:
             mlflow.end_run()
 
 
-def _save_grid(state: TrainState, settings: TrainSettings, out: Path, device, run) -> Path:
-    grid = sample_grid(sampling_generator(state), settings.seed + 1, device)
+def _save_grid(generator: Generator, state: TrainState, settings: TrainSettings, out: Path, device, run) -> Path:
+    grid = sample_grid(generator, settings.seed + 1, device)
     path = out / SAMPLES / f"step-{state.step:08d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.Resampling.NEAREST).save(path)
@@ -375,3 +403,19 @@ def _save_grid(state: TrainState, settings: TrainSettings, out: Path, device, ru
 
         mlflow.log_artifact(str(path), SAMPLES)
     return path
+
+
+def _log_kid(tracker, generator: Generator, state: TrainState, path: Path, run) -> None:
+    """One point of the time-to-quality curve: KID against training minutes (the budget's clock)."""
+    result = tracker.measure(generator)
+    new_file = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new_file:
+            writer.writerow(["step", "train_minutes", "kid", "kid_std_error"])  # protocol: MLflow metric name
+        writer.writerow([state.step, f"{state.seconds / 60:.3f}", f"{result['kid']:.6f}", f"{result['kid_std_error']:.6f}"])
+    print(f"step {state.step}: {tracker.name} {result['kid']:.4f} +- {result['kid_std_error']:.4f}", flush=True)
+    if run is not None:
+        import mlflow
+
+        mlflow.log_metrics({tracker.name: result["kid"], f"{tracker.name}_std_error": result["kid_std_error"]}, step=state.step)
