@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-fast pipeline-yaml bench clean
+.PHONY: install nginx run test test-fast pipeline-yaml bench clean
 
 install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
 
@@ -19,11 +19,14 @@ $(STAMP): constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
+nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked); a no-op when present
+	bash scripts/install-nginx
+
 run: install  ## the main job: dvc repro (ingest -> validate -> preprocess) on Fashion-MNIST
 	dvc repro
 	@productstudio summary
 
-test: install  ## the whole suite, slow end-to-end tests included
+test: install nginx  ## the whole suite, slow end-to-end tests included
 	bash scripts/pytest-strict tests
 
 test-fast: install  ## unit tests only
