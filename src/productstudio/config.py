@@ -199,6 +199,30 @@ class PromoteSettings(_Section):
         return name
 
 
+class ServeSettings(_Section):
+    """TorchServe (productstudio.serving): every API bound to 127.0.0.1, token authorization on."""
+
+    inference_port: int = Field(default=8085, ge=1, le=65535)
+    management_port: int = Field(default=8086, ge=1, le=65535)
+    metrics_port: int = Field(default=8087, ge=1, le=65535)
+    model_name: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # null: register.model_name
+    alias: str = "champion"  # the registry alias that 'productstudio package' archives
+    variant: Literal["fp32", "int8"] = "fp32"
+    workers: int = Field(default=1, ge=1)
+    threads: int = Field(default=1, ge=1)  # torch/ONNX Runtime threads per worker
+    batch_size: int = Field(default=8, ge=1)  # dynamic batching: up to this many requests per forward pass
+    max_batch_delay_ms: int = Field(default=20, ge=0)  # ... waiting at most this long to fill a batch
+    response_timeout_s: int = Field(default=60, ge=1)
+    max_request_size: int = Field(default=65536, ge=1024)  # bytes; larger bodies get 413 from the frontend
+    enable_model_api: bool = False  # model registration over the management API
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "ServeSettings":
+        if len({self.inference_port, self.management_port, self.metrics_port}) != 3:
+            raise ValueError("inference_port, management_port and metrics_port must differ")
+        return self
+
+
 class Params(_Section):
     ingest: IngestSettings = IngestSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
@@ -209,6 +233,7 @@ class Params(_Section):
     # 'register' is a classmethod name of ABCMeta (pydantic warns about shadowing it): aliased like validate.
     register_: RegisterSettings = Field(default=RegisterSettings(), alias="register")
     promote: PromoteSettings = PromoteSettings()
+    serve: ServeSettings = ServeSettings()
     # The baseline the GAN is weighed against: keys of 'train' that differ for it (train --baseline).
     baseline: dict[str, Any] = {"model": "cvae", "max_minutes": 3.0}
 
