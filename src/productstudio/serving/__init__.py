@@ -1,0 +1,1 @@
+"""Serving: TorchServe archive and handler, the nginx canary proxy, KServe manifests."""
