@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_PARAMS = Path("params.yaml")
 IMAGE_SIZES = (28, 32, 64, 128)
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"  # a Kubernetes resource quantity
 
 
 class ParamsError(ValueError):
@@ -223,6 +224,30 @@ class ServeSettings(_Section):
         return self
 
 
+class DeploySettings(_Section):
+    """Canary and Kubernetes deployment (productstudio.serving.canary, productstudio.serving.kserve)."""
+
+    canary_percent: int = Field(default=10, ge=0, le=100)  # share of requests the challenger gets
+    proxy_port: int = Field(default=8090, ge=1, le=65535)  # the nginx canary proxy on 127.0.0.1
+    # KServe: the .mar and config.properties are published under <prefix>/<model>/<version>/.
+    kserve_storage_prefix: str = Field(default="s3://product-studio-models", pattern=r"^(s3|gs|pvc|https?)://.+")
+    kserve_namespace: str = Field(default="product-studio", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    kserve_service_name: Optional[str] = None  # null: the registered model name
+    kserve_service_account: Optional[str] = "product-studio-models"  # holds the storage credentials
+    kserve_cpu_request: str = Field(default="1", pattern=_QUANTITY)
+    kserve_cpu_limit: str = Field(default="2", pattern=_QUANTITY)
+    kserve_memory_request: str = Field(default="2Gi", pattern=_QUANTITY)
+    kserve_memory_limit: str = Field(default="4Gi", pattern=_QUANTITY)
+    kserve_min_replicas: int = Field(default=1, ge=0)
+    kserve_max_replicas: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> "DeploySettings":
+        if self.kserve_min_replicas > self.kserve_max_replicas:
+            raise ValueError("kserve_min_replicas must not exceed kserve_max_replicas")
+        return self
+
+
 class Params(_Section):
     ingest: IngestSettings = IngestSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
@@ -234,6 +259,7 @@ class Params(_Section):
     register_: RegisterSettings = Field(default=RegisterSettings(), alias="register")
     promote: PromoteSettings = PromoteSettings()
     serve: ServeSettings = ServeSettings()
+    deploy: DeploySettings = DeploySettings()
     # The baseline the GAN is weighed against: keys of 'train' that differ for it (train --baseline).
     baseline: dict[str, Any] = {"model": "cvae", "max_minutes": 3.0}
 
