@@ -57,8 +57,13 @@ def test_repro_then_noop_then_push_and_pull(project):
     root, env = project
     dvc = [sys.executable, "-m", "dvc"]
     first = _run(dvc + ["repro"], root, env)
-    for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "quantize"):
+    for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "quantize", "register", "promote"):
         assert f"Running stage '{stage}'" in first
+    # The registry: version 1 with its int8 variant, judged (20 training steps: refused by the quality floor).
+    assert json.loads((root / "reports/register/registered.json").read_text())["version"] == "1"
+    assert json.loads((root / "reports/register/registered.json").read_text())["tags"]["variants"] == "fp32,int8"
+    decision = json.loads((root / "reports/promote/decision.json").read_text())
+    assert decision["challenger"] == "1" and decision["reason"].startswith(("promoted as the first", "refused by quality_floor"))
     assert (root / "models/quantized/generator.int8.onnx").exists()
     assert (root / "models/train/generator/generator.safetensors").exists()
     metrics = json.loads(_run(dvc + ["metrics", "show", "--json"], root, env))
@@ -83,6 +88,8 @@ def test_repro_then_noop_then_push_and_pull(project):
     third = _run(dvc + ["repro"], root, env)
     assert "Running stage 'preprocess'" in third and "Running stage 'ingest'" not in third
     assert "starting afresh" in third  # new data: the persisted checkpoints are not resumed
+    assert json.loads((root / "reports/register/registered.json").read_text())["version"] == "2"  # other params: version 2
+    assert json.loads((root / "reports/promote/decision.json").read_text())["challenger"] == "2"
     assert load_split(root / "data/processed", "test")[0].shape == (400, 1, 32, 32)
 
     # Push to the default local remote, lose everything, pull it back byte for byte.
