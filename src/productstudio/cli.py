@@ -288,6 +288,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_kserve(args: argparse.Namespace) -> int:
+    from productstudio.serving import kserve
+
+    params = load_params(args.params)
+    options = kserve.options_from_settings(params.deploy)
+    if args.example:  # the committed examples: fixed versions, no registry needed
+        stable, canary, percent = kserve.EXAMPLE_STABLE, kserve.EXAMPLE_CANARY, kserve.EXAMPLE_PERCENT
+    else:
+        percent = args.percent if args.percent is not None else params.deploy.canary_percent
+        if not 0 <= percent <= 100:
+            raise ValueError(f"--percent {percent}: the canary share must be in 0..100")
+        name = args.model or params.register.model_name
+        stable = kserve.from_registry(f"models:/{name}@{args.alias}")
+        canary = kserve.from_registry(f"models:/{name}@{args.canary_alias}") if args.canary_alias else None
+    crd = args.crd or kserve.default_crd_path()
+    if not Path(crd).is_file():
+        raise FileNotFoundError(f"{crd}: the KServe CRD to validate against is missing (--crd PATH)")
+    for path in kserve.write_manifests(args.out, stable, options, canary, percent if canary else None, crd):
+        print(f"wrote {path} (checked against {Path(crd).name})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="productstudio",
@@ -493,6 +515,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-evaluation", default="reports/evaluate_baseline", type=Path)
     p.add_argument("--quantized", default="models/quantized", type=Path)
     p.set_defaults(func=cmd_summary)
+
+    deploy = steps.add_parser(
+        "deploy",
+        help="deploy registered versions: Kubernetes (KServe) manifests; canary through nginx",
+        description="Deployment of registered model versions. 'deploy kserve' writes KServe InferenceService manifests.",
+    )
+    deploy_steps = deploy.add_subparsers(dest="deploy_step", metavar="<target>", required=True)
+    p = deploy_steps.add_parser(
+        "kserve",
+        help="write KServe InferenceService YAML for the champion (and a canary step for the challenger)",
+        description="Resolve --alias (and --canary-alias) in the MLflow Model Registry (MLFLOW_TRACKING_URI) and write "
+        "OUT/<service>-stable.yaml: an InferenceService whose pytorch predictor (KServe's TorchServe runtime) loads "
+        "<deploy.kserve_storage_prefix>/<model>/<version>/ (config/config.properties and model-store/<model>.mar, as "
+        "'productstudio package' builds them), with the version's lineage (data version, git commit, hashes) as "
+        "annotations, CPU/memory requests and limits, a non-root unprivileged container. With --canary-alias also "
+        "OUT/<service>-canary.yaml: the same InferenceService with the challenger's storageUri and "
+        "canaryTrafficPercent P; applying it makes KServe send P % to the challenger and keep the rest on the last "
+        "rolled-out revision (Serverless mode only). Every manifest is validated against the KServe CRD's schema "
+        "(--crd) plus checks the CRD leaves out (unknown fields, percent in 0..100, security settings) before it is "
+        "written. Settings: params.yaml 'deploy' (kserve_*). TorchServe's token authorization is off inside the pod "
+        "(its keys are per pod and expire): authenticate at the mesh, see deploy/kserve/README.md.",
+    )
+    _params_arg(p)
+    p.add_argument("--model", help="registered model name (default: params.yaml register.model_name)")
+    p.add_argument("--alias", default="champion", help="alias of the version serving 100 %% (default: %(default)s)")
+    p.add_argument("--canary-alias", help="alias of the version to canary, e.g. challenger (default: no canary)")
+    p.add_argument("--percent", type=int, help="canary share of traffic, 0..100 (default: params.yaml deploy.canary_percent)")
+    p.add_argument("--out", default="deploy/kserve", type=Path, help="directory for the YAML files (default: %(default)s)")
+    p.add_argument("--crd", type=Path, help="InferenceService CRD to validate against (default: ../shared/schemas/kserve/...)")
+    p.add_argument("--example", action="store_true",
+                   help="render the committed examples (fixed versions 3 and 4, no registry) instead")
+    p.set_defaults(func=cmd_deploy_kserve)
     return parser
 
 
