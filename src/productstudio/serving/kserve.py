@@ -26,6 +26,7 @@ the security settings above.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -247,7 +248,9 @@ def unknown_fields(value, schema: dict, path: tuple = ()) -> list[str]:
             elif isinstance(extra, dict):
                 problems += unknown_fields(item, extra, (*path, key))
             elif properties is not None:
+                # A wrong case first (storageURI), then a near spelling (canaryTraficPercent).
                 near = [k for k in properties if k.lower() == str(key).lower()]
+                near = near or difflib.get_close_matches(str(key), properties, n=1, cutoff=0.8)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
                 problems.append(f"{_where((*path, key))}: unknown field{hint}")
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
