@@ -57,3 +57,13 @@ def test_access_log_counts(tmp_path):
     assert counts["stable"] == {"requests": 1, "errors": 0, "mean_seconds": pytest.approx(0.01)}
     assert counts["canary"] == {"requests": 2, "errors": 1, "mean_seconds": pytest.approx(0.02)}
     assert parse_access_log(tmp_path / "absent.log") == []
+
+
+def test_committed_example_is_what_the_renderer_writes():
+    from productstudio.serving.canary import example_conf
+    from tests.conftest import REPO_ROOT
+
+    committed = REPO_ROOT / "deploy" / "nginx" / "canary.example.conf"
+    assert committed.read_text() == example_conf(), (
+        f"{committed} is stale: python -c 'from productstudio.serving.canary import example_conf; "
+        f"print(example_conf(), end=\"\")' > {committed.relative_to(REPO_ROOT)}")

@@ -141,6 +141,12 @@ http {{
 """
 
 
+def example_conf() -> str:
+    """deploy/nginx/canary.example.conf: champion on 8085, challenger on 8095, 10 % canary, proxy on 8090."""
+    return render_nginx_conf("http://127.0.0.1:8085", "http://127.0.0.1:8095", 10, 8090, "/srv/product-studio/canary",
+                             stable_version="3", canary_version="4", max_body_bytes=65536)
+
+
 def nginx_binary() -> str:
     """$PRODUCTSTUDIO_NGINX, else the project's own (.tools/nginx, from ``make nginx``), else nginx on PATH."""
     for candidate in (os.environ.get("PRODUCTSTUDIO_NGINX"), str(REPO_NGINX), shutil.which("nginx")):
@@ -175,13 +181,19 @@ class CanaryProxy:
 
     def __init__(self, state_dir: str | Path, nginx: str | None = None):
         self.state_dir = Path(state_dir).resolve()
-        self.nginx = nginx or nginx_binary()
+        self._nginx_path = nginx  # found on first use: reading counts or settings needs no nginx
         self.conf = self.state_dir / "nginx.conf"
         self.state_file = self.state_dir / "canary.json"
         self.access_log = self.state_dir / "access.log"
         self.error_log = self.state_dir / "error.log"
 
     # -- nginx itself ------------------------------------------------------------------------------
+    @property
+    def nginx(self) -> str:
+        if self._nginx_path is None:
+            self._nginx_path = nginx_binary()
+        return self._nginx_path
+
     def _nginx(self, *args: str) -> subprocess.CompletedProcess:
         # -p/-e: nginx would otherwise open /usr/share/nginx and its compiled-in error log first.
         cmd = [self.nginx, "-p", str(self.state_dir), "-e", str(self.error_log), "-c", str(self.conf), *args]
@@ -211,7 +223,7 @@ class CanaryProxy:
             pid = int((self.state_dir / "nginx.pid").read_text().strip())
             os.kill(pid, 0)
             return pid
-        except (FileNotFoundError, ValueError, ProcessLookupError):
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):  # gone, or a reused pid
             return None
 
     @property
