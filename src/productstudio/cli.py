@@ -250,6 +250,50 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_model_name(params) -> str:
+    return params.serve.model_name or params.register.model_name
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from productstudio.serving.archive import archive_from_registry, build_archive
+
+    params = load_params(args.params)
+    name = args.name or _serve_model_name(params)
+    if args.generator or args.int8:
+        source, variant = (args.int8, "int8") if args.int8 else (args.generator, "fp32")
+        mar = build_archive(source, args.store, name, variant)
+    else:
+        variant = args.variant or params.serve.variant
+        source = f"models:/{params.register.model_name}@{args.alias or params.serve.alias}"
+        mar = archive_from_registry(source, args.store, variant, name)
+    print(f"{mar}: {variant} generator from {source}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from productstudio.serving import server
+
+    if args.action == "stop":
+        print("TorchServe stopped" if server.stop(args.state) else f"no TorchServe running from {args.state}")
+        return 0
+    if args.action == "status":
+        state = server.status(args.state)
+        for key, value in state.items():
+            print(f"{key}: {value}")
+        return 0 if state.get("running") else 3
+    params = load_params(args.params)
+    settings = params.serve.model_copy(update={"enable_model_api": True}) if args.enable_model_api else params.serve
+    name = _serve_model_name(params)
+    handle = server.start(settings, args.mar or args.state / "model-store" / f"{name}.mar", args.state, name)
+    print(f"TorchServe serves {handle.model}: {handle.predict_url} (management {handle.management_url}, "
+          f"metrics {handle.metrics_url}), batches of up to {settings.batch_size} within {settings.max_batch_delay_ms} ms")
+    print(f"token authorization is on: keys in {handle.key_file} (inference, management; they expire after 60 min, "
+          f"the 'API' key renews them). Example:")
+    print(f"  {handle.curl_example()}")
+    print(f"logs in {handle.state_dir / 'logs'}; stop with: productstudio serve stop --state {args.state}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """Where to look after the main job."""
     from productstudio.data.store import KIND, SPLITS as STORE_SPLITS
@@ -506,6 +550,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=".scratch/promote", type=Path)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_retrain)
+
+    p = steps.add_parser(
+        "package",
+        help="build a TorchServe .mar of the generator (fp32 or int8) from a registry alias or a local directory",
+        description="By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
+        "MLflow registry; --generator or --int8 archive a local directory instead. The archive holds the project's "
+        "handler, the weights (safetensors or ONNX, never a pickle) and config.json.",
+    )
+    _params_arg(p)
+    p.add_argument("--alias", help="registry alias (default: serve.alias)")
+    p.add_argument("--variant", choices=["fp32", "int8"], help="registered variant (default: serve.variant)")
+    p.add_argument("--generator", type=Path, help="archive this fp32 generator directory (e.g. models/train/generator)")
+    p.add_argument("--int8", type=Path, help="archive this int8 directory (e.g. models/quantized)")
+    p.add_argument("--name", help="model name in TorchServe (default: serve.model_name or register.model_name)")
+    p.add_argument("--store", default=".scratch/serve/model-store", type=Path, help="where the .mar goes (default: %(default)s)")
+    p.set_defaults(func=cmd_package)
+
+    p = steps.add_parser(
+        "serve",
+        help="start, stop or check TorchServe (127.0.0.1, token authorization on, settings from params.yaml 'serve')",
+        description="start: write STATE/config.properties (APIs on 127.0.0.1 at serve.*_port, dynamic batching "
+        "serve.batch_size / serve.max_batch_delay_ms, serve.max_request_size, allowed_urls limited to the model "
+        "store, model registration off) and run TorchServe in the background until the model is ready. The "
+        "tokens are in STATE/key_file.json; send 'Authorization: Bearer <inference key>'.",
+    )
+    p.add_argument("action", choices=["start", "stop", "status"])
+    _params_arg(p)
+    p.add_argument("--state", default=".scratch/serve", type=Path, help="config, keys, logs, model store (default: %(default)s)")
+    p.add_argument("--mar", type=Path, help="archive to serve (default: STATE/model-store/<model name>.mar)")
+    p.add_argument("--enable-model-api", action="store_true", help="allow model registration over the management API")
+    p.set_defaults(func=cmd_serve)
 
     p = steps.add_parser("summary", help="print what the main job produced and where to look")
     p.add_argument("--processed", default="data/processed", type=Path)

@@ -28,11 +28,18 @@ def _header(context, idx: int, name: str) -> str | None:
     return None
 
 
-def _body(row: dict):
-    # A raw POST arrives as the parameter "body" (pre-decoded when Content-Type is application/json).
+def _body(row: dict, context, idx: int):
+    """The raw request body for ``api.decode_body``. The server sets TS_DECODE_INPUT_REQUEST=false so bodies
+    arrive as bytes; should a worker decode JSON anyway, it is encoded back (a decoded JSON string would
+    otherwise look like a text body)."""
     for key in ("body", "data"):
         if key in row:
-            return row[key]
+            value = row[key]
+            part = context.get_all_request_header(idx).get(key)
+            decoded_json = isinstance(part, dict) and part.get("content-type") == "application/json"
+            if decoded_json and not isinstance(value, (bytes, bytearray)):
+                value = json.dumps(value)
+            return value
     raise api.BadRequest('send the request as a JSON body, e.g. {"category": "Sneaker", "count": 4}')
 
 
@@ -68,12 +75,13 @@ class GeneratorHandler:
         valid = []
         for idx, row in enumerate(data):
             try:
-                request = api.parse_request(_body(row), self.categories, accept=_header(context, idx, "accept"))
+                request = api.parse_request(_body(row, context, idx), self.categories, accept=_header(context, idx, "accept"))
                 valid.append((idx, request))
             except api.BadRequest as error:
                 context.set_response_status(error.status, error.message, idx)
                 context.set_response_content_type(idx, "application/json")
                 responses[idx] = api.error_body(error)
+        log.info("batch of %d request(s), %d valid", len(data), len(valid))
         images = api.generate(self.model, [request for _, request in valid], self.latent_dim)
         for (idx, request), batch in zip(valid, images):
             files = api.encode(batch, request.format)

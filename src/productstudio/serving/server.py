@@ -114,7 +114,8 @@ def _env(state_dir: Path, settings: ServeSettings) -> dict:
     tmp = state_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     return {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(state_dir / "logs"),
-            "METRICS_LOCATION": str(state_dir / "logs"), "PRODUCTSTUDIO_SERVE_THREADS": str(settings.threads)}
+            "METRICS_LOCATION": str(state_dir / "logs"), "PRODUCTSTUDIO_SERVE_THREADS": str(settings.threads),
+            "TS_DECODE_INPUT_REQUEST": "false"}  # bodies reach the handler as bytes: one JSON decoder, ours
 
 
 def _pid(state_dir: Path) -> int | None:

@@ -1,0 +1,155 @@
+"""Real TorchServe serving a tiny generator: good requests, every kind of bad request, auth, batching, stop."""
+
+import base64
+import io
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from productstudio.config import ServeSettings
+from productstudio.models import save_generator
+from productstudio.models.gan import GANConfig, Generator
+from productstudio.serving import server
+from productstudio.serving.archive import build_archive
+
+pytestmark = pytest.mark.slow
+CATEGORIES = [f"item{i}" for i in range(10)]
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    save_generator(Generator(GANConfig(g_width=8, latent_dim=16)), root / "gen", categories=CATEGORIES)
+    mar = build_archive(root / "gen", root / "store", "tiny", version="7")
+    inference, management, metrics = _free_ports(3)
+    # A long batch delay so that concurrent requests share a batch.
+    settings = ServeSettings(inference_port=inference, management_port=management, metrics_port=metrics,
+                             batch_size=8, max_batch_delay_ms=300, max_request_size=4096)
+    handle = server.start(settings, mar, root / "state", wait_s=90)
+    yield handle
+    server.stop(root / "state")
+
+
+def post(handle, body, headers=None, key=True):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    if key:
+        headers["Authorization"] = f"Bearer {handle.inference_key}"
+    request = urllib.request.Request(handle.predict_url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers.get("Content-Type"), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type"), error.read()
+
+
+def assert_good(handle, count=2, seed=5):
+    status, _, body = post(handle, {"category": "item3", "count": count, "seed": seed})
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["seeds"] == list(range(seed, seed + count))
+    assert (answer["model"], answer["version"], answer["category"]) == ("tiny", "7", {"id": 3, "name": "item3"})
+    images = [Image.open(io.BytesIO(base64.b64decode(data))) for data in answer["images"]]
+    assert [(i.format, i.size) for i in images] == [("PNG", (28, 28))] * count
+    return answer
+
+
+def test_good_request_returns_count_pngs_with_seeds(served):
+    first = assert_good(served, count=3, seed=11)
+    again = assert_good(served, count=3, seed=11)
+    assert first["images"] == again["images"]  # a seed makes the same image again
+    status, _, body = post(served, {"category": 3, "count": 1, "seed": 12})
+    assert status == 200 and json.loads(body)["images"][0] == first["images"][1]  # image i is seed + i
+
+
+def test_accept_png_returns_the_image_itself(served):
+    status, content_type, body = post(served, {"category": "item1", "seed": 1}, {"Accept": "image/png"})
+    assert (status, content_type) == (200, "image/png")
+    image = Image.open(io.BytesIO(body))
+    assert (image.format, image.size) == ("PNG", (28, 28))
+
+
+BAD = [
+    ({"category": "hat"}, {}, 400, 'unknown category "hat"'),
+    ({"category": 1, "count": 0}, {}, 400, "count 0 is out of range 1..64"),
+    ({"category": 1, "count": 1_000_000}, {}, 400, "count 1000000 is out of range 1..64"),
+    ({"category": 1, "count": "two"}, {}, 400, "count must be an integer"),
+    ({"category": [1]}, {}, 400, "category must be a name or an id"),
+    ({"category": 1, "format": "bmp"}, {}, 400, "format must be one of png, jpeg, webp"),
+    (b"{not json", {}, 400, "the body is not JSON"),
+    (b"category=1", {"Content-Type": "text/plain"}, 400, "the body is not JSON"),
+    (b'"just a string"', {}, 400, "expected a JSON object"),
+    ({"category": 1, "count": 2}, {"Accept": "image/png"}, 406, "returns one image"),
+]
+
+
+@pytest.mark.parametrize("body, headers, status, reason", BAD, ids=[b[3][:24] for b in BAD])
+def test_bad_request_gets_4xx_with_reason_and_server_keeps_serving(served, body, headers, status, reason):
+    got, _, answer = post(served, body, headers)
+    assert got == status, answer
+    message = json.loads(answer)["message"]
+    assert reason in message and "\n" not in message
+    assert_good(served)
+
+
+def test_oversized_body_gets_413(served):
+    got, _, _ = post(served, json.dumps({"category": 1, "pad": "x" * 10_000}).encode())
+    assert got == 413
+    assert_good(served)
+
+
+def test_no_token_is_refused(served):
+    got, _, answer = post(served, {"category": 1}, key=False)
+    # TorchServe 0.12 answers a missing or wrong token with 400 (InvalidKeyException), not 401.
+    assert got == 400 and "Token Authorization failed" in json.loads(answer)["message"]
+    got, _, _ = post(served, {"category": 1}, {"Authorization": "Bearer wrong"}, key=False)
+    assert got == 400
+    assert_good(served)
+
+
+def test_model_registration_over_the_management_api_is_off(served):
+    request = urllib.request.Request(f"{served.management_url}/models?url=tiny.mar&model_name=again", method="POST",
+                                     headers={"Authorization": f"Bearer {served.keys()['management']}"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    assert error.value.code == 405  # "model API disabled"
+
+
+def test_bad_request_in_a_batch_does_not_fail_the_others(served):
+    bodies = [{"category": 2, "seed": 100 + i} if i % 2 == 0 else {"category": "nope"} for i in range(6)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        results = list(pool.map(lambda body: post(served, body), bodies))
+    assert [status for status, _, _ in results] == [200, 400] * 3
+    batches = re.findall(r"batch of (\d+) request\(s\), (\d+) valid", (served.state_dir / "logs" / "model_log.log").read_text())
+    assert any(int(size) > int(valid) > 0 for size, valid in batches)  # good and bad requests did share a batch
+    for body, (status, _, answer) in zip(bodies, results):
+        if status == 200:
+            assert json.loads(answer)["seeds"] == [body["seed"]]
+
+
+def test_stop_leaves_no_process(served):
+    import psutil
+
+    pid = server._pid(served.state_dir)
+    family = [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    assert len(family) >= 2  # the frontend and at least one worker
+    assert server.stop(served.state_dir)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family)
+    assert server.status(served.state_dir)["running"] is False
+    assert not served.key_file.exists()
