@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -38,8 +39,9 @@ def upstream(name: str):
         def _answer(self):
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
+            pad = int(self.path.partition("pad=")[2] or 0)  # a large response, like a batch of images
             body = json.dumps({"name": name, "authorization": self.headers.get("Authorization"),
-                               "bytes": length}).encode()
+                               "bytes": length, "pad": "x" * pad}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -103,7 +105,8 @@ def test_split_reload_rollback_promote(nginx, servers, tmp_path):
     stable_url, canary_url = servers
     proxy = CanaryProxy(tmp_path / "canary", nginx=nginx)
     try:
-        url = proxy.start(stable_url, canary_url, percent=20, port=free_port(), stable_version="3", canary_version="4")
+        url = proxy.start(stable_url, canary_url, percent=20, port=free_port(), stable_version="3", canary_version="4",
+                          max_body_bytes=3_000_000)
         assert proxy.log_position() == 0  # the readiness probe (/__canary) is not logged
 
         # Headers and body limits pass through; the version header names the registry version.
@@ -111,8 +114,14 @@ def test_split_reload_rollback_promote(nginx, servers, tmp_path):
                             headers={"Authorization": "Bearer secret-token"})
         assert body["authorization"] == "Bearer secret-token" and body["bytes"] == 100_000
         assert headers["X-Model-Version"] == {"stable": "3", "canary": "4"}[body["name"]]
+        # Large bodies both ways pass (no temp files), one over the serving limit is refused by nginx.
+        body, _ = get(url + "/predictions/generator?pad=3000000", data=b"x" * 2_000_000)
+        assert body["bytes"] == 2_000_000 and len(body["pad"]) == 3_000_000
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(url + "/predictions/generator", data=b"x" * 3_000_001)
+        assert refused.value.code == 413
 
-        logged(proxy, 0, 1)
+        logged(proxy, 0, 3)
         mark = proxy.log_position()
         seen = send(url, 1000)
         assert abs(seen["canary"] / 10 - 20) <= 5, seen
@@ -124,7 +133,7 @@ def test_split_reload_rollback_promote(nginx, servers, tmp_path):
         proxy.set_percent(0)  # rollback
         assert send(url, 200) == {"stable": 200, "canary": 0}
         proxy.set_percent(100)  # promote
-        logged(proxy, 0, 1201)
+        logged(proxy, 0, 1203)
         mark = proxy.log_position()
         assert send(url, 200) == {"stable": 0, "canary": 200}
         assert logged(proxy, mark, 200) == {"stable": 0, "canary": 200}

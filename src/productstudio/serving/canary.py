@@ -114,7 +114,11 @@ http {{
         listen 127.0.0.1:{int(port)};
         # The model server's own limit (TorchServe max_request_size): nginx refuses nothing it accepts.
         client_max_body_size {int(max_body_bytes)};
+        # Stream bodies both ways instead of spooling them to temp files: when nginx starts as root its
+        # workers run as 'nobody' and may not reach a private state directory.
         client_body_buffer_size 1m;
+        proxy_request_buffering off;
+        proxy_max_temp_file_size 0;
 
         location = {STATUS_PATH} {{
             access_log off;
