@@ -153,3 +153,29 @@ def test_stop_leaves_no_process(served):
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family)
     assert server.status(served.state_dir)["running"] is False
     assert not served.key_file.exists()
+
+
+def test_int8_archive_serves_through_torchserve(tmp_path):
+    """The int8 variant: an ONNX QDQ archive loaded with load_quantized in the worker."""
+    from productstudio.config import QuantizeSettings
+    from productstudio.quantization import INT8_FILE
+    from productstudio.quantization.int8 import quantize_onnx
+    from productstudio.quantization.onnx_model import export_onnx
+
+    generator = Generator(GANConfig(g_width=8, latent_dim=16)).eval()
+    save_generator(generator, tmp_path / "int8", categories=CATEGORIES)
+    export_onnx(generator, tmp_path / "fp32.onnx")  # about 17 s on 2 cores
+    quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8" / INT8_FILE, generator.config, QuantizeSettings(calibration_samples=16))
+    mar = build_archive(tmp_path / "int8", tmp_path / "store", "tiny8", variant="int8")
+    inference, management, metrics = _free_ports(3)
+    settings = ServeSettings(inference_port=inference, management_port=management, metrics_port=metrics)
+    handle = server.start(settings, mar, tmp_path / "state", wait_s=90)
+    try:
+        assert "(int8)" in (handle.state_dir / "logs" / "model_log.log").read_text()
+        status, content_type, body = post(handle, {"category": 4, "seed": 3}, {"Accept": "image/png"})
+        assert (status, content_type) == (200, "image/png")
+        assert Image.open(io.BytesIO(body)).size == (28, 28)
+        status, _, body = post(handle, {"category": 4, "count": 0})
+        assert status == 400
+    finally:
+        assert server.stop(tmp_path / "state")

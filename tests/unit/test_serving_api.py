@@ -112,3 +112,82 @@ def test_generated_config_binds_localhost_and_restricts_urls(tmp_path):
     assert props["allowed_urls"].startswith("file://") and "http" not in props["allowed_urls"]
     models = json.loads(props["models"])
     assert models["tiny"]["3"]["batchSize"] == 4 and models["tiny"]["3"]["maxBatchDelay"] == 15
+
+
+def _tiny(directory):
+    from productstudio.models import save_generator
+
+    return save_generator(Generator(GANConfig(g_width=8, latent_dim=16)), directory, categories=CATEGORIES)
+
+
+def test_archive_holds_handler_weights_and_config_only(tmp_path):
+    import zipfile
+
+    from productstudio.serving.archive import build_archive
+
+    mar = build_archive(_tiny(tmp_path / "gen"), tmp_path / "store", "tiny")
+    names = sorted(zipfile.ZipFile(mar).namelist())
+    assert names == ["MAR-INF/MANIFEST.json", "config.json", "generator.safetensors", "handler.py", "serving.json"]
+    manifest = json.loads(zipfile.ZipFile(mar).read("MAR-INF/MANIFEST.json"))
+    assert "serializedFile" not in manifest["model"] and manifest["model"]["handler"] == "handler.py"
+    with pytest.raises(FileNotFoundError, match="no generator.int8.onnx"):
+        build_archive(tmp_path / "gen", tmp_path / "store", "tiny", variant="int8")
+
+
+def test_archive_from_registry_takes_the_alias_version_and_variant(tmp_path, monkeypatch):
+    import zipfile
+    from types import SimpleNamespace
+
+    from productstudio.registry import model_registry
+    from productstudio.serving.archive import archive_from_registry
+
+    asked = []
+    monkeypatch.setattr(model_registry, "resolve", lambda uri: asked.append(uri) or SimpleNamespace(name="m", version=4, run_id="r1"))
+    monkeypatch.setattr(model_registry, "download", lambda mv, dst: _tiny(tmp_path / "dl" / "artifacts" / "generator").parent.parent)
+    mar = archive_from_registry("models:/m@champion", tmp_path / "store")
+    assert asked == ["models:/m@champion"] and mar.name == "m.mar"
+    archive = zipfile.ZipFile(mar)
+    assert json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"] == "4"
+    meta = json.loads(archive.read("serving.json"))
+    assert (meta["variant"], meta["registry_version"], meta["source"]) == ("fp32", "4", "models:/m@champion")
+    with pytest.raises(FileNotFoundError, match="has no int8 variant"):
+        archive_from_registry("models:/m@champion", tmp_path / "store", variant="int8")
+
+
+class _Context:
+    """What the handler uses of TorchServe's context, for one batch."""
+
+    def __init__(self, model_dir, headers):
+        self.system_properties = {"model_dir": str(model_dir)}
+        self.model_name, self.manifest = "tiny", {"model": {"modelVersion": "2"}}
+        self.headers, self.status, self.types = headers, {}, {}
+
+    def get_all_request_header(self, idx):
+        return self.headers[idx]
+
+    def set_response_status(self, code, phrase, idx):
+        self.status[idx] = (code, phrase)
+
+    def set_response_content_type(self, idx, value):
+        self.types[idx] = value
+
+
+def test_handler_answers_each_request_of_a_batch_on_its_own(tmp_path):
+    import zipfile
+
+    from productstudio.serving.archive import build_archive
+    from productstudio.serving.handler import GeneratorHandler
+
+    zipfile.ZipFile(build_archive(_tiny(tmp_path / "gen"), tmp_path / "store", "tiny")).extractall(tmp_path / "model")
+    rows = [{"body": b'{"category": "Bag", "count": 2, "seed": 1}'}, {"body": b'{"category": "Bag", "count": 65}'},
+            {"body": {"category": 1}}, {"body": "just text"}, {"body": b'{"category": 0}'}, {"file": b"x"}]
+    json_part = {"body": {"content-type": "application/json"}}
+    headers = [{}, {}, json_part, {"body": {"content-type": "text/plain"}}, {"Accept": "image/png"}, {}]
+    context = _Context(tmp_path / "model", headers)
+    handler = GeneratorHandler()
+    handler.initialize(context)
+    out = handler.handle(rows, context)
+    assert out[0]["seeds"] == [1, 2] and out[0]["version"] == "2" and out[2]["category"]["id"] == 1
+    assert {idx: code for idx, (code, _) in context.status.items()} == {1: 400, 3: 400, 5: 400}
+    assert "count 65" in context.status[1][1] and "not JSON" in context.status[3][1] and "JSON body" in context.status[5][1]
+    assert out[4][:8] == b"\x89PNG\r\n\x1a\n" and context.types[4] == "image/png"
