@@ -137,10 +137,13 @@ def test_split_reload_rollback_promote(nginx, servers, tmp_path):
         mark = proxy.log_position()
         assert send(url, 200) == {"stable": 0, "canary": 200}
         assert logged(proxy, mark, 200) == {"stable": 0, "canary": 200}
-        assert proxy.settings()["percent"] == 100
+        status = proxy.status()
+        assert status["running"] and status["percent"] == 100 and status["canary_version"] == "4"
+        assert status["sides"]["canary"]["requests"] + status["sides"]["stable"]["requests"] == 1403
+        assert status["sides"]["canary"]["errors"] == 0
     finally:
         proxy.stop()
-    assert proxy.pid() is None
+    assert proxy.pid() is None and proxy.status()["running"] is False
 
 
 def test_a_bad_percent_is_refused_before_nginx_starts(nginx, servers, tmp_path):

@@ -299,6 +299,13 @@ class CanaryProxy:
         if self.pid():
             os.kill(master, signal.SIGTERM)
 
+    def status(self) -> dict:
+        """What 'deploy status' shows: running or not, the split in force, and per-side request counts."""
+        settings = self.settings() if self.state_file.is_file() else {}
+        pid = self.pid()
+        return {"running": pid is not None, "pid": pid, "url": self.url if settings else None, **settings,
+                "sides": count_sides(self.records())}
+
     def log_position(self) -> int:
         """A mark in the access log, for counting only what comes after it."""
         return self.access_log.stat().st_size if self.access_log.is_file() else 0
