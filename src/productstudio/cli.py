@@ -287,7 +287,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handle = server.start(settings, args.mar or args.state / "model-store" / f"{name}.mar", args.state, name)
     print(f"TorchServe serves {handle.model}: {handle.predict_url} (management {handle.management_url}, "
           f"metrics {handle.metrics_url}), batches of up to {settings.batch_size} within {settings.max_batch_delay_ms} ms")
-    print(f"token authorization is on: keys in {handle.key_file} (inference, management; they expire after 60 min, "
+    print(f"token authorization is on: keys in {handle.key_file} (inference, management; they expire after {settings.token_expiration_min} min, "
           f"the 'API' key renews them). Example:")
     print(f"  {handle.curl_example()}")
     print(f"logs in {handle.state_dir / 'logs'}; stop with: productstudio serve stop --state {args.state}")
@@ -607,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
         "annotations, CPU/memory requests and limits, a non-root unprivileged container. With --canary-alias also "
         "OUT/<service>-canary.yaml: the same InferenceService with the challenger's storageUri and "
         "canaryTrafficPercent P; applying it makes KServe send P % to the challenger and keep the rest on the last "
-        "rolled-out revision (Serverless mode only). Every manifest is validated against the KServe CRD's schema "
+        "rolled-out revision (KServe's Knative mode only). Every manifest is validated against the KServe CRD's schema "
         "(--crd) plus checks the CRD leaves out (unknown fields, percent in 0..100, security settings) before it is "
         "written. Settings: params.yaml 'deploy' (kserve_*). TorchServe's token authorization is off inside the pod "
         "(its keys are per pod and expire): authenticate at the mesh, see deploy/kserve/README.md.",

@@ -216,6 +216,7 @@ class ServeSettings(_Section):
     response_timeout_s: int = Field(default=60, ge=1)
     max_request_size: int = Field(default=65536, ge=1024)  # bytes; larger bodies get 413 from the frontend
     enable_model_api: bool = False  # model registration over the management API
+    token_expiration_min: int = Field(default=60, ge=1)  # TorchServe's keys expire; the 'API' key renews them
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> "ServeSettings":

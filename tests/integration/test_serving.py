@@ -8,6 +8,7 @@ import socket
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from PIL import Image
@@ -40,7 +41,7 @@ def served(tmp_path_factory):
     inference, management, metrics = _free_ports(3)
     # A long batch delay so that concurrent requests share a batch.
     settings = ServeSettings(inference_port=inference, management_port=management, metrics_port=metrics,
-                             batch_size=8, max_batch_delay_ms=300, max_request_size=4096)
+                             batch_size=8, max_batch_delay_ms=300, max_request_size=4096, token_expiration_min=7)
     handle = server.start(settings, mar, root / "state", wait_s=90)
     yield handle
     server.stop(root / "state")
@@ -120,6 +121,9 @@ def test_no_token_is_refused(served):
     assert got == 400 and "Token Authorization failed" in json.loads(answer)["message"]
     got, _, _ = post(served, {"category": 1}, {"Authorization": "Bearer wrong"}, key=False)
     assert got == 400
+    expires = json.loads(served.key_file.read_text())["inference"]["expiration time"]
+    left = datetime.fromisoformat(expires[:19]).replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+    assert timedelta(minutes=5) < left <= timedelta(minutes=7)  # serve.token_expiration_min reached TorchServe
     assert_good(served)
 
 

@@ -108,6 +108,7 @@ def test_generated_config_binds_localhost_and_restricts_urls(tmp_path):
     assert props["inference_address"] == "http://127.0.0.1:8085"
     assert props["management_address"].startswith("http://127.0.0.1:") and props["metrics_address"].startswith("http://127.0.0.1:")
     assert props["enable_model_api"] == "false" and props["max_request_size"] == "65536"
+    assert props["token_expiration_min"] == "60"
     assert "disable_token_authorization" not in props
     assert props["allowed_urls"].startswith("file://") and "http" not in props["allowed_urls"]
     models = json.loads(props["models"])

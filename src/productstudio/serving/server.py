@@ -92,6 +92,7 @@ def config_properties(settings: ServeSettings, store: Path, mar: Path, model: st
         # Only archives already in the model store (ShellTorch: no remote URLs, no other paths).
         "allowed_urls": f"file://{re.escape(str(store))}/[^/]+\\.mar",
         "max_request_size": str(settings.max_request_size),
+        "token_expiration_min": str(settings.token_expiration_min),
         "default_workers_per_model": str(settings.workers),
         "install_py_dep_per_model": "false",  # never pip-install from an archive
         "enable_envvars_config": "false",
