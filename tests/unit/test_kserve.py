@@ -57,7 +57,7 @@ def test_manifest_carries_the_registry_version(options):
     assert notes["productstudio/git-commit"] == EXAMPLE_CANARY.tags["git.commit"]
     assert notes["productstudio/data-version"] == EXAMPLE_CANARY.tags["data.version"]
     assert notes["productstudio/stable-model-version"] == "3"
-    assert notes["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert notes["serving.kserve.io/deploymentMode"] == "Knative"  # KServe 0.17+ name; the default has no split
     assert canary["metadata"]["labels"]["productstudio/model-version"] == "4"
     container = predictor["pytorch"]
     assert container["resources"]["limits"] == {"cpu": options.cpu_limit, "memory": options.memory_limit}

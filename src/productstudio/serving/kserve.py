@@ -10,8 +10,9 @@ runtime reads::
 A canary is KServe's own rollout: the *same* InferenceService, re-applied with the challenger's
 ``storageUri`` and ``canaryTrafficPercent: P``; KServe keeps the last fully rolled-out revision (the
 champion) for the other 100 - P %. Promotion is re-applying the canary manifest without the percent (or 100);
-rollback is re-applying the stable one. Canary rollouts need KServe's Serverless (Knative) mode, so the
-manifests say so in ``serving.kserve.io/deploymentMode``.
+rollback is re-applying the stable one. Canary rollouts need KServe's Knative mode (called ``Serverless``
+before KServe 0.17, whose default became ``Standard``, the former RawDeployment, which has no traffic
+split), so the manifests ask for it in ``serving.kserve.io/deploymentMode``.
 
 Security: the container runs as a non-root uid with no privilege escalation, every capability dropped and
 the runtime's seccomp profile; CPU and memory have requests and limits; the pod gets no service-account token.
@@ -36,6 +37,8 @@ import yaml
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
+# KServe >= 0.17 name of the mode with revisions and traffic splitting (before 0.17: "Serverless").
+DEPLOYMENT_MODE = "Knative"
 # What the registry knows about a version and the manifest carries as annotations (lineage).
 LINEAGE_TAGS = ("data.version", "git.commit", "params.hash", "model.sha256", "model.kind", "variants")
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -142,7 +145,7 @@ def render_inference_service(model: ModelVersion, options: KServeOptions = KServ
         raise ManifestError(f"canaryTrafficPercent must be an integer in 0..100, not {canary_percent!r}")
     role = "canary" if canary_percent is not None else "stable"
     labels, annotations = _metadata(model, role)
-    annotations["serving.kserve.io/deploymentMode"] = "Serverless"  # canary rollouts need Knative revisions
+    annotations["serving.kserve.io/deploymentMode"] = DEPLOYMENT_MODE  # canary rollouts need Knative revisions
     if stable is not None:
         annotations["productstudio/stable-model-version"] = stable.version
         annotations["productstudio/stable-storage-uri"] = storage_uri(options.storage_prefix, stable)
