@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,16 +52,20 @@ def main() -> int:
     if not (args.generator / "generator.safetensors").exists():
         print(f"bench_quantize: no trained generator at {args.generator} (run `make run` or productstudio train first)", file=sys.stderr)
         return 2
+    # A private copy: training may replace the generator during the minutes of Inception below.
+    snapshot = args.work.with_name(args.work.name + "-generator")
+    shutil.rmtree(snapshot, ignore_errors=True)
+    shutil.copytree(args.generator, snapshot)
     params = load_params(args.params)
     settings = params.quantize.model_copy(update={"metrics": args.metrics, "threads": args.threads[0], "timing_rounds": args.rounds})
     have_real = args.processed.is_dir() and args.cache.is_dir()
-    report = quantize(args.generator, args.work, settings, processed_dir=args.processed if have_real else None,
+    report = quantize(snapshot, args.work, settings, processed_dir=args.processed if have_real else None,
                       cache_dir=args.cache if have_real else None, seed=params.evaluate.seed,
                       batch_size=params.evaluate.batch_size, kid_subset_size=params.evaluate.kid_subset_size,
                       kid_subsets=params.evaluate.kid_subsets, progress=lambda message: print(message, flush=True))
 
     speeds = {args.threads[0]: {k: report[k] for k in ("latency_b1_ms", f"throughput_b{THROUGHPUT_BATCH}_img_s", "speedup", "fp32_reference")}}
-    fp32, info = load_generator(args.generator)
+    fp32, info = load_generator(snapshot)
     for threads in args.threads[1:]:
         print(f"timing again on {threads} threads ...", flush=True)
         int8 = load_quantized(args.work, threads=threads)

@@ -76,8 +76,13 @@ def quantize(
     say = progress or (lambda message: None)
     generator_dir, out = Path(generator_dir), Path(out_dir)
     fp32, info = load_generator(generator_dir, "cpu")
+    # Read what describes the input now: training may replace the generator while this runs for minutes.
+    weights_sha256, weights_size = sha256_file(generator_dir / WEIGHTS), (generator_dir / WEIGHTS).stat().st_size
+    trained = generator_dir.parent / "manifest.json"
+    run_id = read_manifest(generator_dir.parent).get("mlflow_run_id") if trained.exists() else None
     if out.exists() and any(out.iterdir()):
-        if not (out / "manifest.json").exists() or read_manifest(out).get("kind") != KIND:
+        ours = {INT8_FILE, FP32_FILE, CONFIG, REPORT, "manifest.json"}  # a previous (or interrupted) run's files
+        if not {p.name for p in out.iterdir()} <= ours:
             raise ValueError(f"{out} holds other files: refusing to replace it (give an empty or new directory)")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,7 @@ def quantize(
     quality = _quality(outputs, settings, processed_dir, cache_dir, seed, batch_size, kid_subset_size, kid_subsets, say)
 
     sizes = {
-        "fp32_safetensors": (generator_dir / WEIGHTS).stat().st_size,
+        "fp32_safetensors": weights_size,
         "fp32_onnx": (out / FP32_FILE).stat().st_size,
         "int8_onnx": (out / INT8_FILE).stat().st_size,
     }
@@ -126,11 +131,9 @@ def quantize(
     write_json_atomic(out / REPORT, report)
     write_json_atomic(out / CONFIG, {**info, "quantization": {"format": "onnx-qdq-int8", "file": INT8_FILE,
                                                              "backend": report["backend"], "settings": report["settings"]}})
-    trained = generator_dir.parent / "manifest.json"
     write_manifest(
         out, KIND,
-        inputs={"generator_sha256": sha256_file(generator_dir / WEIGHTS),
-                "mlflow_run_id": read_manifest(generator_dir.parent).get("mlflow_run_id") if trained.exists() else None},
+        inputs={"generator_sha256": weights_sha256, "mlflow_run_id": run_id},
         params=section_dict(settings),
         int8_sha256=sha256_file(out / INT8_FILE),
     )
