@@ -37,7 +37,8 @@ def project(tmp_path, fashion_dir):
     params["ingest"]["limit_per_category"] = 40
     # In this subset, train item 69 and test item 131 are near-identical (a real Fashion-MNIST leak).
     params["validate"]["max_leak_fraction"] = 0.01
-    params["train"].update(max_steps=20, checkpoint_every=10, log_every=5, sample_every=10, g_width=8, d_width=8, latent_dim=16, batch_size=16)
+    params["train"].update(max_steps=20, checkpoint_every=10, log_every=5, sample_every=10, g_width=8, d_width=8, latent_dim=16, batch_size=16,
+                           kid_every=10, kid_samples=10)
     params["evaluate"].update(metrics=["fid20_test", "kid20_test"], kid_subset_size=10, kid_subsets=5, classifier_epochs=1)
     params["quantize"].update(metrics=["fid20_test", "kid20_test"], psnr_samples=20, calibration_samples=64, timing_rounds=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -57,7 +58,8 @@ def test_repro_then_noop_then_push_and_pull(project):
     root, env = project
     dvc = [sys.executable, "-m", "dvc"]
     first = _run(dvc + ["repro"], root, env)
-    for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "quantize", "register", "promote"):
+    for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "train_baseline",
+                  "evaluate_baseline", "quantize", "register", "promote"):
         assert f"Running stage '{stage}'" in first
     # The registry: version 1 with its int8 variant, judged (20 training steps: refused by the quality floor).
     assert json.loads((root / "reports/register/registered.json").read_text())["version"] == "1"
@@ -72,6 +74,10 @@ def test_repro_then_noop_then_push_and_pull(project):
     plots = json.loads(_run(dvc + ["plots", "show", "--json"], root, env))["data"]
     rendered = json.dumps(plots["reports/train/train_loss.csv"])
     assert '"loss_d"' in rendered and '"loss_g"' in rendered
+    assert [row.split(",")[0] for row in (root / "reports/train/train_kid.csv").read_text().splitlines()] == ["step", "10", "20"]
+    assert "reports/train/train_kid.csv" in plots and "reports/baseline/train_loss.csv" in plots
+    baseline = json.loads((root / "reports/evaluate_baseline/metrics.json").read_text())
+    assert "fid20_test" in baseline and baseline["psnr_test_recon"] > 0  # the CVAE, on the same protocol, with reconstructions
 
     images, labels = load_split(root / "data/processed", "train")
     assert images.shape == (400, 1, 28, 28) and np.bincount(labels).tolist() == [40] * 10
