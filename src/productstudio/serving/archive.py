@@ -71,10 +71,24 @@ def archive_from_registry(uri: str, store: str | Path, variant: str = "fp32", na
 
     mv = resolve(uri)
     with tempfile.TemporaryDirectory(prefix="productstudio-model-") as tmp:
-        artifacts = download(mv, tmp) / "artifacts"
-        source = artifacts / ("int8" if variant == "int8" else "generator")
-        if not source.is_dir():
+        source = _artifact_dir(download(mv, tmp), "int8" if variant == "int8" else "generator")
+        if source is None:
             raise FileNotFoundError(f"{uri} (version {mv.version}) has no {variant} variant registered")
         provenance = {"source": uri, "registry_uri": uri, "registry_name": mv.name, "registry_version": str(mv.version),
                       "run_id": mv.run_id}
         return build_archive(source, store, name or mv.name, variant, version=str(mv.version), provenance=provenance)
+
+
+def _artifact_dir(model_dir: Path, key: str) -> Path | None:
+    """Where a pyfunc artifact landed in a downloaded MLflow model. MLflow names the folder after the logged
+    directory (``models/quantized`` -> ``artifacts/quantized``), not after the key: read the MLmodel's map."""
+    import yaml
+
+    mlmodel = model_dir / "MLmodel"
+    if mlmodel.exists():
+        flavor = (yaml.safe_load(mlmodel.read_text()).get("flavors") or {}).get("python_function") or {}
+        entry = (flavor.get("artifacts") or {}).get(key)
+        if entry and (model_dir / entry["path"]).is_dir():
+            return model_dir / entry["path"]
+    fallback = model_dir / "artifacts" / key
+    return fallback if fallback.is_dir() else None
