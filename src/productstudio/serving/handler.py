@@ -68,7 +68,7 @@ class GeneratorHandler:
         self.name = context.model_name
         self.version = str(meta.get("registry_version") or context.manifest["model"].get("modelVersion"))
         self.initialized = True
-        log.info("loaded %s %s (%s) from %s", self.name, self.version, meta["variant"], model_dir)
+        log.info("loaded %s %s (%s, %d thread(s)) from %s", self.name, self.version, meta["variant"], threads, model_dir)
 
     def handle(self, data: list, context) -> list:
         responses: list = [None] * len(data)
