@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install nginx run test test-fast pipeline-yaml bench clean
+.PHONY: install nginx run serve serve-stop test test-fast pipeline-yaml bench clean
 
 install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
 
@@ -25,6 +25,17 @@ nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked)
 run: install  ## the main job: dvc repro (ingest -> validate -> preprocess) on Fashion-MNIST
 	dvc repro
 	@productstudio summary
+
+# A live local endpoint: the registry's champion (or, with no champion yet, the main job's generator)
+# packaged and served by TorchServe on 127.0.0.1:8085; prints the URL, the key file and a curl example.
+serve: install  ## package the champion (else models/train/generator) and start TorchServe
+	productstudio serve stop >/dev/null
+	productstudio package || { echo "-> serving models/train/generator instead"; \
+		productstudio package --generator models/train/generator; }
+	productstudio serve start
+
+serve-stop:  ## stop what 'make serve' started
+	productstudio serve stop
 
 test: install nginx  ## the whole suite, slow end-to-end tests included
 	bash scripts/pytest-strict tests

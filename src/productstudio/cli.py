@@ -354,6 +354,70 @@ def cmd_deploy_kserve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_canary(args: argparse.Namespace) -> int:
+    from productstudio.serving import deploy
+
+    params = load_params(args.params)
+    percent = args.percent if args.percent is not None else params.deploy.canary_percent
+    if not 0 <= percent <= 100:
+        raise ValueError(f"--percent {percent}: the canary share must be in 0..100")
+    record = deploy.start_canary(params, args.state, percent)
+    print(f"canary of {record['model']}: champion v{record['stable_version']} and challenger v{record['canary_version']} "
+          f"behind nginx at {record['url']}, {percent:g} % to the challenger")
+    print(f"client key in {record['key_file']} (nginx checks it and sends each TorchServe its own token). Example:")
+    print(f"  curl -si -H \"Authorization: Bearer $(cat {record['key_file']})\" -H 'Content-Type: application/json' "
+          f"-d '{{\"category\": \"Sneaker\", \"count\": 1}}' {record['predict_url']} | grep -i x-model")
+    print(f"then: productstudio deploy status | analyze | promote | rollback | stop --state {args.state}")
+    return 0
+
+
+def cmd_deploy_status(args: argparse.Namespace) -> int:
+    from productstudio.serving import deploy
+
+    status = deploy.deploy_status(args.state)
+    print(json.dumps(status, indent=2) if args.json else deploy.format_status(status))
+    return 0 if status["running"] else 3
+
+
+def cmd_deploy_analyze(args: argparse.Namespace) -> int:
+    from productstudio.serving import deploy
+
+    params = load_params(args.params)
+    result = deploy.analyze(params, args.state, args.processed, args.real_stats, args.samples)
+    for side in ("stable", "canary"):
+        s = result["sides"][side]
+        rate = "-" if s["error_rate"] is None else f"{s['error_rate']:.2%}"
+        p95 = "-" if s["p95_ms"] is None else f"{s['p95_ms']:.1f} ms"
+        kid = "-" if s["kid"] is None else f"{s['kid']:.4f} (kid{result['kid_samples']}_test)"
+        print(f"{side:<7} v{result[side + '_version']}: {s['requests']} requests, error rate {rate}, p95 {p95}, KID {kid}")
+    print(f"recommendation: {result['recommendation']}: {result['reason']}")
+    return 0
+
+
+def cmd_deploy_promote(args: argparse.Namespace) -> int:
+    from productstudio.serving import deploy
+
+    result = deploy.promote(args.state)
+    print(f"all traffic to v{result['canary_version']}; {result['registered_model']}@champion -> v{result['champion']}")
+    return 0
+
+
+def cmd_deploy_rollback(args: argparse.Namespace) -> int:
+    from productstudio.serving import deploy
+
+    result = deploy.rollback(args.state, args.reason)
+    print(f"all traffic to v{result['stable_version']} (champion unchanged); v{result['canary_version']} tagged "
+          f"{deploy.ROLLBACK_TAG}")
+    return 0
+
+
+def cmd_deploy_stop(args: argparse.Namespace) -> int:
+    from productstudio.serving import deploy
+
+    print("canary stopped" if deploy.stop_canary(args.state) else f"no canary running from {args.state}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="productstudio",
@@ -622,6 +686,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--example", action="store_true",
                    help="render the committed examples (fixed versions 3 and 4, no registry) instead")
     p.set_defaults(func=cmd_deploy_kserve)
+
+    def state_arg(p):
+        p.add_argument("--state", default=".scratch/deploy", type=Path,
+                       help="both TorchServe state dirs, nginx's, deploy.json (default: %(default)s)")
+
+    p = deploy_steps.add_parser(
+        "canary",
+        help="serve champion and challenger locally behind nginx, P %% of requests to the challenger",
+        description="Archive the registry's champion and challenger (MLFLOW_TRACKING_URI), start one TorchServe for each "
+        "(serve.*_port and deploy.canary_*_port) and nginx on 127.0.0.1:deploy.proxy_port splitting requests with "
+        "split_clients. Clients send the proxy's key (STATE/proxy/client_key); responses carry X-Model-Side and "
+        "X-Model-Version.",
+    )
+    _params_arg(p)
+    state_arg(p)
+    p.add_argument("--percent", type=float, help="share of requests to the challenger, 0..100 (default: deploy.canary_percent)")
+    p.set_defaults(func=cmd_deploy_canary)
+    p = deploy_steps.add_parser("status", help="per-version requests, error rate, latency percentiles (nginx log, TorchServe metrics)")
+    state_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_deploy_status)
+    p = deploy_steps.add_parser(
+        "analyze", help="compare canary with stable (error rate, p95, KID of served images) and recommend promote or rollback",
+        description="Policy: params.yaml deploy (min_requests, max_error_rate_increase, max_p95_ratio, kid_samples, "
+        "max_kid_increase). KID: kid_samples images served by each side against the cached real test features.")
+    _params_arg(p)
+    state_arg(p)
+    p.add_argument("--samples", type=int, help="images per side for KID; 0 skips it (default: deploy.kid_samples)")
+    p.add_argument("--processed", default="data/processed", type=Path)
+    p.add_argument("--real-stats", default="models/real_stats", type=Path)
+    p.set_defaults(func=cmd_deploy_analyze)
+    p = deploy_steps.add_parser("promote", help="all traffic to the challenger; champion alias -> challenger's version")
+    state_arg(p)
+    p.set_defaults(func=cmd_deploy_promote)
+    p = deploy_steps.add_parser("rollback", help="all traffic to the champion; tag the challenger version with the rollback")
+    state_arg(p)
+    p.add_argument("--reason", default="manual rollback", help="recorded in the tag (default: %(default)s)")
+    p.set_defaults(func=cmd_deploy_rollback)
+    p = deploy_steps.add_parser("stop", help="stop nginx and both TorchServe instances")
+    state_arg(p)
+    p.set_defaults(func=cmd_deploy_stop)
     return parser
 
 

@@ -206,6 +206,9 @@ class ServeSettings(_Section):
     inference_port: int = Field(default=8085, ge=1, le=65535)
     management_port: int = Field(default=8086, ge=1, le=65535)
     metrics_port: int = Field(default=8087, ge=1, le=65535)
+    # TorchServe always starts its gRPC APIs too (no switch in 0.12): bound to 127.0.0.1 on these ports.
+    grpc_inference_port: int = Field(default=7070, ge=1, le=65535)
+    grpc_management_port: int = Field(default=7071, ge=1, le=65535)
     model_name: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # null: register.model_name
     alias: str = "champion"  # the registry alias that 'productstudio package' archives
     variant: Literal["fp32", "int8"] = "fp32"
@@ -220,8 +223,9 @@ class ServeSettings(_Section):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> "ServeSettings":
-        if len({self.inference_port, self.management_port, self.metrics_port}) != 3:
-            raise ValueError("inference_port, management_port and metrics_port must differ")
+        if len({self.inference_port, self.management_port, self.metrics_port, self.grpc_inference_port,
+                self.grpc_management_port}) != 5:
+            raise ValueError("inference_port, management_port, metrics_port and the grpc ports must differ")
         return self
 
 
@@ -230,6 +234,18 @@ class DeploySettings(_Section):
 
     canary_percent: int = Field(default=10, ge=0, le=100)  # share of requests the challenger gets
     proxy_port: int = Field(default=8090, ge=1, le=65535)  # the nginx canary proxy on 127.0.0.1
+    # The challenger's own TorchServe (the champion's uses serve.*_port).
+    canary_inference_port: int = Field(default=8095, ge=1, le=65535)
+    canary_management_port: int = Field(default=8096, ge=1, le=65535)
+    canary_metrics_port: int = Field(default=8097, ge=1, le=65535)
+    canary_grpc_inference_port: int = Field(default=7080, ge=1, le=65535)
+    canary_grpc_management_port: int = Field(default=7081, ge=1, le=65535)
+    # deploy analyze: promote unless a rule fails (productstudio.serving.deploy.canary_decision).
+    min_requests: int = Field(default=100, ge=1)  # fewer canary requests than this: wait
+    max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)  # canary 5xx rate - stable's
+    max_p95_ratio: float = Field(default=1.5, gt=0)  # canary p95 latency / stable's
+    kid_samples: int = Field(default=100, ge=0)  # images drawn from each side for KID; 0: no image check
+    max_kid_increase: float = Field(default=0.01, ge=0)  # canary KID - stable KID vs the real test features
     # KServe: the .mar and config.properties are published under <prefix>/<model>/<version>/.
     kserve_storage_prefix: str = Field(default="s3://product-studio-models", pattern=r"^(s3|gs|pvc|https?)://.+")
     kserve_namespace: str = Field(default="product-studio", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -62,11 +62,16 @@ def _quote(value: str) -> str:
 
 def render_nginx_conf(stable: str, canary: str, percent: float, port: int, state_dir: str | Path,
                       stable_version: str = "stable", canary_version: str = "canary",
-                      max_body_bytes: int = TORCHSERVE_MAX_REQUEST_SIZE, key: str = "$request_id") -> str:
+                      max_body_bytes: int = TORCHSERVE_MAX_REQUEST_SIZE, key: str = "$request_id",
+                      client_key: str | None = None, upstream_keys: dict | None = None) -> str:
     """nginx.conf listening on 127.0.0.1:``port`` that sends ``percent`` % of requests to ``canary``.
 
     All paths (pid, logs, temporary files) are under ``state_dir``. ``percent`` 0 and 100 render a single
-    branch, so a rollback or a promotion leaves no chance of a stray request to the other side."""
+    branch, so a rollback or a promotion leaves no chance of a stray request to the other side.
+
+    ``upstream_keys`` ({"stable": token, "canary": token}): two TorchServe instances each have their own
+    token, so one client token cannot pass through to both; nginx then requires ``Bearer <client_key>``
+    (401 otherwise) and sends each side its own token. Without it the client's header passes unchanged."""
     state = Path(state_dir).resolve()
     p = _percent(percent)
     if p == 0:
@@ -75,6 +80,16 @@ def render_nginx_conf(stable: str, canary: str, percent: float, port: int, state
         branches = "* canary;"
     else:
         branches = f"{p:g}% canary;\n        * stable;"
+    if upstream_keys:
+        if not client_key:
+            raise ValueError("upstream_keys need a client_key for nginx to check")
+        auth_map = (f"map $ps_side $ps_auth {{\n        stable {_quote('Bearer ' + upstream_keys['stable'])};\n"
+                    f"        canary {_quote('Bearer ' + upstream_keys['canary'])};\n    }}\n    ")
+        auth_check = (f"if ($http_authorization != {_quote('Bearer ' + client_key)}) {{\n"
+                      f"                return 401 '{{\"code\":401,\"message\":\"send Authorization: Bearer <proxy key>\"}}';\n            }}\n            ")
+        auth_header = "$ps_auth"
+    else:
+        auth_map, auth_check, auth_header = "", "", "$http_authorization"
     temp = "\n    ".join(f"{kind}_temp_path {state / 'tmp' / kind};" for kind in
                           ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""# Rendered by productstudio.serving.canary: canary {p:g}% of requests.
@@ -96,7 +111,7 @@ http {{
         stable {_quote(stable_version)};
         canary {_quote(canary_version)};
     }}
-    upstream stable {{
+    {auth_map}upstream stable {{
         server {_host_port(stable)};
         keepalive 8;
     }}
@@ -126,12 +141,12 @@ http {{
             return 200 '{{"percent":{p:g},"stable":{_quote(stable_version)},"canary":{_quote(canary_version)}}}';
         }}
         location / {{
-            proxy_pass http://$ps_side;
+            {auth_check}proxy_pass http://$ps_side;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;
-            # TorchServe's token auth: the client's bearer token goes through untouched.
-            proxy_set_header Authorization $http_authorization;
+            # TorchServe's token auth: the client's bearer token (or, with upstream_keys, each side's own).
+            proxy_set_header Authorization {auth_header};
             proxy_set_header X-Request-ID $request_id;
             # A failed canary request is reported, never silently retried on stable.
             proxy_next_upstream off;
@@ -207,7 +222,8 @@ class CanaryProxy:
         (self.state_dir / "tmp").mkdir(parents=True, exist_ok=True)
         conf = render_nginx_conf(settings["stable"], settings["canary"], settings["percent"], settings["port"],
                                  self.state_dir, settings["stable_version"], settings["canary_version"],
-                                 settings["max_body_bytes"])
+                                 settings["max_body_bytes"], client_key=settings.get("client_key"),
+                                 upstream_keys=settings.get("upstream_keys"))
         previous = self.conf.read_text() if self.conf.is_file() else None
         self.conf.write_text(conf)
         check = self._nginx("-t", "-q")
@@ -216,6 +232,8 @@ class CanaryProxy:
                 self.conf.write_text(previous)
             raise RuntimeError(f"nginx -t rejected the canary config: {check.stderr.strip()}")
         self.state_file.write_text(json.dumps(settings, indent=2) + "\n")
+        for secret in (self.conf, self.state_file):  # they may hold tokens
+            secret.chmod(0o600)
 
     def settings(self) -> dict:
         if not self.state_file.is_file():
@@ -264,13 +282,15 @@ class CanaryProxy:
 
     # -- the API the deploy commands use ---------------------------------------------------------------
     def start(self, stable_url: str, canary_url: str, percent: float, port: int, stable_version: str = "stable",
-              canary_version: str = "canary", max_body_bytes: int = TORCHSERVE_MAX_REQUEST_SIZE) -> str:
-        """Start nginx on 127.0.0.1:``port``; returns its URL. Fails if one already runs in ``state_dir``."""
+              canary_version: str = "canary", max_body_bytes: int = TORCHSERVE_MAX_REQUEST_SIZE,
+              client_key: str | None = None, upstream_keys: dict | None = None) -> str:
+        """Start nginx on 127.0.0.1:``port``; returns its URL. Fails if one already runs in ``state_dir``.
+        ``client_key``/``upstream_keys``: see ``render_nginx_conf``."""
         if self.pid():
             raise RuntimeError(f"a canary proxy already runs from {self.state_dir} (pid {self.pid()}): stop it first")
         self._write({"stable": stable_url, "canary": canary_url, "percent": _percent(percent), "port": int(port),
                      "stable_version": str(stable_version), "canary_version": str(canary_version),
-                     "max_body_bytes": int(max_body_bytes)})
+                     "max_body_bytes": int(max_body_bytes), "client_key": client_key, "upstream_keys": upstream_keys})
         started = self._nginx()  # daemonizes: returns once the master is up and listening
         if started.returncode != 0:
             raise RuntimeError(f"nginx failed to start: {started.stderr.strip()}")
@@ -303,6 +323,7 @@ class CanaryProxy:
         """What 'deploy status' shows: running or not, the split in force, and per-side request counts."""
         settings = self.settings() if self.state_file.is_file() else {}
         pid = self.pid()
+        settings = {k: v for k, v in settings.items() if k not in ("client_key", "upstream_keys")}  # no tokens shown
         return {"running": pid is not None, "pid": pid, "url": self.url if settings else None, **settings,
                 "sides": count_sides(self.records())}
 

@@ -85,6 +85,9 @@ def config_properties(settings: ServeSettings, store: Path, mar: Path, model: st
         "inference_address": f"http://{HOST}:{settings.inference_port}",
         "management_address": f"http://{HOST}:{settings.management_port}",
         "metrics_address": f"http://{HOST}:{settings.metrics_port}",
+        # gRPC cannot be switched off: bind it to loopback on our own ports (two servers must not collide).
+        "grpc_inference_address": HOST, "grpc_inference_port": str(settings.grpc_inference_port),
+        "grpc_management_address": HOST, "grpc_management_port": str(settings.grpc_management_port),
         "model_store": str(store),
         "load_models": mar.name,
         "models": json.dumps(models),

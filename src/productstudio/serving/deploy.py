@@ -1,0 +1,327 @@
+"""Local canary: the champion and the challenger each in their own TorchServe, nginx in front, all on 127.0.0.1.
+
+    start_canary(params, ".scratch/deploy", percent=10)  # archives from the registry aliases, 2 x TorchServe, nginx
+    deploy_status(".scratch/deploy")                      # per side: requests, error rate, p50/p95/p99, TorchServe counters
+    analyze(params, ".scratch/deploy")                    # error rate, p95, KID -> promote | rollback | wait
+    promote(".scratch/deploy") / rollback(".scratch/deploy")
+    stop_canary(".scratch/deploy")
+
+Layout of the state directory: ``stable/`` and ``canary/`` (TorchServe state dirs, see server.py), ``proxy/``
+(nginx, see canary.py) and ``deploy.json`` (model name, versions, URLs, where the client key is).
+
+Two TorchServe instances have two sets of tokens, so nginx checks one client key of its own
+(``proxy/client_key``) and sends each side its own inference token. TorchServe's tokens expire after
+serve.token_expiration_min: restart the canary (stop, canary) to renew them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from productstudio.config import DeploySettings, Params
+from productstudio.serving import server
+from productstudio.serving.canary import SIDES, CanaryProxy
+
+DEPLOY_FILE = "deploy.json"
+CLIENT_KEY = "client_key"
+ROLLBACK_TAG = "canary.rollback"
+
+
+def canary_serve_settings(params: Params):
+    """The challenger's TorchServe settings: serve.* with deploy.canary_*_port."""
+    d = params.deploy
+    return params.serve.model_copy(update={"inference_port": d.canary_inference_port,
+                                           "management_port": d.canary_management_port,
+                                           "metrics_port": d.canary_metrics_port,
+                                           "grpc_inference_port": d.canary_grpc_inference_port,
+                                           "grpc_management_port": d.canary_grpc_management_port})
+
+
+def registry_archives(params: Params, state_dir: str | Path, variant: str | None = None) -> dict:
+    """Archive the champion and the challenger from the registry: {side: (mar path, registry version)}."""
+    from productstudio.registry.model_registry import CHALLENGER, CHAMPION, resolve
+    from productstudio.serving.archive import archive_from_registry
+
+    name = params.register.model_name
+    serve_name = params.serve.model_name or name
+    variant = variant or params.serve.variant
+    champion = resolve(f"models:/{name}@{CHAMPION}")
+    challenger = resolve(f"models:/{name}@{CHALLENGER}")
+    if champion.version == challenger.version:
+        raise ValueError(f"version {challenger.version} of '{name}' is both champion and challenger: nothing to canary")
+    out = {}
+    for side, mv in (("stable", champion), ("canary", challenger)):
+        mar = archive_from_registry(f"models:/{name}/{mv.version}", Path(state_dir) / side / "model-store", variant, serve_name)
+        out[side] = (mar, str(mv.version))
+    return out
+
+
+def start_canary(params: Params, state_dir: str | Path, percent: float, archives: dict | None = None,
+                 wait_s: float = 180.0) -> dict:
+    """Serve ``archives`` ({"stable": (mar, version), "canary": (mar, version)}; default: the registry's champion
+    and challenger) and start nginx sending ``percent`` % to the canary. Returns what deploy.json records."""
+    state = Path(state_dir).resolve()
+    if CanaryProxy(state / "proxy").pid():
+        raise RuntimeError(f"a canary already runs from {state} (productstudio deploy stop)")
+    archives = archives or registry_archives(params, state)
+    name = params.serve.model_name or params.register.model_name
+    handles = {}
+    try:
+        # Both servers start at once (each takes a while to get its worker ready).
+        with ThreadPoolExecutor(2) as pool:
+            futures = {side: pool.submit(server.start, settings, archives[side][0], state / side, name, wait_s)
+                       for side, settings in (("stable", params.serve), ("canary", canary_serve_settings(params)))}
+            errors = []
+            for side, future in futures.items():
+                try:
+                    handles[side] = future.result()
+                except Exception as error:  # noqa: BLE001  (stop the other one, then report)
+                    errors.append(error)
+            if errors:
+                raise errors[0]
+        client_key = secrets.token_urlsafe(24)
+        key_file = state / "proxy" / CLIENT_KEY
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(client_key + "\n")
+        key_file.chmod(0o600)
+        proxy = CanaryProxy(state / "proxy")
+        url = proxy.start(handles["stable"].inference_url, handles["canary"].inference_url, percent,
+                          params.deploy.proxy_port, archives["stable"][1], archives["canary"][1],
+                          max_body_bytes=params.serve.max_request_size, client_key=client_key,
+                          upstream_keys={side: h.inference_key for side, h in handles.items()})
+    except BaseException:
+        for side in SIDES:
+            server.stop(state / side)
+        raise
+    record = {"model": name, "registered_model": params.register.model_name, "url": url,
+              "predict_url": f"{url}/predictions/{name}", "key_file": str(key_file),
+              "stable_version": archives["stable"][1], "canary_version": archives["canary"][1], "percent": percent,
+              "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (state / DEPLOY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def load_deploy(state_dir: str | Path) -> dict:
+    path = Path(state_dir) / DEPLOY_FILE
+    if not path.is_file():
+        raise RuntimeError(f"no canary deployment in {state_dir} (productstudio deploy canary)")
+    return json.loads(path.read_text())
+
+
+def _running_proxy(state_dir: str | Path) -> CanaryProxy:
+    load_deploy(state_dir)
+    proxy = CanaryProxy(Path(state_dir) / "proxy")
+    if not proxy.pid():
+        raise RuntimeError(f"the canary proxy in {state_dir} is not running (productstudio deploy canary)")
+    return proxy
+
+
+def stop_canary(state_dir: str | Path) -> bool:
+    """Stop nginx and both TorchServe instances; False when nothing ran."""
+    state = Path(state_dir)
+    proxy = CanaryProxy(state / "proxy")
+    ran = proxy.pid() is not None
+    proxy.stop()
+    for side in SIDES:
+        ran = server.stop(state / side) or ran
+    return ran
+
+
+# ------------------------------------------------------------------------------------------------
+# Status: nginx's access log (per request) and TorchServe's own counters (Prometheus text).
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def side_stats(records: list[dict]) -> dict:
+    """Per side: requests, 5xx errors, error rate and latency percentiles (ms) from nginx access-log records."""
+    out = {}
+    for side in SIDES:
+        mine = [r for r in records if r.get("side") == side]
+        times = [float(r["request_time"]) * 1000 for r in mine]
+        errors = sum(1 for r in mine if str(r.get("status", "")).startswith("5"))
+        out[side] = {"requests": len(mine), "errors": errors, "error_rate": errors / len(mine) if mine else None,
+                     **{f"p{q}_ms": percentile(times, q) for q in (50, 95, 99)}}
+    return out
+
+
+_METRIC = re.compile(r'^(ts_\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
+
+
+def torchserve_metrics(metrics_url: str, timeout: float = 3.0) -> dict:
+    """TorchServe's frontend counters ({metric: value}, summed over labels); {} when unreachable."""
+    try:
+        with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    found: dict = {}
+    for line in text.splitlines():
+        match = _METRIC.match(line.strip())
+        if match:
+            found[match[1]] = found.get(match[1], 0.0) + float(match[3])
+    return found
+
+
+def deploy_status(state_dir: str | Path, since: int = 0) -> dict:
+    state = Path(state_dir)
+    record = load_deploy(state)
+    proxy = CanaryProxy(state / "proxy")
+    stats = side_stats(proxy.records(since))
+    for side in SIDES:
+        handle = server.load_handle(state / side)
+        stats[side]["version"] = record[f"{side}_version"]
+        stats[side]["torchserve"] = {"running": server._pid(state / side) is not None,
+                                     **({"metrics": torchserve_metrics(handle.metrics_url)} if handle else {})}
+    running = proxy.pid() is not None
+    return {**record, "running": running, "percent": proxy.settings()["percent"] if running else None, "sides": stats}
+
+
+def format_status(status: dict) -> str:
+    def ms(value):
+        return "-" if value is None else f"{value:.1f}"
+
+    lines = [f"canary of {status['model']}: {status['url']} ({'running' if status['running'] else 'stopped'}), "
+             f"{status['percent']} % to the challenger; client key in {status['key_file']}",
+             f"{'side':<7} {'version':>7} {'requests':>9} {'errors':>7} {'err rate':>8} {'p50 ms':>8} {'p95 ms':>8} "
+             f"{'p99 ms':>8} {'TS requests':>12}"]
+    for side in SIDES:
+        s = status["sides"][side]
+        ts = s["torchserve"].get("metrics", {}).get("ts_inference_requests_total")
+        rate = "-" if s["error_rate"] is None else f"{s['error_rate']:.2%}"
+        lines.append(f"{side:<7} {s['version']:>7} {s['requests']:>9} {s['errors']:>7} {rate:>8} {ms(s['p50_ms']):>8} "
+                     f"{ms(s['p95_ms']):>8} {ms(s['p99_ms']):>8} {'-' if ts is None else int(ts):>12}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# The policy: a pure function of the measurements.
+
+
+@dataclass(frozen=True)
+class CanaryDecision:
+    action: str  # promote | rollback | wait
+    reason: str
+
+
+def canary_decision(stable: dict, canary: dict, policy: DeploySettings) -> CanaryDecision:
+    """Judge the canary against stable. Each side: {"requests", "error_rate", "p95_ms", "kid"} (kid may be None:
+    not measured). Rollback on the first failing rule; wait while the canary has too few requests."""
+    if canary["requests"] < policy.min_requests:
+        return CanaryDecision("wait", f"canary served {canary['requests']} requests, fewer than min_requests {policy.min_requests}")
+    error_gap = (canary["error_rate"] or 0.0) - (stable["error_rate"] or 0.0)
+    if error_gap > policy.max_error_rate_increase:
+        return CanaryDecision("rollback", f"canary error rate {canary['error_rate']:.2%} exceeds stable's "
+                                          f"{stable['error_rate'] or 0:.2%} by more than {policy.max_error_rate_increase:.2%}")
+    if canary["p95_ms"] is not None and stable["p95_ms"] and canary["p95_ms"] > policy.max_p95_ratio * stable["p95_ms"]:
+        return CanaryDecision("rollback", f"canary p95 {canary['p95_ms']:.1f} ms is over {policy.max_p95_ratio:g}x "
+                                          f"stable's {stable['p95_ms']:.1f} ms")
+    kid_known = canary.get("kid") is not None and stable.get("kid") is not None
+    if kid_known and canary["kid"] - stable["kid"] > policy.max_kid_increase:
+        return CanaryDecision("rollback", f"canary KID {canary['kid']:.4f} exceeds stable's {stable['kid']:.4f} "
+                                          f"by more than {policy.max_kid_increase:g}")
+    quality = f"KID {canary['kid']:.4f} vs {stable['kid']:.4f}" if kid_known else "KID not measured"
+    p95 = "-" if canary["p95_ms"] is None else f"{canary['p95_ms']:.1f}"
+    return CanaryDecision("promote", f"canary within policy: error rate +{max(error_gap, 0):.2%}, p95 {p95} ms, {quality}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Analyze: the measurements above plus KID of images each side actually serves.
+
+
+def sample_images(handle, count: int, categories: int = 10, per_request: int = 25, seed: int = 0):
+    """``count`` images (uint8, N x C x H x W) from a running TorchServe, spread over the categories."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    images, i = [], 0
+    while len(images) < count:
+        n = min(per_request, count - len(images))
+        body = json.dumps({"category": i % categories, "count": n, "seed": seed + i * per_request}).encode()
+        request = urllib.request.Request(handle.predict_url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {handle.inference_key}"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        for data in answer["images"]:
+            array = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+            images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+        i += 1
+    return np.stack(images)
+
+
+def served_kid(state_dir: str | Path, processed_dir: str | Path, real_cache: str | Path, samples: int) -> dict:
+    """{side: KID} of ``samples`` served images against the cached real test features of the data version."""
+    from productstudio.data import store
+    from productstudio.metrics.features import extract_features
+    from productstudio.metrics.kid import kernel_inception_distance
+    from productstudio.metrics.registry import RealStatsCache
+    from productstudio.registry.tracking import data_version
+
+    cache = RealStatsCache(real_cache, progress=False)
+    real = cache.features(lambda: store.load_split(processed_dir, "test")[0], data_version=data_version(processed_dir),
+                          split="test", count=1000)
+    out = {}
+    for side in SIDES:
+        handle = server.load_handle(Path(state_dir) / side)
+        generated = extract_features(sample_images(handle, samples), progress=False)
+        out[side] = kernel_inception_distance(generated, real, subset_size=samples, num_subsets=50).mean
+    return out
+
+
+def analyze(params: Params, state_dir: str | Path, processed_dir: str | Path = "data/processed",
+            real_cache: str | Path = "models/real_stats", samples: int | None = None) -> dict:
+    """Measure both sides (access log since the canary started; KID of served images) and apply the policy."""
+    status = deploy_status(state_dir)
+    if not status["running"]:
+        raise RuntimeError(f"the canary proxy in {state_dir} is not running (productstudio deploy canary)")
+    samples = params.deploy.kid_samples if samples is None else samples
+    kid = served_kid(state_dir, processed_dir, real_cache, samples) if samples else {}
+    sides = {side: {**{k: status["sides"][side][k] for k in ("requests", "error_rate", "p95_ms")}, "kid": kid.get(side)}
+             for side in SIDES}
+    decision = canary_decision(sides["stable"], sides["canary"], params.deploy)
+    return {"model": status["model"], "stable_version": status["stable_version"],
+            "canary_version": status["canary_version"], "kid_samples": samples, "kid_reference": "test (cached real features)",
+            "sides": sides, "recommendation": decision.action, "reason": decision.reason}
+
+
+# ------------------------------------------------------------------------------------------------
+# Promote / rollback: all traffic to one side, and the registry aliases to match.
+
+
+def promote(state_dir: str | Path) -> dict:
+    """All traffic to the challenger; the champion alias moves to the challenger's version."""
+    from productstudio.registry.model_registry import CHAMPION, client
+
+    record = load_deploy(state_dir)
+    _running_proxy(state_dir).set_percent(100)
+    client().set_registered_model_alias(record["registered_model"], CHAMPION, record["canary_version"])
+    return {**record, "percent": 100, "champion": record["canary_version"]}
+
+
+def rollback(state_dir: str | Path, reason: str = "manual rollback") -> dict:
+    """All traffic back to the champion; the challenger version gets a tag saying so (the champion stays)."""
+    from productstudio.registry.model_registry import client
+
+    record = load_deploy(state_dir)
+    _running_proxy(state_dir).set_percent(0)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    client().set_model_version_tag(record["registered_model"], record["canary_version"], ROLLBACK_TAG, f"{when}: {reason}")
+    return {**record, "percent": 0, "champion": record["stable_version"]}

@@ -1,0 +1,144 @@
+"""'productstudio deploy canary/status/rollback/promote' with real TorchServe (x2) and nginx, from registry aliases."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from productstudio.cli import main
+from productstudio.config import load_params
+from productstudio.models import save_generator
+from productstudio.models.gan import GANConfig, Generator
+from productstudio.serving import deploy
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+NAME = "product-studio-generator"
+CATEGORIES = [f"item{i}" for i in range(10)]
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def canary(tmp_path_factory):
+    """Two tiny generators registered (as MLflow model directories) in a sqlite registry, champion v1 and
+    challenger v2, deployed with 30 % to the challenger."""
+    from mlflow import MlflowClient
+
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install-nginx")], check=True, timeout=300)
+    root = tmp_path_factory.mktemp("deploy")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(NAME)
+    for version in ("1", "2"):
+        model_dir = root / "models" / version
+        save_generator(Generator(GANConfig(g_width=8, latent_dim=16)), model_dir / "artifacts" / "generator",
+                       categories=CATEGORIES)
+        client.create_model_version(NAME, str(model_dir))
+    client.set_registered_model_alias(NAME, "champion", "1")
+    client.set_registered_model_alias(NAME, "challenger", "2")
+
+    ports = _free_ports(11)
+    base = load_params(REPO_ROOT / "params.yaml")
+    params = base.model_copy(update={
+        "serve": base.serve.model_copy(update=dict(zip(("inference_port", "management_port", "metrics_port", "grpc_inference_port",
+                                                             "grpc_management_port"), ports[:5]),
+                                                   max_batch_delay_ms=1)),
+        "deploy": base.deploy.model_copy(update=dict(zip(("canary_inference_port", "canary_management_port", "canary_metrics_port",
+                                                          "canary_grpc_inference_port", "canary_grpc_management_port",
+                                                          "proxy_port"), ports[5:]))),
+    })
+    state = root / "state"
+    try:
+        record = deploy.start_canary(params, state, percent=30, wait_s=400)  # generous: the test machine is shared
+        yield {"params": params, "state": state, "record": record, "client": client}
+    finally:
+        deploy.stop_canary(state)
+        mp.undo()
+
+
+def call(url: str, key: str | None, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def sides(canary, n: int, predict_every: int = 50) -> dict:
+    """n requests through nginx (pings, and every predict_every-th a count=1 prediction), 8 at a time."""
+    record = canary["record"]
+    key = open(record["key_file"]).read().strip()
+
+    def one(i: int) -> str:
+        if i % predict_every == 0:
+            status, headers, body = call(record["predict_url"], key, {"category": i % 10, "count": 1, "seed": i})
+            assert status == 200, body
+            assert json.loads(body)["version"] == headers["X-Model-Version"]  # the model that answered says so
+        else:
+            status, headers, body = call(record["url"] + "/ping", key)
+            assert status == 200, body
+        return headers["X-Model-Side"]
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(one, range(n)))
+    return {side: seen.count(side) for side in ("stable", "canary")}
+
+
+def test_split_status_rollback_promote(canary, capsys):
+    record, state = canary["record"], str(canary["state"])
+    assert (record["stable_version"], record["canary_version"]) == ("1", "2")
+    # nginx checks the proxy's own key: none, or a TorchServe token, is refused.
+    assert call(record["url"] + "/ping", None)[0] == 401
+    assert call(record["url"] + "/ping", "not-the-key")[0] == 401
+
+    seen = sides(canary, 1000)
+    assert abs(seen["canary"] / 10 - 30) <= 5, seen
+
+    assert main(["deploy", "status", "--state", state]) == 0
+    table = capsys.readouterr().out
+    assert "30" in table.splitlines()[0] and "p95 ms" in table
+    status = deploy.deploy_status(state)
+    assert status["sides"]["canary"]["requests"] == seen["canary"] and status["sides"]["stable"]["errors"] == 0
+    assert status["sides"]["stable"]["p95_ms"] is not None
+    assert status["sides"]["canary"]["torchserve"]["running"]
+
+    # Analyze without Inception (KID is covered by the unit tests of the policy).
+    result = deploy.analyze(canary["params"], state, samples=0)
+    assert result["recommendation"] in ("promote", "rollback") and result["reason"]
+
+    assert main(["deploy", "rollback", "--state", state, "--reason", "test"]) == 0
+    assert sides(canary, 200) == {"stable": 200, "canary": 0}
+    client = canary["client"]
+    assert client.get_model_version(NAME, "2").tags[deploy.ROLLBACK_TAG].endswith(": test")
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+    assert main(["deploy", "promote", "--state", state]) == 0
+    assert sides(canary, 200) == {"stable": 0, "canary": 200}
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+
+
+def test_stopped_proxy_is_one_line(canary, tmp_path, capsys):
+    assert main(["deploy", "promote", "--state", str(tmp_path)]) == 2
+    assert "no canary deployment in" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""The canary policy (deploy analyze): each rule in both directions, and the status arithmetic."""
+
+import pytest
+
+from productstudio.config import DeploySettings
+from productstudio.serving.deploy import canary_decision, percentile, side_stats
+
+POLICY = DeploySettings(min_requests=100, max_error_rate_increase=0.01, max_p95_ratio=1.5, max_kid_increase=0.01)
+STABLE = {"requests": 900, "error_rate": 0.0, "p95_ms": 20.0, "kid": 0.020}
+GOOD = {"requests": 100, "error_rate": 0.005, "p95_ms": 29.0, "kid": 0.025}
+
+
+def decide(**canary):
+    return canary_decision(STABLE, {**GOOD, **canary}, POLICY)
+
+
+def test_a_good_canary_is_promoted_with_a_one_line_reason():
+    decision = decide()
+    assert decision.action == "promote"
+    assert "\n" not in decision.reason and "KID 0.0250 vs 0.0200" in decision.reason
+
+
+def test_too_few_requests_waits():
+    assert decide(requests=99).action == "wait"
+    assert "99 requests" in decide(requests=99).reason
+    assert decide(requests=100).action == "promote"
+
+
+def test_error_rate_rule_both_directions():
+    assert decide(error_rate=0.011).action == "rollback"
+    assert "error rate" in decide(error_rate=0.011).reason
+    assert decide(error_rate=0.01).action == "promote"
+    # Judged against stable's own error rate, not zero.
+    worse_stable = canary_decision({**STABLE, "error_rate": 0.05}, {**GOOD, "error_rate": 0.055}, POLICY)
+    assert worse_stable.action == "promote"
+
+
+def test_p95_rule_both_directions():
+    assert decide(p95_ms=30.1).action == "rollback"
+    assert "p95" in decide(p95_ms=30.1).reason
+    assert decide(p95_ms=30.0).action == "promote"
+
+
+def test_kid_rule_both_directions_and_unmeasured():
+    assert decide(kid=0.031).action == "rollback"
+    assert "KID" in decide(kid=0.031).reason
+    assert decide(kid=0.029).action == "promote"
+    assert decide(kid=None).action == "promote" and "KID not measured" in decide(kid=None).reason
+
+
+def test_rules_apply_in_order():
+    # Errors are reported before latency and quality.
+    assert "error rate" in decide(error_rate=0.5, p95_ms=999, kid=1.0).reason
+
+
+@pytest.mark.parametrize("q,expected", [(50, 5), (95, 10), (99, 10), (0, 1)])
+def test_percentile_nearest_rank(q, expected):
+    assert percentile(list(range(10, 0, -1)), q) == expected
+
+
+def test_side_stats_from_access_log_records():
+    records = [{"side": "stable", "status": "200", "request_time": "0.010"},
+               {"side": "stable", "status": "502", "request_time": "0.030"},
+               {"side": "canary", "status": "200", "request_time": "0.020"}]
+    stats = side_stats(records)
+    assert stats["stable"]["requests"] == 2 and stats["stable"]["error_rate"] == 0.5
+    assert stats["stable"]["p95_ms"] == pytest.approx(30.0) and stats["canary"]["p50_ms"] == pytest.approx(20.0)
+    assert side_stats([])["canary"] == {"requests": 0, "errors": 0, "error_rate": None, "p50_ms": None,
+                                        "p95_ms": None, "p99_ms": None}
