@@ -51,6 +51,7 @@ bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_train.py
 	python bench/bench_inception.py
 	python bench/bench_quantize.py
+	python bench/bench_serving.py
 
 clean:
 	rm -rf data reports .scratch .dvc-remote
