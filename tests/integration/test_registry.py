@@ -137,7 +137,8 @@ def test_register_promote_refuse_and_load_the_champion(tiny, tmp_path, monkeypat
                 "--work", str(tiny / "work"), "--strict") == 1  # the CI gate form
 
     # v4: the champion's weights plus an int8 variant that cannot be evaluated: refused on both counts.
-    junk = tmp_path / "int8"
+    # Named like the pipeline's models/quantized: MLflow keeps the folder name, not the artifact key.
+    junk = tmp_path / "quantized"
     junk.mkdir()
     (junk / "model.bin").write_bytes(b"not a model")
     assert _register(tiny, "good", "--int8", str(junk)) == 0

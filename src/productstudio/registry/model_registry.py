@@ -208,6 +208,29 @@ def download(mv, dst: str | Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(dst)))
 
 
+def artifact_dir(model_dir: Path, key: str) -> Path | None:
+    """Where a pyfunc artifact landed in a downloaded MLflow model, or None. MLflow names the folder after
+    the logged directory (``models/quantized`` -> ``artifacts/quantized``), not after the key: read the
+    MLmodel's artifact map."""
+    import yaml
+
+    mlmodel = model_dir / "MLmodel"
+    if mlmodel.exists():
+        flavor = (yaml.safe_load(mlmodel.read_text()).get("flavors") or {}).get("python_function") or {}
+        entry = (flavor.get("artifacts") or {}).get(key)
+        if entry and (model_dir / entry["path"]).is_dir():
+            return model_dir / entry["path"]
+    fallback = model_dir / "artifacts" / key
+    return fallback if fallback.is_dir() else None
+
+
+def _generator_dir(model_dir: Path) -> Path:
+    found = artifact_dir(model_dir, "generator")
+    if found is None:
+        raise FileNotFoundError(f"{model_dir}: the registered model holds no generator artifact")
+    return found
+
+
 def load_registered(uri: str, device: str = "cpu"):
     """Load ``models:/<name>@<alias>`` (or ``/<version>``) with the library's loader: (Generator, info)."""
     from productstudio.models import load_generator
@@ -215,7 +238,7 @@ def load_registered(uri: str, device: str = "cpu"):
     mlflow_client = client()
     mv = resolve(uri, mlflow_client)
     with tempfile.TemporaryDirectory(prefix="productstudio-model-") as tmp:
-        generator, info = load_generator(download(mv, tmp) / "artifacts" / "generator", device)
+        generator, info = load_generator(_generator_dir(download(mv, tmp)), device)
     aliases = list(mlflow_client.get_model_version(mv.name, mv.version).aliases)
     return generator, {**info, "name": mv.name, "version": str(mv.version), "aliases": aliases, "run_id": mv.run_id,
                        "tags": dict(mv.tags)}
@@ -255,13 +278,14 @@ def _measure_version(mlflow_client, mv, params: Params, metric: str, real, cache
     seed, batch = params.evaluate.seed, params.evaluate.batch_size
     with tempfile.TemporaryDirectory(prefix="productstudio-model-") as tmp:
         model_dir = download(mv, tmp)
-        generator, info = load_generator(model_dir / "artifacts" / "generator", device)
-        key = judge.features_key(sha256_file(model_dir / "artifacts" / "generator" / WEIGHTS), metric, seed)
+        generator_dir = _generator_dir(model_dir)
+        generator, info = load_generator(generator_dir, device)
+        key = judge.features_key(sha256_file(generator_dir / WEIGHTS), metric, seed)
         gen = _features(mlflow_client, mv, generator, generator.config, key, cache, batch, device)
         report = judge.measure(gen, real_features, real_labels, info["categories"], metric, seed,
                                params.promote.bootstrap, real_protocol)
-        int8_dir = model_dir / "artifacts" / "int8"
-        if int8_dir.is_dir():
+        int8_dir = artifact_dir(model_dir, "int8")
+        if int8_dir is not None:
             try:
                 int8 = judge.load_int8(int8_dir)
                 key8 = {**key, "weights_sha256": directory_sha256(int8_dir), "variant": "int8"}

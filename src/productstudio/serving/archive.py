@@ -67,11 +67,11 @@ def build_archive(model_dir: str | Path, store: str | Path, name: str, variant: 
 def archive_from_registry(uri: str, store: str | Path, variant: str = "fp32", name: str | None = None) -> Path:
     """Download ``models:/<name>@<alias>`` (or ``/<version>``) and archive its fp32 or int8 weights.
     The archive is named after the registered model and versioned with the registry version."""
-    from productstudio.registry.model_registry import download, resolve
+    from productstudio.registry.model_registry import artifact_dir, download, resolve
 
     mv = resolve(uri)
     with tempfile.TemporaryDirectory(prefix="productstudio-model-") as tmp:
-        source = _artifact_dir(download(mv, tmp), "int8" if variant == "int8" else "generator")
+        source = artifact_dir(download(mv, tmp), "int8" if variant == "int8" else "generator")
         if source is None:
             raise FileNotFoundError(f"{uri} (version {mv.version}) has no {variant} variant registered")
         provenance = {"source": uri, "registry_uri": uri, "registry_name": mv.name, "registry_version": str(mv.version),
@@ -79,16 +79,3 @@ def archive_from_registry(uri: str, store: str | Path, variant: str = "fp32", na
         return build_archive(source, store, name or mv.name, variant, version=str(mv.version), provenance=provenance)
 
 
-def _artifact_dir(model_dir: Path, key: str) -> Path | None:
-    """Where a pyfunc artifact landed in a downloaded MLflow model. MLflow names the folder after the logged
-    directory (``models/quantized`` -> ``artifacts/quantized``), not after the key: read the MLmodel's map."""
-    import yaml
-
-    mlmodel = model_dir / "MLmodel"
-    if mlmodel.exists():
-        flavor = (yaml.safe_load(mlmodel.read_text()).get("flavors") or {}).get("python_function") or {}
-        entry = (flavor.get("artifacts") or {}).get(key)
-        if entry and (model_dir / entry["path"]).is_dir():
-            return model_dir / entry["path"]
-    fallback = model_dir / "artifacts" / key
-    return fallback if fallback.is_dir() else None
