@@ -244,6 +244,7 @@ class DeploySettings(_Section):
     min_requests: int = Field(default=100, ge=1)  # fewer canary requests than this: wait
     max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)  # canary 5xx rate - stable's
     max_p95_ratio: float = Field(default=1.5, gt=0)  # canary p95 latency / stable's
+    min_p95_increase_ms: float = Field(default=50.0, ge=0)  # ... and at least this much slower (p95 is noisy)
     kid_samples: int = Field(default=100, ge=0)  # images drawn from each side for KID; 0: no image check
     max_kid_increase: float = Field(default=0.01, ge=0)  # canary KID - stable KID vs the real test features
     # KServe: the .mar and config.properties are published under <prefix>/<model>/<version>/.

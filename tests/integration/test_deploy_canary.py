@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,9 @@ def test_split_status_rollback_promote(canary, capsys):
 
     seen = sides(canary, 1000)
     assert abs(seen["canary"] / 10 - 30) <= 5, seen
+    deadline = time.monotonic() + 10  # nginx writes a log line just after answering
+    while sum(deploy.deploy_status(state)["sides"][s]["requests"] for s in seen) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.1)
 
     assert main(["deploy", "status", "--state", state]) == 0
     table = capsys.readouterr().out
@@ -123,6 +127,8 @@ def test_split_status_rollback_promote(canary, capsys):
     assert status["sides"]["canary"]["requests"] == seen["canary"] and status["sides"]["stable"]["errors"] == 0
     assert status["sides"]["stable"]["p95_ms"] is not None
     assert status["sides"]["canary"]["torchserve"]["running"]
+    # TorchServe's own metric logs saw the predictions (every 50th request) too.
+    assert sum(status["sides"][side]["torchserve"]["requests"] for side in ("stable", "canary")) > 0
 
     # Analyze without Inception (KID is covered by the unit tests of the policy).
     result = deploy.analyze(canary["params"], state, samples=0)

@@ -5,9 +5,10 @@ import pytest
 from productstudio.config import DeploySettings
 from productstudio.serving.deploy import canary_decision, percentile, side_stats
 
-POLICY = DeploySettings(min_requests=100, max_error_rate_increase=0.01, max_p95_ratio=1.5, max_kid_increase=0.01)
-STABLE = {"requests": 900, "error_rate": 0.0, "p95_ms": 20.0, "kid": 0.020}
-GOOD = {"requests": 100, "error_rate": 0.005, "p95_ms": 29.0, "kid": 0.025}
+POLICY = DeploySettings(min_requests=100, max_error_rate_increase=0.01, max_p95_ratio=1.5, min_p95_increase_ms=50,
+                        max_kid_increase=0.01)
+STABLE = {"requests": 900, "error_rate": 0.0, "p95_ms": 200.0, "kid": 0.020}
+GOOD = {"requests": 100, "error_rate": 0.005, "p95_ms": 290.0, "kid": 0.025}
 
 
 def decide(**canary):
@@ -36,9 +37,13 @@ def test_error_rate_rule_both_directions():
 
 
 def test_p95_rule_both_directions():
-    assert decide(p95_ms=30.1).action == "rollback"
-    assert "p95" in decide(p95_ms=30.1).reason
-    assert decide(p95_ms=30.0).action == "promote"
+    assert decide(p95_ms=300.1).action == "rollback"
+    assert "p95" in decide(p95_ms=300.1).reason
+    assert decide(p95_ms=300.0).action == "promote"
+    # A fast service: 1.5x of 20 ms is noise below min_p95_increase_ms, not a regression.
+    fast = {**STABLE, "p95_ms": 20.0}
+    assert canary_decision(fast, {**GOOD, "p95_ms": 69.0}, POLICY).action == "promote"
+    assert canary_decision(fast, {**GOOD, "p95_ms": 70.1}, POLICY).action == "rollback"
 
 
 def test_kid_rule_both_directions_and_unmeasured():
@@ -50,7 +55,7 @@ def test_kid_rule_both_directions_and_unmeasured():
 
 def test_rules_apply_in_order():
     # Errors are reported before latency and quality.
-    assert "error rate" in decide(error_rate=0.5, p95_ms=999, kid=1.0).reason
+    assert "error rate" in decide(error_rate=0.5, p95_ms=9999, kid=1.0).reason
 
 
 @pytest.mark.parametrize("q,expected", [(50, 5), (95, 10), (99, 10), (0, 1)])
@@ -59,9 +64,11 @@ def test_percentile_nearest_rank(q, expected):
 
 
 def test_side_stats_from_access_log_records():
-    records = [{"side": "stable", "status": "200", "request_time": "0.010"},
-               {"side": "stable", "status": "502", "request_time": "0.030"},
-               {"side": "canary", "status": "200", "request_time": "0.020"}]
+    up = {"upstream": "127.0.0.1:8085"}
+    records = [{"side": "stable", "status": "200", "request_time": "0.010", **up},
+               {"side": "stable", "status": "502", "request_time": "0.030", **up},
+               {"side": "canary", "status": "200", "request_time": "0.020", **up},
+               {"side": "canary", "status": "401", "request_time": "0.000", "upstream": ""}]  # refused by nginx
     stats = side_stats(records)
     assert stats["stable"]["requests"] == 2 and stats["stable"]["error_rate"] == 0.5
     assert stats["stable"]["p95_ms"] == pytest.approx(30.0) and stats["canary"]["p50_ms"] == pytest.approx(20.0)

@@ -116,6 +116,12 @@ def load_deploy(state_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _record_percent(state_dir: str | Path, record: dict, percent: float) -> dict:
+    record = {**record, "percent": percent}
+    (Path(state_dir) / DEPLOY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def _running_proxy(state_dir: str | Path) -> CanaryProxy:
     load_deploy(state_dir)
     proxy = CanaryProxy(Path(state_dir) / "proxy")
@@ -148,10 +154,11 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def side_stats(records: list[dict]) -> dict:
-    """Per side: requests, 5xx errors, error rate and latency percentiles (ms) from nginx access-log records."""
+    """Per side: requests, 5xx errors, error rate and latency percentiles (ms) from nginx access-log records.
+    Requests nginx answered itself (no upstream: 401 wrong proxy key, 413 too large) reached neither side."""
     out = {}
     for side in SIDES:
-        mine = [r for r in records if r.get("side") == side]
+        mine = [r for r in records if r.get("side") == side and r.get("upstream")]
         times = [float(r["request_time"]) * 1000 for r in mine]
         errors = sum(1 for r in mine if str(r.get("status", "")).startswith("5"))
         out[side] = {"requests": len(mine), "errors": errors, "error_rate": errors / len(mine) if mine else None,
@@ -159,22 +166,26 @@ def side_stats(records: list[dict]) -> dict:
     return out
 
 
-_METRIC = re.compile(r'^(ts_\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
+_METRIC = re.compile(r" - (\w+)\.\w+:([0-9.eE+-]+)\|")
 
 
-def torchserve_metrics(metrics_url: str, timeout: float = 3.0) -> dict:
-    """TorchServe's frontend counters ({metric: value}, summed over labels); {} when unreachable."""
-    try:
-        with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=timeout) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    found: dict = {}
-    for line in text.splitlines():
-        match = _METRIC.match(line.strip())
-        if match:
-            found[match[1]] = found.get(match[1], 0.0) + float(match[3])
-    return found
+def torchserve_metrics(logs_dir: str | Path) -> dict:
+    """TorchServe's own view from its metric logs (metrics_mode 'log', the default: its Prometheus endpoint stays
+    empty): requests, 4xx/5xx, frontend latency and the handler's prediction time percentiles (ms)."""
+    values: dict = {}
+    for name in ("ts_metrics.log", "model_metrics.log"):
+        path = Path(logs_dir) / name
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                match = _METRIC.search(line)
+                if match:
+                    values.setdefault(match[1], []).append(float(match[2]))
+    latency = [v / 1000 for v in values.get("ts_inference_latency_microseconds", [])]
+    prediction = values.get("PredictionTime", [])
+    return {"requests": int(sum(values.get("ts_inference_requests_total", []))),
+            "errors_4xx": int(sum(values.get("Requests4XX", []))), "errors_5xx": int(sum(values.get("Requests5XX", []))),
+            "latency_p50_ms": percentile(latency, 50), "latency_p95_ms": percentile(latency, 95),
+            "prediction_p50_ms": percentile(prediction, 50), "prediction_p95_ms": percentile(prediction, 95)}
 
 
 def deploy_status(state_dir: str | Path, since: int = 0) -> dict:
@@ -183,10 +194,9 @@ def deploy_status(state_dir: str | Path, since: int = 0) -> dict:
     proxy = CanaryProxy(state / "proxy")
     stats = side_stats(proxy.records(since))
     for side in SIDES:
-        handle = server.load_handle(state / side)
         stats[side]["version"] = record[f"{side}_version"]
         stats[side]["torchserve"] = {"running": server._pid(state / side) is not None,
-                                     **({"metrics": torchserve_metrics(handle.metrics_url)} if handle else {})}
+                                     **torchserve_metrics(state / side / "logs")}
     running = proxy.pid() is not None
     return {**record, "running": running, "percent": proxy.settings()["percent"] if running else None, "sides": stats}
 
@@ -196,15 +206,18 @@ def format_status(status: dict) -> str:
         return "-" if value is None else f"{value:.1f}"
 
     lines = [f"canary of {status['model']}: {status['url']} ({'running' if status['running'] else 'stopped'}), "
-             f"{status['percent']} % to the challenger; client key in {status['key_file']}",
+             f"{'-' if status['percent'] is None else status['percent']} % to the challenger; client key in {status['key_file']}",
              f"{'side':<7} {'version':>7} {'requests':>9} {'errors':>7} {'err rate':>8} {'p50 ms':>8} {'p95 ms':>8} "
-             f"{'p99 ms':>8} {'TS requests':>12}"]
+             f"{'p99 ms':>8} {'TS requests':>12} {'TS 5xx':>7} {'TS p95 ms':>10} {'model p95 ms':>13}"]
     for side in SIDES:
         s = status["sides"][side]
-        ts = s["torchserve"].get("metrics", {}).get("ts_inference_requests_total")
+        ts = s["torchserve"]
         rate = "-" if s["error_rate"] is None else f"{s['error_rate']:.2%}"
         lines.append(f"{side:<7} {s['version']:>7} {s['requests']:>9} {s['errors']:>7} {rate:>8} {ms(s['p50_ms']):>8} "
-                     f"{ms(s['p95_ms']):>8} {ms(s['p99_ms']):>8} {'-' if ts is None else int(ts):>12}")
+                     f"{ms(s['p95_ms']):>8} {ms(s['p99_ms']):>8} {ts['requests']:>12} {ts['errors_5xx']:>7} "
+                     f"{ms(ts['latency_p95_ms']):>10} {ms(ts['prediction_p95_ms']):>13}")
+    lines.append("requests/errors/p* from nginx's access log (since the canary started); TS: TorchServe's metric logs "
+                 "(predictions only, not /ping); model: the handler's prediction time")
     return "\n".join(lines)
 
 
@@ -227,9 +240,10 @@ def canary_decision(stable: dict, canary: dict, policy: DeploySettings) -> Canar
     if error_gap > policy.max_error_rate_increase:
         return CanaryDecision("rollback", f"canary error rate {canary['error_rate']:.2%} exceeds stable's "
                                           f"{stable['error_rate'] or 0:.2%} by more than {policy.max_error_rate_increase:.2%}")
-    if canary["p95_ms"] is not None and stable["p95_ms"] and canary["p95_ms"] > policy.max_p95_ratio * stable["p95_ms"]:
+    if (canary["p95_ms"] is not None and stable["p95_ms"] and canary["p95_ms"] > policy.max_p95_ratio * stable["p95_ms"]
+            and canary["p95_ms"] - stable["p95_ms"] > policy.min_p95_increase_ms):
         return CanaryDecision("rollback", f"canary p95 {canary['p95_ms']:.1f} ms is over {policy.max_p95_ratio:g}x "
-                                          f"stable's {stable['p95_ms']:.1f} ms")
+                                          f"stable's {stable['p95_ms']:.1f} ms (and {policy.min_p95_increase_ms:g} ms)")
     kid_known = canary.get("kid") is not None and stable.get("kid") is not None
     if kid_known and canary["kid"] - stable["kid"] > policy.max_kid_increase:
         return CanaryDecision("rollback", f"canary KID {canary['kid']:.4f} exceeds stable's {stable['kid']:.4f} "
@@ -313,7 +327,7 @@ def promote(state_dir: str | Path) -> dict:
     record = load_deploy(state_dir)
     _running_proxy(state_dir).set_percent(100)
     client().set_registered_model_alias(record["registered_model"], CHAMPION, record["canary_version"])
-    return {**record, "percent": 100, "champion": record["canary_version"]}
+    return {**_record_percent(state_dir, record, 100), "champion": record["canary_version"]}
 
 
 def rollback(state_dir: str | Path, reason: str = "manual rollback") -> dict:
@@ -324,4 +338,4 @@ def rollback(state_dir: str | Path, reason: str = "manual rollback") -> dict:
     _running_proxy(state_dir).set_percent(0)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     client().set_model_version_tag(record["registered_model"], record["canary_version"], ROLLBACK_TAG, f"{when}: {reason}")
-    return {**record, "percent": 0, "champion": record["stable_version"]}
+    return {**_record_percent(state_dir, record, 0), "champion": record["stable_version"]}
