@@ -38,7 +38,7 @@ serve-stop:  ## stop what 'make serve' started
 	productstudio serve stop
 
 test: install nginx  ## the whole suite, slow end-to-end tests included
-	bash scripts/pytest-strict tests
+	bash scripts/pytest-strict tests --durations=25
 
 test-fast: install  ## unit tests only
 	bash scripts/pytest-strict tests -m "not slow"
