@@ -22,12 +22,13 @@ import csv
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from productstudio.serving.server import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = '''
@@ -48,15 +49,6 @@ class Client(FastHttpUser):  # geventhttpclient: the load generator must not be 
                          headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
 '''
 
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def raw_throughput(generator_dir: Path, batch_size: int, threads: int, seconds: float = 3.0) -> float:

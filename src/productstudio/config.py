@@ -21,6 +21,14 @@ class ParamsError(ValueError):
     """A params.yaml problem, phrased as a single line for the terminal."""
 
 
+def _check_metric_names(names: list[str]) -> list[str]:
+    from productstudio.metrics.names import parse_metric  # torch-free: params load fast
+
+    for name in names:
+        parse_metric(name)
+    return names
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -124,11 +132,7 @@ class EvaluateSettings(_Section):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, names: list[str]) -> list[str]:
-        from productstudio.metrics.names import parse_metric  # torch-free: params load fast
-
-        for name in names:
-            parse_metric(name)
-        return names
+        return _check_metric_names(names)
 
 
 class QuantizeSettings(_Section):
@@ -158,11 +162,7 @@ class QuantizeSettings(_Section):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, names: list[str]) -> list[str]:
-        from productstudio.metrics.names import parse_metric
-
-        for name in names:
-            parse_metric(name)
-        return names
+        return _check_metric_names(names)
 
     @model_validator(mode="after")
     def _prune_amount_given(self) -> "QuantizeSettings":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -12,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from productstudio.serving.server import free_ports as _free_ports
 from productstudio.cli import main
 from productstudio.config import load_params
 from productstudio.models import save_generator
@@ -23,15 +23,6 @@ pytestmark = pytest.mark.slow
 NAME = "product-studio-generator"
 CATEGORIES = [f"item{i}" for i in range(10)]
 
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")

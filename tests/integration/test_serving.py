@@ -4,7 +4,6 @@ import base64
 import io
 import json
 import re
-import socket
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from PIL import Image
 
+from productstudio.serving.server import free_ports as _free_ports
 from productstudio.config import ServeSettings
 from productstudio.models import save_generator
 from productstudio.models.gan import GANConfig, Generator
@@ -22,15 +22,6 @@ from productstudio.serving.archive import build_archive
 pytestmark = pytest.mark.slow
 CATEGORIES = [f"item{i}" for i in range(10)]
 
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _settings(**overrides) -> ServeSettings:

@@ -246,3 +246,16 @@ def status(state_dir: str | Path) -> dict:
     return {"model": handle.model, "running": pid is not None, "pid": pid, "healthy": pid is not None and ping(handle),
             "model_ready": pid is not None and model_ready(handle), "inference_url": handle.inference_url,
             "predict_url": handle.predict_url, "key_file": str(handle.key_file)}
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (held open together so none is handed out twice)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
