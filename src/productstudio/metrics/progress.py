@@ -22,14 +22,13 @@ class TrainingKID:
         from productstudio.metrics.registry import RealStatsCache
 
         cache = RealStatsCache(real_stats_dir, device=str(device), batch_size=batch_size, progress=False)
-        entry = cache.lookup(data_version, SPLIT, 1)  # the largest entry for this data version
-        if entry is None:
+        # Only read: the cache belongs to the real_stats stage (a DVC output).
+        self.real = cache.largest(data_version, SPLIT)
+        if self.real is None:
             raise FileNotFoundError(
                 f"{real_stats_dir}: no cached real {SPLIT} features for data version {data_version[:12]} "
                 "(run 'productstudio real-stats' first)"
             )
-        # Only read: the cache belongs to the real_stats stage (a DVC output).
-        self.real = np.load(Path(entry) / "features.npy", allow_pickle=False).astype(np.float64)
         self.samples, self.seed, self.device, self.batch_size = samples, seed, device, batch_size
         self.name = f"kid{samples}_{SPLIT}"
 

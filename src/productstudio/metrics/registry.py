@@ -112,6 +112,13 @@ class RealStatsCache:
                 return folder
         return None
 
+    def largest(self, data_version: str, split: str) -> np.ndarray | None:
+        """Features (n, 2048) float64 of the largest entry for this split, or None; never computes."""
+        entries = self._entries(self.key(data_version, split))
+        if not entries:
+            return None
+        return np.load(entries[0][2] / "features.npy", allow_pickle=False).astype(np.float64)
+
     def features(
         self,
         images: np.ndarray | Callable[[], np.ndarray],
