@@ -9,14 +9,21 @@ from components import COMPONENT_OPTIONS
 def train(
     params_yaml: str,
     dataset: dsl.Input[dsl.Dataset],
+    stats: dsl.Input[dsl.Artifact],
     model: dsl.Output[dsl.Model],
     loss: dsl.Output[dsl.Artifact],
+    baseline: bool = False,
     mlflow_tracking_uri: str = "",
 ):
-    """Train on ``dataset`` (params ``train`` section) into ``model``; the loss curve CSV goes to ``loss``.
+    """Train on ``dataset`` (params ``train`` section) into ``model``; the curves go to ``loss``.
 
     ``model`` is the training directory: ``generator/`` (what evaluation and serving load), ``samples/``,
-    ``checkpoints/`` and ``manifest.json``. ``loss`` holds ``train_loss.csv`` (what DVC plots).
+    ``checkpoints/`` and ``manifest.json``. ``loss`` holds ``train_loss.csv`` and, every ``train.kid_every``
+    steps, ``train_kid.csv``: KID of EMA samples against ``stats`` (the real-stats task's cached test
+    features), the time-to-quality curve; the same files DVC plots.
+
+    ``baseline``: train the baseline instead, ``train`` overlaid with ``baseline`` (default: a CVAE),
+    as ``productstudio train --baseline`` does.
 
     MLflow: a cluster may have no tracking server, so nothing is logged unless ``mlflow_tracking_uri``
     is given; then it becomes the task's ``MLFLOW_TRACKING_URI`` and the run id lands in the model's
@@ -33,7 +40,9 @@ def train(
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
-    manifest = run_train(params.train, Path(dataset.path), Path(model.path), Path(loss.path), track=bool(mlflow_tracking_uri))
+    settings = params.baseline_train if baseline else params.train
+    manifest = run_train(settings, Path(dataset.path), Path(model.path), Path(loss.path), track=bool(mlflow_tracking_uri),
+                         real_stats_dir=Path(stats.path))
     summary = manifest["summary"]
     model.metadata["kind"] = manifest["params"]["model"]
     model.metadata["steps"] = summary["steps"]

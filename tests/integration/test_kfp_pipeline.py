@@ -1,7 +1,7 @@
 """The KFP door: the committed pipeline package is fresh and loadable, and the pipeline really runs.
 
-The slow tests run the whole pipeline (ingest -> validate -> preprocess -> train, classifier,
-real-stats -> evaluate) with kfp.local's SubprocessRunner (every task a subprocess of this interpreter)
+The slow tests run the whole pipeline (ingest -> validate -> preprocess -> classifier, real-stats ->
+train, train-baseline -> evaluate, evaluate-baseline, quantize -> register, promote) with kfp.local's SubprocessRunner (every task a subprocess of this interpreter)
 on 20 Fashion-MNIST items per category and split, with tiny train and evaluate settings, and check the
 artifacts the library wrote.
 """
@@ -25,14 +25,16 @@ LIMIT = 20
 # Tiny settings so the whole run stays around two minutes on two busy cores.
 TINY_TRAIN = {
     "max_steps": 20, "g_width": 8, "d_width": 8, "latent_dim": 16, "batch_size": 16,
-    "log_every": 5, "checkpoint_every": 10, "sample_every": 10,
+    "log_every": 5, "checkpoint_every": 10, "sample_every": 10, "kid_every": 10, "kid_samples": 10,
 }
+TINY_BASELINE = {"model": "cvae", "max_steps": 10}
 TINY_EVALUATE = {
     "metrics": ["fid20_test", "kid20_test"], "kid_subset_size": 10, "kid_subsets": 5,
     "per_category": False, "classifier_epochs": 1,
 }
 TINY_QUANTIZE = {"metrics": ["fid20_test"], "psnr_samples": 20, "calibration_samples": 64, "timing_rounds": 2}
-TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate", "register", "promote", "quantize"}
+TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate", "register", "promote", "quantize",
+         "train-2", "evaluate-2"}  # KFP names a component's second task "<name>-2": the baseline's
 
 
 def test_committed_yaml_is_fresh(tmp_path):
@@ -65,7 +67,7 @@ def test_committed_yaml_loads_back():
     assert spec.inputs["params_yaml"].default == ""
     assert spec.inputs["quarantine"].default is False
     assert spec.inputs["mlflow_tracking_uri"].default == "", "MLflow must be off unless asked for"
-    assert set(spec.outputs) == {"dataset", "validation", "model", "evaluation", "quantized"}
+    assert set(spec.outputs) == {"dataset", "validation", "model", "evaluation", "quantized", "baseline_evaluation"}
 
     document = yaml.safe_load(COMMITTED_YAML.read_text())
     tasks = document["root"]["dag"]["tasks"]
@@ -73,22 +75,27 @@ def test_committed_yaml_loads_back():
     assert "dependentTasks" not in tasks["ingest"]
     assert tasks["validate"]["dependentTasks"] == ["ingest"]
     assert sorted(tasks["preprocess"]["dependentTasks"]) == ["ingest", "validate"]
-    # train, classifier and real-stats hang off preprocess only (so they can run in parallel) ...
-    for name in ("train", "train-classifier", "real-stats"):
+    # classifier and real-stats hang off preprocess only (so they can run in parallel) ...
+    for name in ("train-classifier", "real-stats"):
         assert tasks[name]["dependentTasks"] == ["preprocess"], name
-    # ... and evaluate waits for all three.
-    assert sorted(tasks["evaluate"]["dependentTasks"]) == ["preprocess", "real-stats", "train", "train-classifier"]
-    evaluate_inputs = tasks["evaluate"]["inputs"]["artifacts"]
-    assert {k: v["taskOutputArtifact"]["producerTask"] for k, v in evaluate_inputs.items()} == {
-        "model": "train", "dataset": "preprocess", "classifier": "train-classifier", "stats": "real-stats",
-    }
+    # ... both trainings also wait for real-stats (KID during training), and evaluate for all three.
+    for train_task, evaluate_task, name in (("train", "evaluate", "train"), ("train-2", "evaluate-2", "train-baseline")):
+        assert tasks[train_task]["taskInfo"]["name"] == name
+        assert sorted(tasks[train_task]["dependentTasks"]) == ["preprocess", "real-stats"], train_task
+        assert sorted(tasks[evaluate_task]["dependentTasks"]) == ["preprocess", "real-stats", train_task, "train-classifier"]
+        evaluate_inputs = tasks[evaluate_task]["inputs"]["artifacts"]
+        assert {k: v["taskOutputArtifact"]["producerTask"] for k, v in evaluate_inputs.items()} == {
+            "model": train_task, "dataset": "preprocess", "classifier": "train-classifier", "stats": "real-stats",
+        }
+    assert tasks["train-2"]["inputs"]["parameters"]["baseline"]["runtimeValue"]["constant"] is True
+    assert "baseline" not in tasks["train"]["inputs"]["parameters"]  # the component's default: the GAN
     # register after evaluate (and train), promote after register, on the same cached real features.
     assert sorted(tasks["register"]["dependentTasks"]) == ["evaluate", "preprocess", "quantize", "train"]
     assert sorted(tasks["promote"]["dependentTasks"]) == ["preprocess", "real-stats", "register"]
     outputs = document["root"]["dag"]["outputs"]["artifacts"]
     assert {k: v["artifactSelectors"][0]["producerSubtask"] for k, v in outputs.items()} == {
         "dataset": "preprocess", "validation": "validate", "model": "train", "evaluation": "evaluate",
-        "quantized": "quantize",
+        "quantized": "quantize", "baseline_evaluation": "evaluate-2",
     }
     # quantize needs the trained generator and the cached real features only.
     assert sorted(tasks["quantize"]["dependentTasks"]) == ["preprocess", "real-stats", "train"]
@@ -125,6 +132,7 @@ def _params(tmp_path: Path, **validate) -> Path:
         "validate": {"max_leak_fraction": 0.01, **validate},
         "preprocess": {"image_size": 28, "mode": "L", "seed": 0},
         "train": TINY_TRAIN,
+        "baseline": TINY_BASELINE,
         "evaluate": TINY_EVALUATE,
         "quantize": TINY_QUANTIZE,
     }
@@ -142,7 +150,7 @@ def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     root = tmp_path / "run"
     outputs = run_local(_params(tmp_path), root)
 
-    assert set(outputs) == {"dataset", "validation", "model", "evaluation", "quantized"}
+    assert set(outputs) == {"dataset", "validation", "model", "evaluation", "quantized", "baseline_evaluation"}
     for path in outputs.values():
         assert Path(path).is_relative_to(root / "outputs"), "artifacts must land under the pipeline root"
 
@@ -193,6 +201,11 @@ def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     rows = loss_csv.read_text().splitlines()
     assert rows[0].startswith("step,loss_d,loss_g")
     assert len(rows) == 1 + TINY_TRAIN["max_steps"] // TINY_TRAIN["log_every"]
+    # KID of EMA samples against the real-stats task's features, every kid_every steps.
+    kid_rows = [row.split(",") for row in (loss_csv.parent / "train_kid.csv").read_text().splitlines()]
+    assert kid_rows[0][:3] == ["step", "train_minutes", "kid"]
+    assert [int(row[0]) for row in kid_rows[1:]] == [10, 20]
+    assert all(math.isfinite(float(row[2])) for row in kid_rows[1:])
     assert not list(tmp_path.glob("mlflow.db")) and not (tmp_path / "mlruns").exists()
 
     # train-classifier and real-stats, which evaluate consumed.
@@ -221,6 +234,15 @@ def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     (executor_output,) = (root / "outputs").glob("*/evaluate/executor_output.json")
     logged = json.loads(executor_output.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert logged == pytest.approx(metrics)
+
+    # train-baseline and evaluate-baseline: the CVAE, judged on the same protocol, with its reconstructions.
+    (baseline_manifest,) = (root / "outputs").glob("*/train-2/model/manifest.json")
+    baseline = json.loads(baseline_manifest.read_text())
+    assert baseline["params"]["model"] == "cvae" and baseline["summary"]["steps"] == TINY_BASELINE["max_steps"]
+    assert baseline["params"]["g_width"] == TINY_TRAIN["g_width"], "the baseline is 'train' overlaid with 'baseline'"
+    baseline_metrics = json.loads((Path(outputs["baseline_evaluation"]) / "metrics.json").read_text())
+    assert set(metrics) <= set(baseline_metrics)
+    assert 0 < baseline_metrics["psnr_test_recon"] < 60 and 0 < baseline_metrics["ssim_test_recon"] <= 1
 
     # quantize: the int8 model loads with the library's loader and its report sits beside it.
     from productstudio.quantization import load_quantized
