@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from productstudio import __version__
@@ -276,6 +277,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.action == "stop":
         print("TorchServe stopped" if server.stop(args.state) else f"no TorchServe running from {args.state}")
         return 0
+    if args.action == "renew-keys":
+        handle = server.load_handle(args.state)
+        if handle is None or not server.status(args.state)["running"]:
+            raise RuntimeError(f"no TorchServe running from {args.state} (productstudio serve start)")
+        for kind in ("inference", "management"):
+            server.renew_key(handle, kind)
+        expiry = server.key_expiry(handle)
+        print(f"new inference and management keys in {handle.key_file} (expire: inference {expiry.get('inference')}, "
+              f"management {expiry.get('management')})")
+        return 0
     if args.action == "status":
         state = server.status(args.state)
         for key, value in state.items():
@@ -288,7 +299,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"TorchServe serves {handle.model}: {handle.predict_url} (management {handle.management_url}, "
           f"metrics {handle.metrics_url}), batches of up to {settings.batch_size} within {settings.max_batch_delay_ms} ms")
     print(f"token authorization is on: keys in {handle.key_file} (inference, management; they expire after {settings.token_expiration_min} min, "
-          f"the 'API' key renews them). Example:")
+          f"'productstudio serve renew-keys' renews them). Example:")
     print(f"  {handle.curl_example()}")
     print(f"logs in {handle.state_dir / 'logs'}; stop with: productstudio serve stop --state {args.state}")
     return 0
@@ -409,6 +420,20 @@ def cmd_deploy_rollback(args: argparse.Namespace) -> int:
     print(f"all traffic to v{result['stable_version']} (champion unchanged); v{result['canary_version']} tagged "
           f"{deploy.ROLLBACK_TAG}")
     return 0
+
+
+def cmd_deploy_renew_keys(args: argparse.Namespace) -> int:
+    from productstudio.serving import deploy
+
+    if args.every is not None and args.every <= 0:
+        raise ValueError(f"--every {args.every}: must be a positive number of minutes")
+    while True:
+        result = deploy.renew_keys(args.state)
+        expiry = ", ".join(f"{side} {times.get('inference')}" for side, times in result["expiry"].items())
+        print(f"{result['renewed_at']}: new TorchServe keys handed to nginx; inference keys expire: {expiry}", flush=True)
+        if not args.every:
+            return 0
+        time.sleep(args.every * 60)
 
 
 def cmd_deploy_stop(args: argparse.Namespace) -> int:
@@ -639,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
         "store, model registration off) and run TorchServe in the background until the model is ready. The "
         "tokens are in STATE/key_file.json; send 'Authorization: Bearer <inference key>'.",
     )
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("action", choices=["start", "stop", "status", "renew-keys"],
+                   help="renew-keys: new inference and management keys (they expire after serve.token_expiration_min)")
     _params_arg(p)
     p.add_argument("--state", default=".scratch/serve", type=Path, help="config, keys, logs, model store (default: %(default)s)")
     p.add_argument("--mar", type=Path, help="archive to serve (default: STATE/model-store/<model name>.mar)")
@@ -724,6 +750,14 @@ def build_parser() -> argparse.ArgumentParser:
     state_arg(p)
     p.add_argument("--reason", default="manual rollback", help="recorded in the tag (default: %(default)s)")
     p.set_defaults(func=cmd_deploy_rollback)
+    p = deploy_steps.add_parser(
+        "renew-keys", help="new TorchServe tokens for both sides, handed to nginx (run before serve.token_expiration_min)",
+        description="TorchServe's inference and management keys expire after serve.token_expiration_min (60 by default). "
+        "This asks each TorchServe for new ones (with its non-expiring API key) and reloads nginx with them; clients keep "
+        "the proxy's key. With --every it repeats until interrupted (e.g. --every 45 for 60-minute keys).")
+    state_arg(p)
+    p.add_argument("--every", type=float, help="repeat every this many minutes (default: once)")
+    p.set_defaults(func=cmd_deploy_renew_keys)
     p = deploy_steps.add_parser("stop", help="stop nginx and both TorchServe instances")
     state_arg(p)
     p.set_defaults(func=cmd_deploy_stop)

@@ -125,6 +125,17 @@ def test_split_status_rollback_promote(canary, capsys):
     result = deploy.analyze(canary["params"], state, samples=0)
     assert result["recommendation"] in ("promote", "rollback") and result["reason"]
 
+    # New TorchServe tokens on both sides, handed to nginx: the old ones stop working, clients notice nothing
+    # (the rollback and promote below send requests to each side with the new tokens).
+    old = {side: json.loads((canary["state"] / side / "key_file.json").read_text())["inference"]["key"] for side in ("stable", "canary")}
+    assert main(["deploy", "renew-keys", "--state", state]) == 0
+    assert "new TorchServe keys handed to nginx" in capsys.readouterr().out
+    stable_handle = deploy.server.load_handle(canary["state"] / "stable")
+    assert stable_handle.inference_key != old["stable"]
+    assert call(stable_handle.inference_url + "/ping", old["stable"])[0] == 400  # TorchServe refuses the old token
+    after = sides(canary, 40, predict_every=5)  # every request answered 200 (sides checks), on both sides
+    assert after["stable"] > 0 and after["canary"] > 0, after
+
     assert main(["deploy", "rollback", "--state", state, "--reason", "test"]) == 0
     assert sides(canary, 200) == {"stable": 200, "canary": 0}
     client = canary["client"]

@@ -18,6 +18,7 @@ from productstudio.models import save_generator
 from productstudio.models.gan import GANConfig, Generator
 from productstudio.serving import server
 from productstudio.serving.archive import build_archive
+from productstudio.cli import main
 
 pytestmark = pytest.mark.slow
 CATEGORIES = [f"item{i}" for i in range(10)]
@@ -152,6 +153,17 @@ def test_bad_request_in_a_batch_does_not_fail_the_others(served):
     for body, (status, _, answer) in zip(bodies, results):
         if status == 200:
             assert json.loads(answer)["seeds"] == [body["seed"]]
+
+
+def test_renewed_keys_replace_the_old_ones(served, capsys):
+    old = served.keys()
+    assert main(["serve", "renew-keys", "--state", str(served.state_dir)]) == 0
+    assert "new inference and management keys" in capsys.readouterr().out
+    new = served.keys()
+    assert new["inference"] != old["inference"] and new["management"] != old["management"] and new["API"] == old["API"]
+    assert post(served, {"category": 1}, {"Authorization": f"Bearer {old['inference']}"}, key=False)[0] == 400
+    assert_good(served)  # with the new key (post reads the key file)
+    assert server.model_ready(served)  # the new management key works too
 
 
 def test_stop_leaves_no_process(served):

@@ -299,13 +299,23 @@ class CanaryProxy:
 
     def set_percent(self, percent: float) -> None:
         """Change the share of the challenger with a graceful reload (0 = rollback, 100 = promote)."""
+        self._reload(percent=_percent(percent))
+
+    def set_upstream_keys(self, upstream_keys: dict) -> None:
+        """Hand nginx each side's new TorchServe token (graceful reload; the client key stays)."""
+        if not self.settings().get("client_key"):
+            raise RuntimeError(f"the canary proxy in {self.state_dir} passes the client's token through: no keys to set")
+        self._reload(upstream_keys=upstream_keys)
+
+    def _reload(self, **changes) -> None:
         master = self.pid()
         if not master:
             raise RuntimeError(f"no canary proxy runs from {self.state_dir}")
         old_workers = self._workers(master)
-        self._write({**self.settings(), "percent": _percent(percent)})
+        settings = {**self.settings(), **changes}
+        self._write(settings)
         os.kill(master, signal.SIGHUP)  # what 'nginx -s reload' sends
-        self._wait_for(_percent(percent), old_workers)
+        self._wait_for(settings["percent"], old_workers)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGQUIT), then SIGTERM if it lingers; a no-op when nothing runs."""

@@ -4,6 +4,7 @@
     deploy_status(".scratch/deploy")                      # per side: requests, error rate, p50/p95/p99, TorchServe counters
     analyze(params, ".scratch/deploy")                    # error rate, p95, KID -> promote | rollback | wait
     promote(".scratch/deploy") / rollback(".scratch/deploy")
+    renew_keys(".scratch/deploy")                         # before TorchServe's tokens expire
     stop_canary(".scratch/deploy")
 
 Layout of the state directory: ``stable/`` and ``canary/`` (TorchServe state dirs, see server.py), ``proxy/``
@@ -11,7 +12,8 @@ Layout of the state directory: ``stable/`` and ``canary/`` (TorchServe state dir
 
 Two TorchServe instances have two sets of tokens, so nginx checks one client key of its own
 (``proxy/client_key``) and sends each side its own inference token. TorchServe's tokens expire after
-serve.token_expiration_min: restart the canary (stop, canary) to renew them.
+serve.token_expiration_min: ``renew_keys`` (``productstudio deploy renew-keys [--every MIN]``) gets new ones
+from each TorchServe and hands them to nginx with a graceful reload; clients keep their key.
 """
 
 from __future__ import annotations
@@ -107,6 +109,29 @@ def start_canary(params: Params, state_dir: str | Path, percent: float, archives
               "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (state / DEPLOY_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def renew_keys(state_dir: str | Path) -> dict:
+    """New inference and management tokens from both TorchServe instances; nginx gets the inference ones
+    with a graceful reload. Returns when each side's keys now expire.
+
+    Requests that nginx forwards between a side's renewal and the reload still carry that side's old
+    token and get TorchServe's 400: a window of milliseconds, once per renewal, which is far better
+    than every request failing once the token expires.
+    """
+    state = Path(state_dir)
+    proxy = _running_proxy(state)
+    inference, expiry = {}, {}
+    for side in SIDES:
+        handle = server.load_handle(state / side)
+        if handle is None or server._pid(state / side) is None:
+            raise RuntimeError(f"TorchServe for the {side} side in {state / side} is not running (productstudio deploy canary)")
+        server.renew_key(handle, "management")
+        inference[side] = server.renew_key(handle, "inference")
+    proxy.set_upstream_keys(inference)
+    for side in SIDES:
+        expiry[side] = server.key_expiry(server.load_handle(state / side))
+    return {"renewed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "expiry": expiry}
 
 
 def load_deploy(state_dir: str | Path) -> dict:

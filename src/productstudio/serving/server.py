@@ -158,6 +158,35 @@ def ping(handle: ServerHandle, timeout: float = 2.0) -> bool:
         return False
 
 
+def renew_key(handle: ServerHandle, kind: str = "inference", timeout: float = 10.0) -> str:
+    """A fresh ``kind`` token ("inference" or "management"); returns it.
+
+    TorchServe's keys expire after ``token_expiration_min``. Its management API hands out a new one for
+    the non-expiring "API" key (GET /token?type=...) and rewrites key_file.json; the old one stops
+    working at once.
+    """
+    if kind not in ("inference", "management"):
+        raise ValueError(f"unknown token kind {kind!r} (inference or management)")
+    keys = handle.keys()
+    request = urllib.request.Request(f"{handle.management_url}/token?type={kind}",
+                                     headers={"Authorization": f"Bearer {keys['API']}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"TorchServe refused a new {kind} key: HTTP {error.code} {error.read()[:200]!r}") from None
+    renewed = handle.keys()[kind]
+    if renewed == keys[kind]:
+        raise RuntimeError(f"TorchServe answered but {handle.key_file} still holds the old {kind} key")
+    return renewed
+
+
+def key_expiry(handle: ServerHandle) -> dict:
+    """{"inference": "<expiration time>", "management": ...} as TorchServe records them in key_file.json."""
+    raw = json.loads(handle.key_file.read_text())
+    return {kind: entry.get("expiration time") for kind, entry in raw.items() if isinstance(entry, dict) and kind != "API"}
+
+
 def model_ready(handle: ServerHandle, timeout: float = 2.0) -> bool:
     """True once a worker of the model is READY (asked of the management API, with its token)."""
     try:
