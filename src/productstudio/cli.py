@@ -281,8 +281,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         handle = server.load_handle(args.state)
         if handle is None or not server.status(args.state)["running"]:
             raise RuntimeError(f"no TorchServe running from {args.state} (productstudio serve start)")
-        for kind in ("inference", "management"):
-            server.renew_key(handle, kind)
+        server.renew_keys(handle)
         expiry = server.key_expiry(handle)
         print(f"new inference and management keys in {handle.key_file} (expire: inference {expiry.get('inference')}, "
               f"management {expiry.get('management')})")

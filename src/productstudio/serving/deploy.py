@@ -126,8 +126,7 @@ def renew_keys(state_dir: str | Path) -> dict:
         handle = server.load_handle(state / side)
         if handle is None or server._pid(state / side) is None:
             raise RuntimeError(f"TorchServe for the {side} side in {state / side} is not running (productstudio deploy canary)")
-        server.renew_key(handle, "management")
-        inference[side] = server.renew_key(handle, "inference")
+        inference[side] = server.renew_keys(handle)["inference"]
     proxy.set_upstream_keys(inference)
     for side in SIDES:
         expiry[side] = server.key_expiry(server.load_handle(state / side))

@@ -181,6 +181,11 @@ def renew_key(handle: ServerHandle, kind: str = "inference", timeout: float = 10
     return renewed
 
 
+def renew_keys(handle: ServerHandle) -> dict:
+    """New inference and management keys: {"inference": ..., "management": ...}."""
+    return {kind: renew_key(handle, kind) for kind in ("management", "inference")}
+
+
 def key_expiry(handle: ServerHandle) -> dict:
     """{"inference": "<expiration time>", "management": ...} as TorchServe records them in key_file.json."""
     raw = json.loads(handle.key_file.read_text())
