@@ -278,9 +278,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("TorchServe stopped" if server.stop(args.state) else f"no TorchServe running from {args.state}")
         return 0
     if args.action == "renew-keys":
-        handle = server.load_handle(args.state)
-        if handle is None or not server.status(args.state)["running"]:
-            raise RuntimeError(f"no TorchServe running from {args.state} (productstudio serve start)")
+        handle = server.running_handle(args.state)
         server.renew_keys(handle)
         expiry = server.key_expiry(handle)
         print(f"new inference and management keys in {handle.key_file} (expire: inference {expiry.get('inference')}, "

@@ -16,7 +16,7 @@ from productstudio.cli import main
 from productstudio.config import load_params
 from productstudio.models import save_generator
 from productstudio.models.gan import GANConfig, Generator
-from productstudio.serving import deploy
+from productstudio.serving import deploy, server
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -130,7 +130,7 @@ def test_split_status_rollback_promote(canary, capsys):
     old = {side: json.loads((canary["state"] / side / "key_file.json").read_text())["inference"]["key"] for side in ("stable", "canary")}
     assert main(["deploy", "renew-keys", "--state", state]) == 0
     assert "new TorchServe keys handed to nginx" in capsys.readouterr().out
-    stable_handle = deploy.server.load_handle(canary["state"] / "stable")
+    stable_handle = server.running_handle(canary["state"] / "stable")
     assert stable_handle.inference_key != old["stable"]
     assert call(stable_handle.inference_url + "/ping", old["stable"])[0] == 400  # TorchServe refuses the old token
     after = sides(canary, 40, predict_every=5)  # every request answered 200 (sides checks), on both sides

@@ -121,16 +121,10 @@ def renew_keys(state_dir: str | Path) -> dict:
     """
     state = Path(state_dir)
     proxy = _running_proxy(state)
-    inference, expiry = {}, {}
-    for side in SIDES:
-        handle = server.load_handle(state / side)
-        if handle is None or server._pid(state / side) is None:
-            raise RuntimeError(f"TorchServe for the {side} side in {state / side} is not running (productstudio deploy canary)")
-        inference[side] = server.renew_keys(handle)["inference"]
-    proxy.set_upstream_keys(inference)
-    for side in SIDES:
-        expiry[side] = server.key_expiry(server.load_handle(state / side))
-    return {"renewed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "expiry": expiry}
+    handles = {side: server.running_handle(state / side) for side in SIDES}
+    proxy.set_upstream_keys({side: server.renew_keys(handle)["inference"] for side, handle in handles.items()})
+    return {"renewed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "expiry": {side: server.key_expiry(handle) for side, handle in handles.items()}}
 
 
 def load_deploy(state_dir: str | Path) -> dict:

@@ -181,6 +181,14 @@ def renew_key(handle: ServerHandle, kind: str = "inference", timeout: float = 10
     return renewed
 
 
+def running_handle(state_dir: str | Path) -> ServerHandle:
+    """The handle of the TorchServe running from ``state_dir``; RuntimeError when none runs."""
+    handle = load_handle(state_dir)
+    if handle is None or _pid(handle.state_dir) is None:
+        raise RuntimeError(f"no TorchServe running from {state_dir} (productstudio serve start)")
+    return handle
+
+
 def renew_keys(handle: ServerHandle) -> dict:
     """New inference and management keys: {"inference": ..., "management": ...}."""
     return {kind: renew_key(handle, kind) for kind in ("management", "inference")}
