@@ -45,8 +45,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from productstudio.config import load_params
-    from productstudio.models import load_generator
-    from productstudio.quantization import FP32_FILE, load_quantized, quantize
+    from productstudio.models.io import load_generator
+    from productstudio.quantization.quantize import FP32_FILE, load_quantized, quantize
     from productstudio.quantization.measure import THROUGHPUT_BATCH, speed_report
 
     if not (args.generator / "generator.safetensors").exists():

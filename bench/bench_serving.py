@@ -55,8 +55,8 @@ def raw_throughput(generator_dir: Path, batch_size: int, threads: int, seconds: 
     """Images/s of the generator's forward pass at ``batch_size`` on ``threads`` threads (what one worker does)."""
     import torch
 
-    from productstudio.models import load_generator
-    from productstudio.serving import api
+    from productstudio.models.io import load_generator
+    from productstudio.serving.tasks import generate as api
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

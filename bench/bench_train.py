@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from productstudio.config import load_params
 from productstudio.data import store
-from productstudio.models import gan
+from productstudio.models.io import gan
 from productstudio.training.loop import build, gan_step
 
 

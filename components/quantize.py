@@ -27,8 +27,8 @@ def quantize(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.quantization import flat_metrics
-    from productstudio.quantization import quantize as run_quantize
+    from productstudio.quantization.quantize import flat_metrics
+    from productstudio.quantization.quantize import quantize as run_quantize
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
     evaluate = params.evaluate

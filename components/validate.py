@@ -25,7 +25,7 @@ def validate(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.validation import validate as run_validate
+    from productstudio.validation.validate import validate as run_validate
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
     report = run_validate(Path(raw.path), Path(validation.path), params.validate, quarantine=quarantine)

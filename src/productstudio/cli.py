@@ -30,7 +30,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from productstudio.validation import ValidationFailed, summarize, validate
+    from productstudio.validation.validate import ValidationFailed, summarize, validate
 
     try:
         report = validate(args.raw, args.out, load_params(args.params).validate, quarantine=args.quarantine)
@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {manifest['params']['model']} for {s['steps']} steps in {s['minutes']:.1f} min (stopped by {s['stopped_by']})")
     print(f"generator: {args.out}/generator   sample grid: {args.out}/{manifest['sample_grid']}")
     if manifest.get("mlflow_run_id"):
-        from productstudio.registry.tracking import tracking_uri
+        from productstudio.tracking import tracking_uri
 
         print(f"MLflow run {manifest['mlflow_run_id']} in {tracking_uri()} (mlflow ui --backend-store-uri {tracking_uri()})")
     return 0
@@ -153,7 +153,7 @@ def format_comparison(reports: list[dict]) -> str:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from productstudio.artifacts import write_json_atomic
-    from productstudio.quantization import flat_metrics, quantize
+    from productstudio.quantization.quantize import flat_metrics, quantize
 
     params = load_params(args.params)
     report = quantize(args.generator, args.out, params.quantize, processed_dir=args.processed, cache_dir=args.cache,
@@ -320,7 +320,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         s = train_manifest["summary"]
         print(f"\ntrained {train_manifest['params']['model']}: {s['steps']} steps in {s['minutes']:.1f} min "
               f"(stopped by {s['stopped_by']}); sample grid: {args.models / train_manifest['sample_grid']}")
-        from productstudio.registry.tracking import tracking_uri
+        from productstudio.tracking import tracking_uri
 
         if train_manifest.get("mlflow_run_id"):
             print(f"MLflow run {train_manifest['mlflow_run_id']}: mlflow ui --backend-store-uri {tracking_uri()}")
@@ -341,7 +341,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_kserve(args: argparse.Namespace) -> int:
-    from productstudio.serving import kserve
+    from productstudio.deploy import kserve
 
     params = load_params(args.params)
     options = kserve.options_from_settings(params.deploy)
@@ -363,7 +363,7 @@ def cmd_deploy_kserve(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_canary(args: argparse.Namespace) -> int:
-    from productstudio.serving import deploy
+    from productstudio.deploy import local_canary as deploy
 
     params = load_params(args.params)
     percent = args.percent if args.percent is not None else params.deploy.canary_percent
@@ -380,7 +380,7 @@ def cmd_deploy_canary(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_status(args: argparse.Namespace) -> int:
-    from productstudio.serving import deploy
+    from productstudio.deploy import local_canary as deploy
 
     status = deploy.deploy_status(args.state)
     print(json.dumps(status, indent=2) if args.json else deploy.format_status(status))
@@ -388,7 +388,7 @@ def cmd_deploy_status(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_analyze(args: argparse.Namespace) -> int:
-    from productstudio.serving import deploy
+    from productstudio.deploy import local_canary as deploy
 
     params = load_params(args.params)
     result = deploy.analyze(params, args.state, args.processed, args.real_stats, args.samples)
@@ -403,7 +403,7 @@ def cmd_deploy_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_promote(args: argparse.Namespace) -> int:
-    from productstudio.serving import deploy
+    from productstudio.deploy import local_canary as deploy
 
     result = deploy.promote(args.state)
     print(f"all traffic to v{result['canary_version']}; {result['registered_model']}@champion -> v{result['champion']}")
@@ -411,7 +411,7 @@ def cmd_deploy_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_rollback(args: argparse.Namespace) -> int:
-    from productstudio.serving import deploy
+    from productstudio.deploy import local_canary as deploy
 
     result = deploy.rollback(args.state, args.reason)
     print(f"all traffic to v{result['stable_version']} (champion unchanged); v{result['canary_version']} tagged "
@@ -420,7 +420,7 @@ def cmd_deploy_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_renew_keys(args: argparse.Namespace) -> int:
-    from productstudio.serving import deploy
+    from productstudio.deploy import local_canary as deploy
 
     if args.every is not None and args.every <= 0:
         raise ValueError(f"--every {args.every}: must be a positive number of minutes")
@@ -434,7 +434,7 @@ def cmd_deploy_renew_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_stop(args: argparse.Namespace) -> int:
-    from productstudio.serving import deploy
+    from productstudio.deploy import local_canary as deploy
 
     print("canary stopped" if deploy.stop_canary(args.state) else f"no canary running from {args.state}")
     return 0

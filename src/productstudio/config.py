@@ -17,8 +17,7 @@ IMAGE_SIZES = (28, 32, 64, 128)
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"  # a Kubernetes resource quantity
 
 
-class ParamsError(ValueError):
-    """A params.yaml problem, phrased as a single line for the terminal."""
+from productstudio.errors import ParamsError  # noqa: E402,F401  (re-exported: settings raise it)
 
 
 def _check_metric_names(names: list[str]) -> list[str]:
@@ -177,7 +176,7 @@ class RegisterSettings(_Section):
 
 
 class PromoteSettings(_Section):
-    """The champion/challenger policy (productstudio.registry.promotion). Both models are judged on the
+    """The champion/challenger policy (productstudio.promotion.policy). Both models are judged on the
     same named metric, the same latent seeds (evaluate.seed) and the same cached real features."""
 
     # A named FID metric, (fid)<count>[k]_(train|test); null: the first FID in evaluate.metrics (whose real
@@ -230,7 +229,7 @@ class ServeSettings(_Section):
 
 
 class DeploySettings(_Section):
-    """Canary and Kubernetes deployment (productstudio.serving.canary, productstudio.serving.kserve)."""
+    """Canary and Kubernetes deployment (productstudio.deploy.nginx_proxy, productstudio.deploy.kserve)."""
 
     canary_percent: int = Field(default=10, ge=0, le=100)  # share of requests the challenger gets
     proxy_port: int = Field(default=8090, ge=1, le=65535)  # the nginx canary proxy on 127.0.0.1
@@ -240,7 +239,7 @@ class DeploySettings(_Section):
     canary_metrics_port: int = Field(default=8097, ge=1, le=65535)
     canary_grpc_inference_port: int = Field(default=7080, ge=1, le=65535)
     canary_grpc_management_port: int = Field(default=7081, ge=1, le=65535)
-    # deploy analyze: promote unless a rule fails (productstudio.serving.deploy.canary_decision).
+    # deploy analyze: promote unless a rule fails (productstudio.deploy.local_canary.canary_decision).
     min_requests: int = Field(default=100, ge=1)  # fewer canary requests than this: wait
     max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)  # canary 5xx rate - stable's
     max_p95_ratio: float = Field(default=1.5, gt=0)  # canary p95 latency / stable's

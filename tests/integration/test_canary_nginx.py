@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from productstudio.serving.canary import CanaryProxy, render_nginx_conf
+from productstudio.deploy.nginx_proxy import CanaryProxy, render_nginx_conf
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow

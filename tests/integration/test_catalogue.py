@@ -7,7 +7,7 @@ import pytest
 
 from productstudio.config import parse_params
 from productstudio.data.raw import ingest
-from productstudio.validation import METADATA, validate
+from productstudio.validation.validate import METADATA, validate
 
 
 def _folder(tmp_path, clothing_dir):

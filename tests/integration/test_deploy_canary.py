@@ -14,9 +14,9 @@ import pytest
 from productstudio.serving.server import free_ports as _free_ports
 from productstudio.cli import main
 from productstudio.config import load_params
-from productstudio.models import save_generator
+from productstudio.models.io import save_generator
 from productstudio.models.gan import GANConfig, Generator
-from productstudio.serving import deploy, server
+from productstudio.deploy import local_canary as deploy, server
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow

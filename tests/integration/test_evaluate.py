@@ -12,7 +12,7 @@ from productstudio.data.raw import ingest
 from productstudio.metrics.evaluate import compute_real_stats, evaluate
 from productstudio.training.classifier import train_classifier
 from productstudio.training.loop import train
-from productstudio.validation import validate
+from productstudio.validation.validate import validate
 
 SMALL = {"metrics": ["fid30_test", "kid30_test"], "kid_subset_size": 10, "kid_subsets": 5, "batch_size": 30, "classifier_epochs": 1}
 
@@ -90,7 +90,7 @@ def test_same_seeds_give_the_same_images(trained):
     import numpy as np
 
     from productstudio.metrics.evaluate import generated_batches
-    from productstudio.models import load_generator
+    from productstudio.models.io import load_generator
 
     root, _ = trained
     generator, _ = load_generator(root / "train/generator")
@@ -108,7 +108,7 @@ def test_vae_reconstructions_get_psnr_and_ssim(trained, tmp_path):
     from productstudio.data import store
     from productstudio.metrics.evaluate import reconstruction_metrics
     from productstudio.metrics.image_quality import psnr
-    from productstudio.models import load_encoder, load_generator
+    from productstudio.models.io import load_encoder, load_generator
 
     root, params = trained
     settings = params.train.model_copy(update={"model": "cvae", "max_steps": 20, "lr_g": 3e-3})

@@ -245,7 +245,7 @@ def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     assert 0 < baseline_metrics["psnr_test_recon"] < 60 and 0 < baseline_metrics["ssim_test_recon"] <= 1
 
     # quantize: the int8 model loads with the library's loader and its report sits beside it.
-    from productstudio.quantization import load_quantized
+    from productstudio.quantization.quantize import load_quantized
 
     quantized = Path(outputs["quantized"])
     int8 = load_quantized(quantized)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from productstudio.cli import main
-from productstudio.serving import kserve
+from productstudio.deploy import kserve
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from productstudio.data.fashion_mnist import load_split
 from productstudio.metrics import features as feats
 from productstudio.metrics.fid import FeatureStats, frechet_distance
-from productstudio.metrics.registry import RealStatsCache, compute_metrics, fid_kid_between, summary
+from productstudio.metrics.engine import RealStatsCache, compute_metrics, fid_kid_between, summary
 
 N = 16
 DATA_VERSION = "md5:test-data-version-1"

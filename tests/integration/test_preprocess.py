@@ -17,7 +17,7 @@ from productstudio.config import parse_params
 from productstudio.data import store
 from productstudio.data.preprocess import preprocess
 from productstudio.data.raw import ingest
-from productstudio.validation import METADATA, validate
+from productstudio.validation.validate import METADATA, validate
 from tests.integration import hostile
 
 LEAK_ALLOWANCE = 0.1

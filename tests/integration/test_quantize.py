@@ -13,8 +13,8 @@ import yaml
 from productstudio.config import parse_params
 from productstudio.data.preprocess import preprocess
 from productstudio.data.raw import ingest
-from productstudio.models import save_generator
-from productstudio.validation import validate
+from productstudio.models.io import save_generator
+from productstudio.validation.validate import validate
 from tests.unit.test_quantization import tiny_generator
 
 QUANTIZE = {"metrics": ["fid10_test", "kid10_test"], "psnr_samples": 20, "calibration_samples": 64, "timing_rounds": 2,

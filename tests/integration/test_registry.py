@@ -25,7 +25,7 @@ from productstudio.config import parse_params
 from productstudio.data.preprocess import preprocess
 from productstudio.data.raw import ingest
 from productstudio.training.loop import train
-from productstudio.validation import validate
+from productstudio.validation.validate import validate
 
 pytestmark = pytest.mark.slow
 NAME = "test-generator"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from productstudio.serving.server import free_ports as _free_ports
 from productstudio.config import ServeSettings
-from productstudio.models import save_generator
+from productstudio.models.io import save_generator
 from productstudio.models.gan import GANConfig, Generator
 from productstudio.serving import server
 from productstudio.serving.archive import build_archive
@@ -181,7 +181,7 @@ def test_stop_leaves_no_process(served):
 def test_int8_archive_serves_through_torchserve(tmp_path):
     """The int8 variant: an ONNX QDQ archive loaded with load_quantized in the worker."""
     from productstudio.config import QuantizeSettings
-    from productstudio.quantization import INT8_FILE
+    from productstudio.quantization.quantize import INT8_FILE
     from productstudio.quantization.int8 import quantize_onnx
     from productstudio.quantization.onnx_model import export_onnx
 

@@ -10,7 +10,7 @@ from productstudio.data.preprocess import preprocess
 from productstudio.data.raw import ingest
 from productstudio.metrics.evaluate import compute_real_stats
 from productstudio.training.loop import train
-from productstudio.validation import validate
+from productstudio.validation.validate import validate
 
 TINY = {"latent_dim": 16, "g_width": 8, "d_width": 8, "batch_size": 16, "threads": 1, "log_every": 10, "seed": 3}
 

@@ -23,7 +23,7 @@ from PIL import ImageFile
 from productstudio.config import parse_params
 from productstudio.data import images as img
 from productstudio.data.raw import ingest
-from productstudio.validation import DATA_DOCS, METADATA, QUARANTINE, REPORT, ValidationFailed, validate
+from productstudio.validation.validate import DATA_DOCS, METADATA, QUARANTINE, REPORT, ValidationFailed, validate
 from tests.integration import hostile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from productstudio.serving.canary import count_sides, parse_access_log, render_nginx_conf
+from productstudio.deploy.nginx_proxy import count_sides, parse_access_log, render_nginx_conf
 
 
 def conf(percent, **kw):
@@ -60,10 +60,10 @@ def test_access_log_counts(tmp_path):
 
 
 def test_committed_example_is_what_the_renderer_writes():
-    from productstudio.serving.canary import example_conf
+    from productstudio.deploy.nginx_proxy import example_conf
     from tests.conftest import REPO_ROOT
 
     committed = REPO_ROOT / "deploy" / "nginx" / "canary.example.conf"
     assert committed.read_text() == example_conf(), (
-        f"{committed} is stale: python -c 'from productstudio.serving.canary import example_conf; "
+        f"{committed} is stale: python -c 'from productstudio.deploy.nginx_proxy import example_conf; "
         f"print(example_conf(), end=\"\")' > {committed.relative_to(REPO_ROOT)}")

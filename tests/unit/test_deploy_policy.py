@@ -3,7 +3,7 @@
 import pytest
 
 from productstudio.config import DeploySettings
-from productstudio.serving.deploy import canary_decision, percentile, side_stats
+from productstudio.deploy.local_canary import canary_decision, percentile, side_stats
 
 POLICY = DeploySettings(min_requests=100, max_error_rate_increase=0.01, max_p95_ratio=1.5, min_p95_increase_ms=50,
                         max_kid_increase=0.01)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from productstudio.config import load_params
-from productstudio.serving import kserve
-from productstudio.serving.kserve import EXAMPLE_CANARY, EXAMPLE_PERCENT, EXAMPLE_STABLE, ManifestError
+from productstudio.deploy import kserve
+from productstudio.deploy.kserve import EXAMPLE_CANARY, EXAMPLE_PERCENT, EXAMPLE_STABLE, ManifestError
 from tests.conftest import REPO_ROOT
 
 CRD = REPO_ROOT.parent / "shared" / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml"

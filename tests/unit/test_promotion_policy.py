@@ -3,7 +3,7 @@
 import pytest
 
 from productstudio.config import PromoteSettings, load_params
-from productstudio.registry.promotion import decide
+from productstudio.promotion.policy import decide
 from tests.conftest import REPO_ROOT
 
 POLICY = {"metric": "fid1k_test", "z": 2.0, "min_margin": 1.0, "category_tolerance": 0.10,

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from productstudio.config import QuantizeSettings
-from productstudio.models import load_generator, save_generator
+from productstudio.models.io import load_generator, save_generator
 from productstudio.models.gan import GANConfig, Generator
-from productstudio.quantization import INT8_FILE, KIND, load_quantized, quantize
+from productstudio.quantization.quantize import INT8_FILE, KIND, load_quantized, quantize
 from productstudio.quantization.measure import time_interleaved
 from productstudio.quantization.onnx_model import export_onnx, make_session
 from productstudio.quantization.prune import prune_generator

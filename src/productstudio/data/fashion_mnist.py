@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from productstudio.errors import DataError
 from productstudio.artifacts import md5_file
 
 CATEGORIES = (
@@ -37,7 +38,7 @@ SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 IDX_DTYPES = {0x08: np.uint8}
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(DataError):
     pass
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from productstudio.errors import MissingInput
 from productstudio.artifacts import sha256_file, write_manifest
 from productstudio.config import PreprocessSettings, section_dict
 from productstudio.data import images as img
@@ -25,12 +26,12 @@ from productstudio.data.raw import RawDataset
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
 
 
-class NotValidated(RuntimeError):
+class NotValidated(MissingInput):
     pass
 
 
 def _read_validation(validation_dir: Path) -> tuple[dict, pd.DataFrame]:
-    from productstudio.validation import METADATA, REPORT
+    from productstudio.paths import VALIDATION_METADATA as METADATA, VALIDATION_REPORT as REPORT
 
     report_path = validation_dir / REPORT
     if not report_path.exists():

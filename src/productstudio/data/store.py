@@ -15,6 +15,11 @@ KIND = "processed-dataset"
 SPLITS = ("train", "val", "test")
 
 
+def data_version(processed_dir: str | Path) -> str:
+    """The content hash of the processed dataset: sha256 of its manifest (which lists every shard's hash)."""
+    return sha256_file(Path(processed_dir) / "manifest.json")
+
+
 def write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray, shard_size: int) -> list[dict]:
     """Write one split as shards; return their descriptions (file names, counts, hashes)."""
     shards = []

@@ -18,10 +18,10 @@ from productstudio.metrics import features as feats
 from productstudio.metrics import image_quality
 from productstudio.metrics.fid import FeatureStats, fid_from_features, frechet_distance
 from productstudio.metrics.kid import kernel_inception_distance
-from productstudio.metrics.registry import RealStatsCache, fid_kid_from_features, parse_metric, summary
-from productstudio.models import load_encoder, load_generator, resolve_device
+from productstudio.metrics.engine import RealStatsCache, fid_kid_from_features, parse_metric, summary
+from productstudio.models.io import load_encoder, load_generator, resolve_device
 from productstudio.models.classifier import load_classifier
-from productstudio.registry.tracking import data_version
+from productstudio.data.store import data_version
 
 FLOOR = "floor.json"
 
@@ -231,7 +231,7 @@ def read_json(path: Path) -> dict:
 
 
 def _log_to_mlflow(report: dict, flat: dict, out: Path) -> None:
-    from productstudio.registry import tracking
+    from productstudio import tracking
 
     import mlflow
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from productstudio.errors import UserError
 
 RESOLUTION = 299
 FEATURE_DIM = 2048
@@ -54,7 +55,7 @@ INPUT_SCALING = "x_uint8 / 128 - 1"
 counters = {"batches": 0, "images": 0}
 
 
-class FeatureNetworkMissing(RuntimeError):
+class FeatureNetworkMissing(UserError, RuntimeError):
     pass
 
 

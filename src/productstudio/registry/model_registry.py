@@ -29,7 +29,8 @@ from pathlib import Path
 
 from productstudio.artifacts import sha256_file, write_json_atomic
 from productstudio.config import Params, section_dict
-from productstudio.registry import tracking
+from productstudio import tracking
+from productstudio.data import store
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -72,10 +73,10 @@ def directory_sha256(directory: str | Path) -> str:
 
 
 def lineage(generator_dir: str | Path, processed_dir: str | Path, params: Params) -> dict:
-    from productstudio.models import WEIGHTS
+    from productstudio.models.io import WEIGHTS
 
     return {
-        "data.version": tracking.data_version(processed_dir),
+        "data.version": store.data_version(processed_dir),
         "params.hash": params_hash(params),
         "git.commit": tracking.git_commit(),
         "model.sha256": sha256_file(Path(generator_dir) / WEIGHTS),
@@ -144,7 +145,7 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
     import mlflow
     import pandas as pd
 
-    from productstudio.models import load_generator
+    from productstudio.models.io import load_generator
 
     generator_dir = Path(generator_dir)
     name = params.register.model_name
@@ -233,7 +234,7 @@ def _generator_dir(model_dir: Path) -> Path:
 
 def load_registered(uri: str, device: str = "cpu"):
     """Load ``models:/<name>@<alias>`` (or ``/<version>``) with the library's loader: (Generator, info)."""
-    from productstudio.models import load_generator
+    from productstudio.models.io import load_generator
 
     mlflow_client = client()
     mv = resolve(uri, mlflow_client)
@@ -252,7 +253,7 @@ def _features(mlflow_client, mv, generator, config, key: dict, cache: Path, batc
     """Generated features of a version: local cache, else the copy in its run, else Inception (then kept in both)."""
     import mlflow
 
-    from productstudio.registry import judge
+    from productstudio.promotion import measure as judge
 
     file = judge.features_file(key)
     remote = f"promotion/{file}"
@@ -271,8 +272,8 @@ def _features(mlflow_client, mv, generator, config, key: dict, cache: Path, batc
 
 def _measure_version(mlflow_client, mv, params: Params, metric: str, real, cache: Path, device) -> dict:
     from productstudio.metrics.fid import fid_from_features
-    from productstudio.models import WEIGHTS, load_generator
-    from productstudio.registry import judge
+    from productstudio.models.io import WEIGHTS, load_generator
+    from productstudio.promotion import measure as judge
 
     real_features, real_labels, real_protocol = real
     seed, batch = params.evaluate.seed, params.evaluate.batch_size
@@ -309,9 +310,9 @@ def _alias(mlflow_client, name: str, alias: str):
 def promote(params: Params, processed_dir: str | Path, real_cache: str | Path, out_dir: str | Path,
             cache_dir: str | Path = ".scratch/promote", device: str = "auto") -> dict:
     """Judge the challenger against the champion and move ``champion`` when the policy says so."""
-    from productstudio.models import resolve_device
-    from productstudio.registry import judge
-    from productstudio.registry.promotion import decide
+    from productstudio.models.io import resolve_device
+    from productstudio.promotion import measure as judge
+    from productstudio.promotion.policy import decide
 
     name = params.register.model_name
     mlflow_client = client()

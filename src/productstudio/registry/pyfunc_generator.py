@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` met
 
 class GeneratorModel(PythonModel):
     def load_context(self, context):
-        from productstudio.models import load_generator
+        from productstudio.models.io import load_generator
 
         self.generator, self.info = load_generator(context.artifacts["generator"])
         self.int8_dir = context.artifacts.get("int8")
@@ -35,7 +35,7 @@ class GeneratorModel(PythonModel):
             if not self.int8_dir:
                 raise ValueError("this model version has no int8 variant")
             if self.int8 is None:
-                from productstudio.registry.judge import load_int8
+                from productstudio.promotion.measure import load_int8
 
                 self.int8 = load_int8(self.int8_dir)
             model = self.int8

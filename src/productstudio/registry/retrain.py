@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from productstudio.config import load_params
-from productstudio.registry import tracking
+from productstudio.data import store
+from productstudio import tracking
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def what_changed(params_path: str | Path, processed_dir: str | Path) -> tuple[st
 
     params = load_params(params_path)
     manifest = Path(processed_dir) / "manifest.json"
-    current = {"data.version": tracking.data_version(processed_dir) if manifest.is_file() else None,
+    current = {"data.version": store.data_version(processed_dir) if manifest.is_file() else None,
                "params.hash": params_hash(params)}
     latest = latest_version(params.register.model_name)
     if latest is None:

@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from productstudio.models import CONFIG, WEIGHTS
-from productstudio.quantization import INT8_FILE
+from productstudio.models.io import CONFIG, WEIGHTS
+from productstudio.quantization.quantize import INT8_FILE
 
 HANDLER = Path(__file__).with_name("handler.py")
 VARIANTS = {"fp32": WEIGHTS, "int8": INT8_FILE}

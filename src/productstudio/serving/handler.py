@@ -1,4 +1,4 @@
-"""TorchServe handler: a thin adapter over ``productstudio.serving.api``.
+"""TorchServe handler: a thin adapter over ``productstudio.serving.tasks.generate``.
 
 The .mar holds this file, the weights (``generator.safetensors`` or ``generator.int8.onnx``), ``config.json``
 and ``serving.json`` (variant and provenance, written by ``archive.py``). Weights are loaded with the
@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from productstudio.serving import api
+from productstudio.serving.tasks import generate as api
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,12 @@ class GeneratorHandler:
         threads = int(os.environ.get("PRODUCTSTUDIO_SERVE_THREADS", "1"))  # one worker per core by default
         torch.set_num_threads(threads)
         if meta["variant"] == "int8":
-            from productstudio.quantization import load_quantized
+            from productstudio.quantization.quantize import load_quantized
 
             self.model = load_quantized(model_dir, threads=threads)
             info = self.model.info
         else:
-            from productstudio.models import load_generator
+            from productstudio.models.io import load_generator
 
             self.model, info = load_generator(model_dir, "cpu")
         self.latent_dim = int(info["model"]["latent_dim"])

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from productstudio.artifacts import write_manifest
 from productstudio.data import store
 from productstudio.models.classifier import ClassifierConfig, ProductClassifier, save_classifier
-from productstudio.registry.tracking import data_version
+from productstudio.data.store import data_version
 
 
 def to_model_input(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from productstudio.artifacts import write_manifest
 from productstudio.config import TrainSettings, section_dict
 from productstudio.data import store
-from productstudio.models import resolve_device, save_generator
+from productstudio.models.io import resolve_device, save_generator
 from productstudio.models.cvae import ConditionalVAE
 from productstudio.models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
 from productstudio.training.augment import diff_augment
@@ -263,10 +263,10 @@ def train(
         partial.unlink()  # left by a run killed while writing; the previous checkpoint is intact
     # What a checkpoint must share with this run to be resumed: the data and every setting that
     # changes the result. Budgets (steps, minutes) and logging frequencies may differ.
-    from productstudio.registry import tracking
+    from productstudio import tracking
 
     identity = {k: v for k, v in section_dict(settings).items() if k not in RESUMABLE_CHANGES}
-    identity["data_version"] = tracking.data_version(processed_dir)
+    identity["data_version"] = store.data_version(processed_dir)
     identity["code"] = training_code_hash()
     state.extra["identity"] = identity
     checkpoint = latest_checkpoint(out / CHECKPOINTS)
@@ -294,7 +294,7 @@ def train(
     _truncate_log(kid_path, state.step)
     kid_tracker = None
     if settings.kid_every and real_stats_dir is not None:
-        from productstudio.metrics.progress import TrainingKID
+        from productstudio.training.kid_curve import TrainingKID
 
         try:
             kid_tracker = TrainingKID(real_stats_dir, identity["data_version"], settings.kid_samples, settings.seed + 2, dev)
@@ -308,7 +308,7 @@ def train(
         tags = {
             "productstudio.step": "train",
             "productstudio.model": settings.model,
-            "data.version": tracking.data_version(processed_dir),
+            "data.version": store.data_version(processed_dir),
             "git.commit": tracking.git_commit(),
         }
         run = tracking.start_run(f"train-{settings.model}", run_id=state.mlflow_run_id, tags=tags)
@@ -374,7 +374,7 @@ def train(
         manifest = write_manifest(
             out,
             "trained-generator",
-            inputs={"processed_manifest_sha256": tracking.data_version(processed_dir)},
+            inputs={"processed_manifest_sha256": store.data_version(processed_dir)},
             params=section_dict(settings),
             categories=categories,
             summary=summary,

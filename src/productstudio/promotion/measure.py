@@ -78,8 +78,8 @@ def real_features(processed_dir: str | Path, real_cache: str | Path, private_cac
     """The real side from the real_stats cache (a DVC output, only read here); a count it does not hold
     is computed into ``private_cache`` instead, never into another stage's output."""
     from productstudio.data import store
-    from productstudio.metrics.registry import RealStatsCache
-    from productstudio.registry.tracking import data_version
+    from productstudio.metrics.engine import RealStatsCache
+    from productstudio.data.store import data_version
 
     spec, version = parse_metric(metric), data_version(processed_dir)
     shared = RealStatsCache(real_cache, device=str(device), batch_size=batch_size)
@@ -122,7 +122,7 @@ def measure(gen: np.ndarray, real: np.ndarray, real_labels: np.ndarray, categori
 def load_int8(directory: str | Path):
     """The int8 variant's module, through the quantization package's own loader."""
     try:
-        from productstudio import quantization
+        from productstudio.quantization import quantize as quantization
     except ImportError:
         raise RuntimeError("productstudio.quantization is not installed: cannot load the int8 variant") from None
     for name in ("load_quantized_generator", "load_quantized"):

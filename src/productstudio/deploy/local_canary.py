@@ -30,7 +30,7 @@ from pathlib import Path
 
 from productstudio.config import DeploySettings, Params
 from productstudio.serving import server
-from productstudio.serving.canary import SIDES, CanaryProxy
+from productstudio.deploy.nginx_proxy import SIDES, CanaryProxy
 
 DEPLOY_FILE = "deploy.json"
 CLIENT_KEY = "client_key"
@@ -304,8 +304,8 @@ def served_kid(state_dir: str | Path, processed_dir: str | Path, real_cache: str
     from productstudio.data import store
     from productstudio.metrics.features import extract_features
     from productstudio.metrics.kid import kernel_inception_distance
-    from productstudio.metrics.registry import RealStatsCache
-    from productstudio.registry.tracking import data_version
+    from productstudio.metrics.engine import RealStatsCache
+    from productstudio.data.store import data_version
 
     cache = RealStatsCache(real_cache, progress=False)
     real = cache.features(lambda: store.load_split(processed_dir, "test")[0], data_version=data_version(processed_dir),

@@ -92,7 +92,7 @@ def render_nginx_conf(stable: str, canary: str, percent: float, port: int, state
         auth_map, auth_check, auth_header = "", "", "$http_authorization"
     temp = "\n    ".join(f"{kind}_temp_path {state / 'tmp' / kind};" for kind in
                           ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return f"""# Rendered by productstudio.serving.canary: canary {p:g}% of requests.
+    return f"""# Rendered by productstudio.deploy.nginx_proxy: canary {p:g}% of requests.
 worker_processes 1;
 pid {state / 'nginx.pid'};
 error_log {state / 'error.log'} warn;

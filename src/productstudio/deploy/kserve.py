@@ -34,6 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
+from productstudio.errors import UserError
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -50,7 +51,7 @@ HEADER = """\
 """
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest KServe would reject (or that breaks the project's rules); one problem per line."""
 
 

@@ -19,7 +19,7 @@ SUBSETS = 50
 
 class TrainingKID:
     def __init__(self, real_stats_dir: str | Path, data_version: str, samples: int, seed: int, device, batch_size: int = 50):
-        from productstudio.metrics.registry import RealStatsCache
+        from productstudio.metrics.engine import RealStatsCache
 
         cache = RealStatsCache(real_stats_dir, device=str(device), batch_size=batch_size, progress=False)
         # Only read: the cache belongs to the real_stats stage (a DVC output).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "productstudio"
@@ -21,13 +20,6 @@ def git_commit() -> str:
         return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def data_version(processed_dir: str | Path) -> str:
-    """The content hash of the processed dataset: sha256 of its manifest (which lists every shard's hash)."""
-    from productstudio.artifacts import sha256_file
-
-    return sha256_file(Path(processed_dir) / "manifest.json")
 
 
 def start_run(run_name: str, run_id: str | None = None, tags: dict | None = None):

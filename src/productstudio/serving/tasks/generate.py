@@ -27,13 +27,7 @@ MAX_COUNT = 64
 MAX_SEED = 2**53  # exact in every JSON reader (JavaScript numbers included)
 
 
-class BadRequest(ValueError):
-    """A request the API refuses: ``status`` (4xx) and a one-line ``message``."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+from productstudio.errors import BadRequest  # noqa: E402,F401  (re-exported for the handler)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from productstudio.config import ServeSettings
 from productstudio.models.gan import GANConfig, Generator
-from productstudio.serving import api
+from productstudio.serving.tasks import generate as api
 
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -99,7 +99,7 @@ def test_generated_config_binds_localhost_and_restricts_urls(tmp_path):
     from productstudio.serving.archive import build_archive
     from productstudio.serving.server import config_properties
 
-    from productstudio.models import save_generator
+    from productstudio.models.io import save_generator
 
     save_generator(Generator(GANConfig(g_width=8, latent_dim=16)), tmp_path / "gen", categories=CATEGORIES)
     mar = build_archive(tmp_path / "gen", tmp_path / "store", "tiny", version="3")
@@ -116,7 +116,7 @@ def test_generated_config_binds_localhost_and_restricts_urls(tmp_path):
 
 
 def _tiny(directory):
-    from productstudio.models import save_generator
+    from productstudio.models.io import save_generator
 
     return save_generator(Generator(GANConfig(g_width=8, latent_dim=16)), directory, categories=CATEGORIES)
 

@@ -1,0 +1,41 @@
+"""The user's mistakes, as opposed to bugs.
+
+Every problem a user can fix (a bad params.yaml, data that fails validation, a missing input, a bad
+request) is a ``UserError``: the CLI prints it as one line and exits non-zero. Any other exception is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message is one line that says what and how."""
+
+    exit_code = 2
+
+
+class ParamsError(UserError, ValueError):
+    """A params.yaml problem, phrased as a single line for the terminal."""
+
+
+class MissingInput(UserError, FileNotFoundError):
+    """An input file or directory a step needs is not there (run the step that makes it first)."""
+
+
+class DataError(UserError, ValueError):
+    """Data that cannot be used as it is (a checksum mismatch, an unvalidated dataset, a bad file)."""
+
+
+class ValidationFailed(UserError):
+    """The Great Expectations suite failed; the message is the summary."""
+
+    exit_code = 1
+
+
+class BadRequest(UserError, ValueError):
+    """A request a served model or the registry refuses; carries an HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status

@@ -1,0 +1,33 @@
+"""Where the steps read and write by default, in one place (the CLI, DVC stages and docs use these),
+and the file names of artifacts that one step writes and another reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+RAW = Path("data/raw")
+VALIDATION = Path("reports/validation")
+VALIDATION_METRICS = Path("reports/validation_metrics.json")
+PROCESSED = Path("data/processed")
+TRAIN = Path("models/train")
+TRAIN_REPORTS = Path("reports/train")
+GENERATOR = TRAIN / "generator"
+BASELINE = Path("models/baseline")
+BASELINE_REPORTS = Path("reports/baseline")
+CLASSIFIER = Path("models/classifier")
+REAL_STATS = Path("models/real_stats")
+EVALUATION = Path("reports/evaluate")
+BASELINE_EVALUATION = Path("reports/evaluate_baseline")
+QUANTIZED = Path("models/quantized")
+QUANTIZE_METRICS = Path("reports/quantize/metrics.json")
+REGISTER = Path("reports/register")
+PROMOTE = Path("reports/promote")
+GENERATED_FEATURES = Path(".scratch/generated-features")  # features of generated images, per (weights, seed, count)
+SERVE_STATE = Path(".scratch/serve")
+DEPLOY_STATE = Path(".scratch/deploy")
+KSERVE_OUT = Path("deploy/kserve")
+
+# Inside a validation directory (written by validate, read by preprocess).
+VALIDATION_REPORT = "report.json"
+VALIDATION_METADATA = "metadata.csv"

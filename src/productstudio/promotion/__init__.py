@@ -1,0 +1,1 @@
+"""Promotion: champion/challenger measured under one protocol (``measure``) and a pure policy (``policy``)."""

@@ -1,0 +1,1 @@
+"""Served tasks: TorchServe-free contracts (parse, run, encode) behind one generic handler."""
