@@ -16,7 +16,8 @@ from productstudio.cli import main
 from productstudio.config import load_params
 from productstudio.models.io import save_generator
 from productstudio.models.gan import GANConfig, Generator
-from productstudio.deploy import local_canary as deploy, server
+from productstudio.deploy import local_canary as deploy
+from productstudio.serving import server
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
