@@ -40,8 +40,8 @@ serve-stop:  ## stop what 'make serve' started
 test: install nginx  ## the whole suite, slow end-to-end tests included
 	bash scripts/pytest-strict tests --durations=25
 
-test-fast: install  ## unit tests only
-	bash scripts/pytest-strict tests -m "not slow"
+test-fast: install  ## the unit tests (tests/unit): no services, a few minutes
+	bash scripts/pytest-strict tests/unit
 
 pipeline-yaml: install  ## recompile pipelines/product_studio.yaml after changing components
 	python -m pipelines.product_studio compile

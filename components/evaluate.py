@@ -31,17 +31,17 @@ def evaluate(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.metrics.evaluate import evaluate as run_evaluate
+    from productstudio.steps import evaluate as step
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    settings = parse_params(yaml.safe_load(params_yaml), "params_yaml").evaluate
+    params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
     out = Path(evaluation.path)
-    # evaluate() reads <model>/manifest.json beside the generator for the training run's MLflow id.
-    report = run_evaluate(
-        Path(model.path) / "generator", Path(dataset.path), Path(classifier.path), Path(stats.path), out,
-        settings, track=bool(mlflow_tracking_uri),
-    )
+    # The evaluation reads <model>/manifest.json beside the generator for the training run's MLflow id.
+    report = step.run(params, generator=Path(model.path) / "generator", processed=Path(dataset.path),
+                      classifier=Path(classifier.path), cache=Path(stats.path), out=out, device="auto",
+                      no_mlflow=not mlflow_tracking_uri)
+    print(step.format(report))
     flat = json.loads((out / "metrics.json").read_text())
     for name, value in flat.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

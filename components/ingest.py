@@ -16,9 +16,10 @@ def ingest(params_yaml: str, raw: dsl.Output[dsl.Dataset]):
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.data.raw import ingest as run_ingest
+    from productstudio.steps import ingest as step
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
-    dataset = run_ingest(params.ingest, Path(raw.path))
-    raw.metadata["source"] = dataset.source
-    raw.metadata["categories"] = dataset.categories
+    report = step.run(params, out=Path(raw.path))
+    print(step.format(report))
+    raw.metadata["source"] = report["source"]
+    raw.metadata["categories"] = report["category_names"]

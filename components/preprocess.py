@@ -18,7 +18,7 @@ def preprocess(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.data.preprocess import preprocess as run_preprocess
+    from productstudio.steps import preprocess as step
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
-    run_preprocess(Path(raw.path), Path(validation.path), Path(dataset.path), params.preprocess)
+    print(step.format(step.run(params, raw=Path(raw.path), validation=Path(validation.path), out=Path(dataset.path))))

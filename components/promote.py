@@ -36,11 +36,12 @@ def promote(
         decision.metadata["skipped"] = True
         return
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    from productstudio.registry.model_registry import promote as run_promote
+    from productstudio.steps import promote as step
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
     # Generated features are cached in the registry beside each version; a scratch folder is enough here.
-    result = run_promote(params, Path(dataset.path), Path(stats.path), out, cache_dir=tempfile.mkdtemp(prefix="promote-"))
+    result = step.run(params, processed=Path(dataset.path), cache=Path(stats.path), out=out,
+                      work=Path(tempfile.mkdtemp(prefix="promote-")), device="auto", strict=False)
     decision.metadata.update(promoted=result["promoted"], reason=result["reason"], challenger=result["challenger"],
                              champion=result["champion_after"] or "")
-    print(result["reason"])
+    print(step.format(result))

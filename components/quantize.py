@@ -28,15 +28,12 @@ def quantize(
 
     from productstudio.config import parse_params
     from productstudio.quantization.quantize import flat_metrics
-    from productstudio.quantization.quantize import quantize as run_quantize
+    from productstudio.steps import quantize as step
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
-    evaluate = params.evaluate
-    report = run_quantize(
-        Path(model.path) / "generator", Path(quantized.path), params.quantize, processed_dir=Path(dataset.path),
-        cache_dir=Path(stats.path), seed=evaluate.seed, batch_size=evaluate.batch_size,
-        kid_subset_size=evaluate.kid_subset_size, kid_subsets=evaluate.kid_subsets,
-    )
+    report = step.run(params, generator=Path(model.path) / "generator", processed=Path(dataset.path),
+                      cache=Path(stats.path), out=Path(quantized.path), metrics=None)
+    print(step.format(report))
     for name, value in flat_metrics(report).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             metrics.log_metric(name, value)

@@ -20,9 +20,10 @@ def real_stats(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.metrics.evaluate import compute_real_stats
+    from productstudio.steps import real_stats as step
 
-    settings = parse_params(yaml.safe_load(params_yaml), "params_yaml").evaluate
-    result = compute_real_stats(Path(dataset.path), Path(stats.path), settings)
+    params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
+    result = step.run(params, processed=Path(dataset.path), out=Path(stats.path), device="auto")
+    print(step.format(result))
     stats.metadata["data_version"] = result["data_version"]
     stats.metadata["counts"] = result["counts"]

@@ -37,10 +37,10 @@ def register(
         registered.metadata["skipped"] = True
         return
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    from productstudio.registry.model_registry import register as register_model, registered_record
+    from productstudio.steps import register as step
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
-    result = register_model(Path(model.path) / "generator", Path(evaluation.path), Path(dataset.path), params,
-                            int8_dir=Path(int8.path))
-    (out / "registered.json").write_text(json.dumps(registered_record(result), indent=2))
-    registered.metadata.update(name=result.name, version=result.version, created=result.created)
+    result = step.run(params, generator=Path(model.path) / "generator", evaluation=Path(evaluation.path),
+                      processed=Path(dataset.path), int8=Path(int8.path), out=out)
+    print(step.format(result))
+    registered.metadata.update(name=result["name"], version=result["version"], created=result["created"])

@@ -35,14 +35,15 @@ def train(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.training.loop import train as run_train
+    from productstudio.steps import train as step
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
-    settings = params.baseline_train if baseline else params.train
-    manifest = run_train(settings, Path(dataset.path), Path(model.path), Path(loss.path), track=bool(mlflow_tracking_uri),
-                         real_stats_dir=Path(stats.path))
+    result = step.run(params, processed=Path(dataset.path), out=Path(model.path), plots=Path(loss.path), device="auto",
+                      no_mlflow=not mlflow_tracking_uri, baseline=baseline, real_stats=Path(stats.path))
+    print(step.format(result))
+    manifest = result["manifest"]
     summary = manifest["summary"]
     model.metadata["kind"] = manifest["params"]["model"]
     model.metadata["steps"] = summary["steps"]

@@ -20,10 +20,9 @@ def train_classifier(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.training.classifier import train_classifier as run_train_classifier
+    from productstudio.steps import train_classifier as step
 
-    settings = parse_params(yaml.safe_load(params_yaml), "params_yaml").evaluate
-    manifest = run_train_classifier(
-        Path(dataset.path), Path(classifier.path), epochs=settings.classifier_epochs, seed=settings.seed
-    )
-    classifier.metadata["test_accuracy"] = manifest["test_accuracy"]
+    params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
+    result = step.run(params, processed=Path(dataset.path), out=Path(classifier.path))
+    print(step.format(result))
+    classifier.metadata["test_accuracy"] = result["manifest"]["test_accuracy"]

@@ -25,10 +25,12 @@ def validate(
     import yaml
 
     from productstudio.config import parse_params
-    from productstudio.validation.validate import validate as run_validate
+    from productstudio.steps import validate as step
 
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
-    report = run_validate(Path(raw.path), Path(validation.path), params.validate, quarantine=quarantine)
+    result = step.run(params, raw=Path(raw.path), out=Path(validation.path), metrics=None, quarantine=quarantine)
+    print(step.format(result))
+    report = result["report"]
     validation.metadata["success"] = report["success"]
     for name, value in report["counts"].items():
         if isinstance(value, int):

@@ -13,6 +13,10 @@ class UserError(Exception):
 
     exit_code = 2
 
+    def one_line(self, command: str) -> str:
+        """How a door shows it: ``<command>: error: <message>``."""
+        return f"{command}: error: {self}"
+
 
 class ParamsError(UserError, ValueError):
     """A params.yaml problem, phrased as a single line for the terminal."""
@@ -30,6 +34,9 @@ class ValidationFailed(UserError):
     """The Great Expectations suite failed; the message is the summary."""
 
     exit_code = 1
+
+    def one_line(self, command: str) -> str:
+        return str(self)  # the suite's summary says what failed and where the report is
 
 
 class BadRequest(UserError, ValueError):

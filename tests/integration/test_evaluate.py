@@ -129,7 +129,7 @@ def test_vae_reconstructions_get_psnr_and_ssim(trained, tmp_path):
     blank = float(psnr(real[:10], np.full_like(real[:10], 128), data_range=255).mean())
     assert np.isfinite(recon["psnr_test_recon"]) and recon["psnr_test_recon"] > blank + 3
     assert 0.0 < recon["ssim_test_recon"] <= 1.0
-    from productstudio.cli import format_evaluation
+    from productstudio.steps.evaluate import format as format_evaluation
 
     assert "psnr_test_recon" in format_evaluation(report)
     # Deterministic (posterior mean, no sampling): the same numbers again.

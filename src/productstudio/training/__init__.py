@@ -1,0 +1,1 @@
+"""Training: the GAN/CVAE loop with checkpoints and resume, augmentation, the product classifier, the KID curve."""
