@@ -11,7 +11,7 @@ what to read (this machine's speed drifts, and its 2 cores are often shared):
 - int8 in ONNX Runtime (QDQ; what ``load_quantized`` serves).
 
 Quality: PSNR/SSIM between fp32 and int8 outputs on identical inputs, and FID/KID of both on the same
-latents (evaluate.seed) against the cached real features. Target (issue 4): int8 throughput at batch 64
+latents (protocol.seed) against the cached real features. Target (issue 4): int8 throughput at batch 64
 at least 1.5x fp32, with FID at most 5 % worse. Prints a table and writes bench/results/quantize.json.
 
     python bench/bench_quantize.py                                  # fid1k_test, kid1k_test (~5 min of Inception)
@@ -60,9 +60,9 @@ def main() -> int:
     settings = params.quantize.model_copy(update={"metrics": args.metrics, "threads": args.threads[0], "timing_rounds": args.rounds})
     have_real = args.processed.is_dir() and args.cache.is_dir()
     report = quantize(snapshot, args.work, settings, processed_dir=args.processed if have_real else None,
-                      cache_dir=args.cache if have_real else None, seed=params.evaluate.seed,
-                      batch_size=params.evaluate.batch_size, kid_subset_size=params.evaluate.kid_subset_size,
-                      kid_subsets=params.evaluate.kid_subsets, progress=lambda message: print(message, flush=True))
+                      cache_dir=args.cache if have_real else None, seed=params.protocol.seed,
+                      batch_size=params.protocol.batch_size, kid_subset_size=params.protocol.kid_subset_size,
+                      kid_subsets=params.protocol.kid_subsets, progress=lambda message: print(message, flush=True))
 
     speeds = {args.threads[0]: {k: report[k] for k in ("latency_b1_ms", f"throughput_b{THROUGHPUT_BATCH}_img_s", "speedup", "fp32_reference")}}
     fp32, info = load_generator(snapshot)

@@ -55,13 +55,13 @@ def raw_throughput(generator_dir: Path, batch_size: int, threads: int, seconds: 
     """Images/s of the generator's forward pass at ``batch_size`` on ``threads`` threads (what one worker does)."""
     import torch
 
-    from productstudio.models.io import load_generator
+    from productstudio.models.loader import load
     from productstudio.serving.tasks import generate as api
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model, info = load_generator(generator_dir, "cpu")
+        model, info = load(generator_dir, "cpu")
         latent = int(info["model"]["latent_dim"])
         requests = [api.GenerateRequest(7, (i,), "png", False) for i in range(batch_size)]
         api.generate(model, requests, latent)  # warm-up

@@ -28,7 +28,8 @@ from torch.nn import functional as F
 
 from productstudio.config import load_params
 from productstudio.data import store
-from productstudio.models.io import gan
+from productstudio.imaging import to_float
+from productstudio.models import gan
 from productstudio.training.loop import build, gan_step
 
 
@@ -51,7 +52,7 @@ def throughput(state, settings, images, labels, steps: int) -> float:
         if i == 3:
             start = time.perf_counter()
         index = torch.randint(0, len(x_all), (settings.batch_size,), generator=rng)
-        gan_step(state, x_all[index].float().div(127.5).sub(1), y_all[index], settings, "cpu")
+        gan_step(state, to_float(x_all[index]), y_all[index], settings, "cpu")
     return steps * settings.batch_size / (time.perf_counter() - start)
 
 
@@ -92,7 +93,8 @@ def main() -> None:
               "reference_transposed_images_per_s": ref_rate, "ratio": ours_rate / ref_rate, "curve": []}
 
     if args.minutes > 0:
-        from productstudio.metrics.evaluate import compute_real_stats, evaluate
+        from productstudio.metrics.evaluate import evaluate
+        from productstudio.metrics.real_stats import compute_real_stats
         from productstudio.training.classifier import train_classifier
         from productstudio.training.loop import train
 
@@ -100,7 +102,7 @@ def main() -> None:
         # No floor: at 10k it would cost another 10k real train images through Inception.
         eval_settings = params.evaluate.model_copy(update={"metrics": args.metrics, "per_category": False, "floor": False})
         final_settings = eval_settings.model_copy(update={"metrics": args.metrics + args.final_metrics})
-        compute_real_stats(args.processed, work / "real_stats", final_settings)
+        compute_real_stats(args.processed, work / "real_stats", final_settings, params.protocol)
         if not (work / "classifier" / "classifier.safetensors").exists():
             train_classifier(args.processed, work / "classifier", epochs=eval_settings.classifier_epochs)
         names = args.metrics + args.final_metrics
@@ -111,7 +113,7 @@ def main() -> None:
             budget = settings.model_copy(update={"max_minutes": spent, "max_steps": 10**9})
             manifest = train(budget, args.processed, work / "train", work / "plots", track=False, real_stats_dir=work / "real_stats")
             report = evaluate(work / "train/generator", args.processed, work / "classifier", work / "real_stats",
-                              work / "eval", final_settings if spent >= args.minutes else eval_settings, track=False)
+                              work / "eval", final_settings if spent >= args.minutes else eval_settings, params.protocol, track=False)
             values = {r["metric"]: r["value"] for r in report["metrics"]}
             result["curve"].append({"minutes": manifest["summary"]["minutes"], "steps": manifest["summary"]["steps"], **values,
                                     "protocol": report["metrics"]})

@@ -1,4 +1,4 @@
-"""KFP component: cache the real images' Inception features (``productstudio.metrics.evaluate.compute_real_stats``)."""
+"""KFP component: cache the real images' Inception features (``productstudio.metrics.real_stats.compute_real_stats``)."""
 
 from kfp import dsl
 

@@ -11,7 +11,7 @@ def train_classifier(
     dataset: dsl.Input[dsl.Dataset],
     classifier: dsl.Output[dsl.Model],
 ):
-    """Train the classifier on ``dataset`` (params ``evaluate.classifier_epochs`` and ``evaluate.seed``).
+    """Train the classifier on ``dataset`` (params ``evaluate.classifier_epochs`` and ``protocol.seed``).
 
     ``classifier`` holds the weights and a manifest with the test accuracy (also in its metadata).
     """

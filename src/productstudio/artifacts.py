@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from productstudio import __version__
+from productstudio.errors import DataError, MissingInput
 
 MANIFEST = "manifest.json"
 
@@ -67,8 +68,8 @@ def write_manifest(directory: str | Path, kind: str, inputs: dict, params: dict,
 def read_manifest(directory: str | Path, kind: str | None = None) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{directory}: no {MANIFEST}; is this an artifact directory made by productstudio?")
+        raise MissingInput(f"{directory}: no {MANIFEST}; is this an artifact directory made by productstudio?")
     manifest = json.loads(path.read_text())
     if kind is not None and manifest.get("kind") != kind:
-        raise ValueError(f"{directory}: expected a '{kind}' artifact, found '{manifest.get('kind')}'")
+        raise DataError(f"{directory}: expected a '{kind}' artifact, found '{manifest.get('kind')}'")
     return manifest

@@ -21,7 +21,7 @@ from productstudio.errors import ParamsError  # noqa: E402,F401  (re-exported: s
 
 
 def _check_metric_names(names: list[str]) -> list[str]:
-    from productstudio.metrics.names import parse_metric  # torch-free: params load fast
+    from productstudio.metric_names import parse_metric  # torch-free: params load fast
 
     for name in names:
         parse_metric(name)
@@ -117,15 +117,21 @@ class TrainSettings(_Section):
     threads: int = Field(default=0, ge=0)  # 0: all cores
 
 
+class ProtocolSettings(_Section):
+    """How every model is measured, shared by real-stats, evaluate, quantize, promote and deploy analyze: the
+    same latent seed, batch size and KID subsets make their numbers comparable (and their cached features reusable)."""
+
+    seed: int = 1234  # latents of the generated set: same seeds for every model compared
+    batch_size: int = Field(default=50, ge=1)  # generation and feature extraction
+    kid_subset_size: int = Field(default=1000, ge=2)
+    kid_subsets: int = Field(default=50, ge=1)
+
+
 class EvaluateSettings(_Section):
     # Named metrics, stylegan2-ada style: (fid|kid)<count>[k]_(train|test), e.g. fid2k_test, fid10k_test.
     metrics: list[str] = ["fid1k_test", "kid1k_test"]
     per_category: bool = True
     floor: bool = True  # also report real train vs real test at the same counts (what a perfect model gets)
-    kid_subset_size: int = Field(default=1000, ge=2)
-    kid_subsets: int = Field(default=50, ge=1)
-    batch_size: int = Field(default=50, ge=1)
-    seed: int = 1234  # latents of the generated set: same seeds for every model compared
     classifier_epochs: int = Field(default=2, ge=1)
 
     @field_validator("metrics")
@@ -146,11 +152,11 @@ class QuantizeSettings(_Section):
     reduce_range: bool = True
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = Field(default=512, ge=1)
-    calibration_seed: int = 7  # not evaluate.seed: the quality check uses inputs the calibration never saw
+    calibration_seed: int = 7  # not protocol.seed: the quality check uses inputs the calibration never saw
     # Optional pruning before quantization: the smallest weights (or output channels) zeroed for good.
     prune: Literal["none", "l1_unstructured", "ln_structured"] = "none"
     prune_amount: float = Field(default=0.0, ge=0.0, lt=1.0)
-    # Quality on the same seeds as evaluate (evaluate.seed), fp32 vs int8: named metrics, [] to skip them.
+    # Quality on the same seeds as evaluate (protocol.seed), fp32 vs int8: named metrics, [] to skip them.
     metrics: list[str] = ["fid500_test", "kid500_test"]
     psnr_samples: int = Field(default=256, ge=1)  # at least this many images for PSNR/SSIM (more if a metric needs them)
     threads: int = Field(default=1, ge=0)  # threads for both models while timing; 0: all cores
@@ -177,7 +183,7 @@ class RegisterSettings(_Section):
 
 class PromoteSettings(_Section):
     """The champion/challenger policy (productstudio.promotion.policy). Both models are judged on the
-    same named metric, the same latent seeds (evaluate.seed) and the same cached real features."""
+    same named metric, the same latent seeds (protocol.seed) and the same cached real features."""
 
     # A named FID metric, (fid)<count>[k]_(train|test); null: the first FID in evaluate.metrics (whose real
     # features the real_stats stage caches), so promotion measures what evaluate reports.
@@ -192,7 +198,7 @@ class PromoteSettings(_Section):
     @field_validator("metric")
     @classmethod
     def _fid_metric(cls, name: Optional[str]) -> Optional[str]:
-        from productstudio.metrics.names import parse_metric
+        from productstudio.metric_names import parse_metric
 
         if name is not None and parse_metric(name).kind != "fid":
             raise ValueError("promotion compares FIDs: use a name like fid1k_test")
@@ -270,6 +276,7 @@ class Params(_Section):
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
     preprocess: PreprocessSettings = PreprocessSettings()
     train: TrainSettings = TrainSettings()
+    protocol: ProtocolSettings = ProtocolSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     quantize: QuantizeSettings = QuantizeSettings()
     # 'register' is a classmethod name of ABCMeta (pydantic warns about shadowing it): aliased like validate.
@@ -296,8 +303,8 @@ class Params(_Section):
             first = error.errors()[0]
             key = ".".join(str(part) for part in first["loc"])
             if first["type"] == "extra_forbidden":
-                raise ValueError(f"unknown key baseline.{key} (allowed: the keys of train)") from None
-            raise ValueError(f"baseline.{key}: {first['msg'].removeprefix('Value error, ')}") from None
+                raise ParamsError(f"unknown key baseline.{key} (allowed: the keys of train)") from None
+            raise ParamsError(f"baseline.{key}: {first['msg'].removeprefix('Value error, ')}") from None
 
     @property
     def validate(self) -> ValidateSettings:  # type: ignore[override]

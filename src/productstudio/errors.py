@@ -19,7 +19,7 @@ class UserError(Exception):
 
 
 class ParamsError(UserError, ValueError):
-    """A params.yaml problem, phrased as a single line for the terminal."""
+    """A bad setting (a params.yaml value or a command-line flag), phrased as a single line for the terminal."""
 
 
 class MissingInput(UserError, FileNotFoundError):
@@ -37,6 +37,11 @@ class ValidationFailed(UserError):
 
     def one_line(self, command: str) -> str:
         return str(self)  # the suite's summary says what failed and where the report is
+
+
+class ServiceError(UserError, RuntimeError):
+    """A tool or service a step relies on (nginx, TorchServe, DVC, a download) is missing, already running,
+    or failed; the message says which and where its log is."""
 
 
 class BadRequest(UserError, ValueError):

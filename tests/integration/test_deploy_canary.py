@@ -10,14 +10,18 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from productstudio.serving.server import free_ports as _free_ports
 from productstudio.cli import main
-from productstudio.config import load_params
+from productstudio.config import load_params, parse_params
+from productstudio.data.preprocess import preprocess
+from productstudio.data.raw import ingest
 from productstudio.models.io import save_generator
 from productstudio.models.gan import GANConfig, Generator
 from productstudio.deploy import local_canary as deploy
 from productstudio.serving import server
+from productstudio.validation.validate import validate
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -25,11 +29,37 @@ NAME = "product-studio-generator"
 CATEGORIES = [f"item{i}" for i in range(10)]
 
 
+def tiny_generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(GANConfig(g_width=8, latent_dim=16))
+
+
+def broken_generator() -> Generator:
+    """A deliberately worse model: broken weights (all zero, the output layer's bias -10) make every image black."""
+    generator = tiny_generator()
+    with torch.no_grad():
+        for weight in generator.parameters():
+            weight.zero_()
+        generator.to_image.bias.fill_(-10.0)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, fashion_dir):
+    """A small processed Fashion-MNIST (100 test images): the real side of the canary's KID."""
+    root = tmp_path_factory.mktemp("data")
+    params = parse_params({"ingest": {"fashion_mnist_dir": str(fashion_dir), "limit_per_category": 10},
+                           "validate": {"max_leak_fraction": 0.05}})
+    ingest(params.ingest, root / "raw")
+    validate(root / "raw", root / "validation", params.validate)
+    preprocess(root / "raw", root / "validation", root / "processed", params.preprocess)
+    return root / "processed"
+
 
 @pytest.fixture(scope="module")
 def canary(tmp_path_factory):
-    """Two tiny generators registered (as MLflow model directories) in a sqlite registry, champion v1 and
-    challenger v2, deployed with 30 % to the challenger."""
+    """Two tiny generators registered (as MLflow model directories) in a sqlite registry, champion v1 (random
+    weights) and challenger v2 (broken weights: black images), deployed with 30 % to the challenger."""
     from mlflow import MlflowClient
 
     subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install-nginx")], check=True, timeout=300)
@@ -39,10 +69,9 @@ def canary(tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model(NAME)
-    for version in ("1", "2"):
+    for version, generator in (("1", tiny_generator()), ("2", broken_generator())):
         model_dir = root / "models" / version
-        save_generator(Generator(GANConfig(g_width=8, latent_dim=16)), model_dir / "artifacts" / "generator",
-                       categories=CATEGORIES)
+        save_generator(generator, model_dir / "artifacts" / "generator", categories=CATEGORIES)
         client.create_model_version(NAME, str(model_dir))
     client.set_registered_model_alias(NAME, "champion", "1")
     client.set_registered_model_alias(NAME, "challenger", "2")
@@ -99,7 +128,7 @@ def sides(canary, n: int, predict_every: int = 50) -> dict:
     return {side: seen.count(side) for side in ("stable", "canary")}
 
 
-def test_split_status_rollback_promote(canary, capsys):
+def test_split_status_rollback_promote(canary, processed, tmp_path, monkeypatch, capsys):
     record, state = canary["record"], str(canary["state"])
     assert (record["stable_version"], record["canary_version"]) == ("1", "2")
     # nginx checks the proxy's own key: none, or a TorchServe token, is refused.
@@ -122,9 +151,19 @@ def test_split_status_rollback_promote(canary, capsys):
     # TorchServe's own metric logs saw the predictions (every 50th request) too.
     assert sum(status["sides"][side]["torchserve"]["requests"] for side in ("stable", "canary")) > 0
 
-    # Analyze without Inception (KID is covered by the unit tests of the policy).
-    result = deploy.analyze(canary["params"], state, samples=0)
-    assert result["recommendation"] in ("promote", "rollback") and result["reason"]
+    # The 30 % canary serves black images: analyze must recommend a rollback, for its KID. Latency on a shared
+    # test machine is noise, so the p95 rule (unit-tested with the policy) is held off here.
+    params = canary["params"]
+    lenient_latency = params.model_copy(update={"deploy": params.deploy.model_copy(update={"min_p95_increase_ms": 1e9})})
+    with monkeypatch.context() as scratch:
+        scratch.chdir(tmp_path)  # analyze keeps real features it extracts under ./.scratch
+        result = deploy.analyze(lenient_latency, state, processed_dir=processed, real_cache=tmp_path / "no-real-stats",
+                                samples=50)
+    kid = {side: result["sides"][side]["kid"] for side in ("stable", "canary")}
+    assert result["recommendation"] == "rollback", result
+    assert result["reason"] == (f"canary KID {kid['canary']:.4f} exceeds stable's {kid['stable']:.4f} by more than "
+                                f"{params.deploy.max_kid_increase:g}")
+    assert kid["canary"] - kid["stable"] > 0.1, kid  # not a near miss: black images are far from any garment
 
     # New TorchServe tokens on both sides, handed to nginx: the old ones stop working, clients notice nothing
     # (the rollback and promote below send requests to each side with the new tokens).

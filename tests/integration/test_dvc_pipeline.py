@@ -39,7 +39,8 @@ def project(tmp_path, fashion_dir):
     params["validate"]["max_leak_fraction"] = 0.01
     params["train"].update(max_steps=20, checkpoint_every=10, log_every=5, sample_every=10, g_width=8, d_width=8, latent_dim=16, batch_size=16,
                            kid_every=10, kid_samples=10)
-    params["evaluate"].update(metrics=["fid20_test", "kid20_test"], kid_subset_size=10, kid_subsets=5, classifier_epochs=1)
+    params["evaluate"].update(metrics=["fid20_test", "kid20_test"], classifier_epochs=1)
+    params["protocol"].update(kid_subset_size=10, kid_subsets=5)
     params["quantize"].update(metrics=["fid20_test", "kid20_test"], psnr_samples=20, calibration_samples=64, timing_rounds=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {

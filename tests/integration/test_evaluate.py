@@ -9,12 +9,14 @@ from productstudio.config import parse_params
 from productstudio.data.fashion_mnist import CATEGORIES
 from productstudio.data.preprocess import preprocess
 from productstudio.data.raw import ingest
-from productstudio.metrics.evaluate import compute_real_stats, evaluate
+from productstudio.metrics.evaluate import evaluate
+from productstudio.metrics.real_stats import compute_real_stats
 from productstudio.training.classifier import train_classifier
 from productstudio.training.loop import train
 from productstudio.validation.validate import validate
 
-SMALL = {"metrics": ["fid30_test", "kid30_test"], "kid_subset_size": 10, "kid_subsets": 5, "batch_size": 30, "classifier_epochs": 1}
+SMALL = {"metrics": ["fid30_test", "kid30_test"], "classifier_epochs": 1}
+PROTOCOL = {"kid_subset_size": 10, "kid_subsets": 5, "batch_size": 30}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,7 @@ def trained(tmp_path_factory, fashion_dir):
         "validate": {"max_leak_fraction": 0.05},
         "train": {"max_steps": 20, "g_width": 8, "d_width": 8, "latent_dim": 16, "batch_size": 16, "threads": 2},
         "evaluate": SMALL,
+        "protocol": PROTOCOL,
     })
     ingest(params.ingest, root / "raw")
     validate(root / "raw", root / "validation", params.validate)
@@ -36,12 +39,12 @@ def trained(tmp_path_factory, fashion_dir):
 
 def test_real_stats_cache_and_floor(trained):
     root, params = trained
-    first = compute_real_stats(root / "processed", root / "stats", params.evaluate)
+    first = compute_real_stats(root / "processed", root / "stats", params.evaluate, params.protocol)
     assert first["computed"] == 2 and first["counts"] == {"test": 30, "train": 30}
     floor = first["floor"]
     assert floor["num_a"] == floor["num_b"] == 30 and floor["fid"] > 0
     assert floor["feature_network"] and floor["resize_method"]
-    again = compute_real_stats(root / "processed", root / "stats", params.evaluate)
+    again = compute_real_stats(root / "processed", root / "stats", params.evaluate, params.protocol)
     assert again["computed"] == 0  # cached per data version: the Inception network did not run
 
 
@@ -49,7 +52,7 @@ def test_evaluate_reports_metrics_with_protocol(trained, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     root, params = trained
-    compute_real_stats(root / "processed", root / "stats", params.evaluate)
+    compute_real_stats(root / "processed", root / "stats", params.evaluate, params.protocol)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     # The model as trained elsewhere: its manifest names a training run this MLflow store does not hold.
@@ -58,7 +61,8 @@ def test_evaluate_reports_metrics_with_protocol(trained, tmp_path, monkeypatch):
     shutil.copytree(root / "train/generator", tmp_path / "model/generator")
     manifest = json.loads((root / "train/manifest.json").read_text())
     (tmp_path / "model/manifest.json").write_text(json.dumps({**manifest, "mlflow_run_id": "0" * 32}))
-    report = evaluate(tmp_path / "model/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out", params.evaluate)
+    report = evaluate(tmp_path / "model/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out", params.evaluate,
+                      params.protocol)
 
     fid, kid = report["metrics"]
     assert fid["metric"] == "fid30_test" and fid["num_generated"] == 30 and fid["num_real"] == 30
@@ -117,7 +121,7 @@ def test_vae_reconstructions_get_psnr_and_ssim(trained, tmp_path):
     assert encoder is not None and load_encoder(root / "train/generator") is None  # VAE: saved beside the decoder
     small = params.evaluate.model_copy(update={"metrics": ["fid10_test"]})  # few Inception passes: this is about PSNR/SSIM
     report = evaluate(tmp_path / "cvae/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out",
-                      small, track=False)
+                      small, params.protocol, track=False)
 
     recon = report["reconstruction"]
     assert recon["protocol"]["num_images"] == 10 and recon["protocol"]["reference_split"] == "test"
@@ -135,3 +139,32 @@ def test_vae_reconstructions_get_psnr_and_ssim(trained, tmp_path):
     # Deterministic (posterior mean, no sampling): the same numbers again.
     generator, _ = load_generator(tmp_path / "cvae/generator")
     assert reconstruction_metrics(generator, encoder, real[:10], labels[:10], batch_size=4, device="cpu") == recon
+
+
+def test_evaluate_and_quantize_judge_the_same_images_and_share_their_features(trained, tmp_path):
+    """quantize's fp32 side is evaluate's generated set, bit for bit: the same FID from separate caches,
+    and with one cache the second of them runs Inception on nothing."""
+    from productstudio.metrics import features as feats
+    from productstudio.quantization.quantize import quantize
+
+    root, params = trained
+    compute_real_stats(root / "processed", root / "stats", params.evaluate, params.protocol)
+    settings = parse_params({"quantize": {"metrics": ["fid30_test"], "psnr_samples": 30, "calibration_samples": 32,
+                                          "timing_rounds": 1}}).quantize
+    shared, alone = tmp_path / "features", tmp_path / "features-alone"
+    before = feats.counters["images"]
+    quantized = quantize(root / "train/generator", tmp_path / "int8", settings, processed_dir=root / "processed",
+                         cache_dir=root / "stats", seed=params.protocol.seed, batch_size=params.protocol.batch_size,
+                         features_dir=shared)
+    assert feats.counters["images"] - before == 60  # fp32 and int8; the real side is the real_stats cache's
+    small = params.evaluate.model_copy(update={"metrics": ["fid30_test"], "per_category": False})
+    on_its_own = evaluate(root / "train/generator", root / "processed", root / "classifier", root / "stats",
+                          tmp_path / "out-alone", small, params.protocol, device="cpu", track=False,
+                          features_dir=alone)
+    assert on_its_own["metrics"][0]["value"] == quantized["quality"]["metrics"][0]["fp32"]
+    before = feats.counters["images"]
+    reused = evaluate(root / "train/generator", root / "processed", root / "classifier", root / "stats", tmp_path / "out",
+                      small, params.protocol, device="cpu", track=False, features_dir=shared)
+    assert feats.counters["images"] == before
+    assert reused["metrics"] == on_its_own["metrics"]
+    assert not any((tmp_path / "features" / "real").glob("*")), "the real_stats cache held every real count"

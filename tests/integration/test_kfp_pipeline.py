@@ -29,9 +29,9 @@ TINY_TRAIN = {
 }
 TINY_BASELINE = {"model": "cvae", "max_steps": 10}
 TINY_EVALUATE = {
-    "metrics": ["fid20_test", "kid20_test"], "kid_subset_size": 10, "kid_subsets": 5,
-    "per_category": False, "classifier_epochs": 1,
+    "metrics": ["fid20_test", "kid20_test"], "per_category": False, "classifier_epochs": 1,
 }
+TINY_PROTOCOL = {"kid_subset_size": 10, "kid_subsets": 5}
 TINY_QUANTIZE = {"metrics": ["fid20_test"], "psnr_samples": 20, "calibration_samples": 64, "timing_rounds": 2}
 TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate", "register", "promote", "quantize",
          "train-2", "evaluate-2"}  # KFP names a component's second task "<name>-2": the baseline's
@@ -134,6 +134,7 @@ def _params(tmp_path: Path, **validate) -> Path:
         "train": TINY_TRAIN,
         "baseline": TINY_BASELINE,
         "evaluate": TINY_EVALUATE,
+        "protocol": TINY_PROTOCOL,
         "quantize": TINY_QUANTIZE,
     }
     path = tmp_path / "params.yaml"

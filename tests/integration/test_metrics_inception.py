@@ -19,7 +19,9 @@ from threadpoolctl import threadpool_limits
 from productstudio.data.fashion_mnist import load_split
 from productstudio.metrics import features as feats
 from productstudio.metrics.fid import FeatureStats, frechet_distance
-from productstudio.metrics.engine import RealStatsCache, compute_metrics, fid_kid_between, summary
+from productstudio.metrics.engine import MetricOptions, calc_metric, calc_metrics, fid_kid_between, summary
+from productstudio.metrics.generated_features import GeneratedFeatures
+from productstudio.metrics.real_features import RealStatsCache
 
 N = 16
 DATA_VERSION = "md5:test-data-version-1"
@@ -152,7 +154,7 @@ def test_cache_runs_the_network_once_per_key(real, cache, test_features, tmp_pat
     assert cache.computed == 2
 
 
-def test_named_metrics_records_cost_only_the_generated_side(real, cache, test_features, train_features):
+def test_named_metrics_records_cost_only_the_generated_side(real, cache, test_features, train_features, tmp_path):
     test_images, train_images = real
     before = feats.counters["images"]
 
@@ -160,29 +162,53 @@ def test_named_metrics_records_cost_only_the_generated_side(real, cache, test_fe
         for start in range(0, n, 8):
             yield train_images[start : min(start + 8, n), None]
 
-    records = compute_metrics(
-        ["fid16_test", "kid8_test"],
-        generate,
-        lambda split: pytest.fail("real images must come from the cache"),
-        data_version=DATA_VERSION,
-        cache=cache,
-        batch_size=N,
-        kid_subsets=10,
-        progress=False,
-    )
+    def real_side(split, n):
+        features = cache.features(lambda: pytest.fail("real images must come from the cache"), data_version=DATA_VERSION,
+                                  split=split, count=n)
+        return features, cache.protocol(cache.key(DATA_VERSION, split), len(features))
+
+    generated = GeneratedFeatures(tmp_path, batch_size=8, progress=False)
+    key = generated.key("sha256 of some weights", seed=0)
+    opts = MetricOptions(generated=lambda n: generated.features(key, n, generate), real=real_side, kid_subsets=10)
+    records = calc_metrics(["fid16_test", "kid8_test"], opts)
     assert feats.counters["images"] - before == N  # the 16 generated images, once for both metrics
     fid, kid = records
     assert fid["value"] == pytest.approx(exact_fid(train_features, test_features), rel=1e-6)
     for record, count in ((fid, 16), (kid, 8)):
-        assert record["num_generated"] == count and record["num_real"] == count
-        assert record["reference_split"] == "test" and record["data_version"] == DATA_VERSION
-        assert record["feature_network_sha256"] == feats.network_info().sha256
-        assert record["resize_method"] == "tf1_bilinear_float"
+        assert record["num_generated"] == count and record["num_real"] == count and record["reference_split"] == "test"
+        assert record["protocol"]["data_version"] == DATA_VERSION and record["protocol"]["num_real"] == count
+        assert record["protocol"]["feature_network_sha256"] == feats.network_info().sha256
+        assert record["protocol"]["resize_method"] == "tf1_bilinear_float"
     assert fid["std_error"] is None and kid["std_error"] > 0 and kid["kid_subset_size"] == 4  # half of 8
     json.dumps(records, allow_nan=False)  # records are plain JSON
     assert set(summary(records)) == {"fid16_test", "kid8_test", "kid8_test_std_error"}
-    with pytest.raises(ValueError, match="needed"):
-        compute_metrics(["fid10k_test"], train_images[:4, None], {}, data_version=DATA_VERSION, cache=cache, progress=False)
+    with pytest.raises(ValueError, match="ran out"):
+        calc_metric("fid10k_test", opts)
+
+
+def test_generated_features_reuse_only_what_a_fresh_run_computes_alike(real, tmp_path):
+    """An entry serves its full batches to any count, its partial last batch only to the same count;
+    the rest is extracted on the same batch boundaries: the features equal a fresh run's, bit for bit."""
+    _, train_images = real
+
+    def generate(n):
+        for start in range(0, n, 4):
+            yield train_images[start : min(start + 4, n), None]
+
+    cache = GeneratedFeatures(tmp_path / "shared", batch_size=4, progress=False)
+    key = cache.key("sha256 of some weights", seed=0)
+    ten = cache.features(key, 10, generate)  # batches of 4, 4 and 2
+    assert cache.extracted == 10 and cache.missing(key, 10) == 0
+    assert cache.missing(key, 6) == 2 and cache.missing(key, 8) == 0 and cache.missing(key, 14) == 6
+    six = cache.features(key, 6, generate)  # the first full batch, then images 4 and 5 as a fresh run batches them
+    assert cache.extracted == 12
+    fresh = GeneratedFeatures(tmp_path / "fresh", batch_size=4, progress=False)
+    np.testing.assert_array_equal(six, fresh.features(key, 6, generate))
+    np.testing.assert_array_equal(cache.features(key, 10, generate), ten)
+    np.testing.assert_array_equal(cache.features(key, 8, generate), ten[:8])
+    assert cache.extracted == 12  # served from disk
+    other = cache.key("sha256 of other weights", seed=0)
+    assert cache.missing(other, 4) == 4 and cache.missing(cache.key("sha256 of some weights", seed=1), 4) == 4
 
 
 def test_fid_kid_between_two_real_sets(real, test_features, train_features):
@@ -198,5 +224,7 @@ def test_rejects_non_uint8_and_channels_last_input():
         feats.extract_features(np.zeros((2, 3, 28, 28), dtype=np.float32), progress=False)
     with pytest.raises(ValueError, match="channels-last"):
         feats.extract_features(np.zeros((2, 28, 28, 3), dtype=np.uint8), progress=False)
-    x = feats.to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0]))
+    from productstudio.imaging import to_uint8
+
+    x = to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0]))
     assert x.tolist() == [0, 128, 255, 255]

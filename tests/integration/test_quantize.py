@@ -30,7 +30,7 @@ def _cli(*args, cwd=None):
 def project(tmp_path_factory, fashion_dir):
     root = tmp_path_factory.mktemp("quantize-cli")
     raw = {"ingest": {"fashion_mnist_dir": str(fashion_dir), "limit_per_category": 2, "categories": None},
-           "validate": {"max_leak_fraction": 0.2}, "quantize": QUANTIZE, "evaluate": {"kid_subset_size": 5, "kid_subsets": 3}}
+           "validate": {"max_leak_fraction": 0.2}, "quantize": QUANTIZE, "protocol": {"kid_subset_size": 5, "kid_subsets": 3}}
     params = parse_params(raw)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     ingest(params.ingest, root / "raw")

@@ -1,10 +1,9 @@
 """The real training entry point on a tiny real dataset: artifacts, MLflow run, kill -9 and resume."""
 
-import os
+import itertools
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
@@ -66,9 +65,11 @@ def test_gan_run_writes_generator_grid_checkpoints_and_mlflow(processed, tmp_pat
 
 
 def test_time_budget_stops_the_run(processed, tmp_path):
-    manifest = train(_settings(max_steps=100000, max_minutes=0.002), processed, tmp_path / "out", tmp_path / "plots", track=False)
+    ticks = itertools.count()  # a clock that moves 1 s each time it is read, twice per step: 1 s per step
+    manifest = train(_settings(max_steps=100000, max_minutes=0.1), processed, tmp_path / "out", tmp_path / "plots", track=False,
+                     clock=lambda: float(next(ticks)))
     assert manifest["summary"]["stopped_by"] == "max_minutes"
-    assert 0 < manifest["summary"]["steps"] < 100000
+    assert manifest["summary"]["steps"] == 6 and manifest["summary"]["minutes"] == 0.1  # 6 steps of 1 s fill 0.1 min
 
 
 def test_cvae_baseline_learns(processed, tmp_path):
@@ -79,6 +80,22 @@ def test_cvae_baseline_learns(processed, tmp_path):
     assert info["kind"] == "cvae" and generator.config.latent_dim == 16
 
 
+# The victim: the real training function, which SIGKILLs its own process right after checkpoint 100 is on
+# disk (train's on_checkpoint hook), so the crash lands at a known point however fast the machine is.
+KILLED_AT_CHECKPOINT = """
+import os, signal, sys
+from productstudio.config import load_params
+from productstudio.training.loop import train
+
+def kill_after_checkpoint_100(step, path):
+    if step == 100:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+params, processed, out, plots = sys.argv[1:]
+train(load_params(params).train, processed, out, plots, track=False, on_checkpoint=kill_after_checkpoint_100)
+"""
+
+
 @pytest.mark.slow
 def test_kill_9_then_rerun_resumes_and_matches_uninterrupted_run(processed, tmp_path):
     steps = dict(max_steps=300, checkpoint_every=50, keep_checkpoints=2, sample_every=1000, augment=["translation"])
@@ -86,28 +103,32 @@ def test_kill_9_then_rerun_resumes_and_matches_uninterrupted_run(processed, tmp_
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {**TINY, **steps}}))
-    command = [sys.executable, "-m", "productstudio.cli", "train", "--params", str(params), "--processed", str(processed),
-               "--out", str(tmp_path / "out"), "--plots", str(tmp_path / "plots"), "--no-mlflow"]
-    victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while not (tmp_path / "out/checkpoints/step-00000100.pt").exists():
-        assert victim.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    finished = sorted((tmp_path / "out/checkpoints").glob("step-*.pt"))
-    assert finished and finished[-1].name != "step-00000300.pt"
-    torch.load(finished[-1], weights_only=True)  # the newest checkpoint is whole, whatever the kill hit
+    out, plots = tmp_path / "out", tmp_path / "plots"
+    victim = subprocess.run([sys.executable, "-c", KILLED_AT_CHECKPOINT, str(params), str(processed), str(out), str(plots)],
+                            capture_output=True, text=True, timeout=300)
+    assert victim.returncode == -signal.SIGKILL, victim.stdout + victim.stderr
+    checkpoints = out / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*.pt")) == ["step-00000050.pt", "step-00000100.pt"]
+    torch.load(checkpoints / "step-00000100.pt", weights_only=True)  # whole: written atomically before the kill
+    # What a kill a little later would also leave: a half-written next checkpoint and loss rows past step 100.
+    (checkpoints / "tmp-half-written.tmp").write_bytes(b"half a checkpoint")
+    with open(plots / "train_loss.csv", "a") as log:
+        log.write("110,9.99999,9.99999,1.0\n")
 
+    command = [sys.executable, "-m", "productstudio.cli", "train", "--params", str(params), "--processed", str(processed),
+               "--out", str(out), "--plots", str(plots), "--no-mlflow"]
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming from {finished[-1]}" in resumed.stdout
-    assert not list((tmp_path / "out/checkpoints").glob("*.tmp"))  # a half-written file from the kill is cleared
+    assert f"resuming from {checkpoints / 'step-00000100.pt'} (step 100," in resumed.stdout
+    assert not list(checkpoints.glob("*.tmp"))  # the half-written file is cleared
     expected = load_file(str(tmp_path / "reference/generator/generator.safetensors"))
-    got = load_file(str(tmp_path / "out/generator/generator.safetensors"))
+    got = load_file(str(out / "generator/generator.safetensors"))
     assert expected.keys() == got.keys()
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    assert (tmp_path / "plots/train_loss.csv").read_text().splitlines()[-1].split(",")[:3] == \
-        (tmp_path / "reference-plots/train_loss.csv").read_text().splitlines()[-1].split(",")[:3]
+    # Every loss row (step, loss_d, loss_g) equals the uninterrupted run's: the rows past the checkpoint were dropped.
+    def losses(path):
+        return [row.split(",")[:3] for row in path.read_text().splitlines()]
+
+    assert losses(plots / "train_loss.csv") == losses(tmp_path / "reference-plots/train_loss.csv")
+    assert reference["summary"]["steps"] == 300

@@ -8,7 +8,7 @@ import pytest
 from productstudio.config import parse_params
 from productstudio.data.preprocess import preprocess
 from productstudio.data.raw import ingest
-from productstudio.metrics.evaluate import compute_real_stats
+from productstudio.metrics.real_stats import compute_real_stats
 from productstudio.training.loop import train
 from productstudio.validation.validate import validate
 
@@ -24,7 +24,7 @@ def data(tmp_path_factory, fashion_dir):
     ingest(params.ingest, root / "raw")
     validate(root / "raw", root / "validation", params.validate)
     preprocess(root / "raw", root / "validation", root / "processed", params.preprocess)
-    compute_real_stats(root / "processed", root / "stats", params.evaluate, device="cpu")
+    compute_real_stats(root / "processed", root / "stats", params.evaluate, params.protocol, device="cpu")
     return root
 
 

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -206,10 +205,8 @@ def test_decompression_bomb_is_refused_fast_without_decoding(world, tmp_path, mo
     under_pillow.write_bytes(hostile.png_bytes(7000, 7000))
     for path, phrase in ((world["source"] / "train/shoes/bomb.png", "decompression bomb"),
                          (under_pillow, "decompression bomb: declares 7000x7000")):
-        start = time.perf_counter()
-        with pytest.raises(img.BadImage) as caught:
+        with pytest.raises(img.BadImage) as caught:  # fast because nothing is decoded: the spy's list stays empty
             img.open_image(path, max_pixels=40_000_000)
-        assert time.perf_counter() - start < 1.0
         assert str(caught.value).startswith(phrase), str(caught.value)
     assert loads == [], f"pixels were decoded for {loads}"
     # The control: the same file under a larger max_pixels is decoded (and is then found broken).

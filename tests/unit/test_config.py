@@ -19,7 +19,7 @@ def test_defaults_and_committed_params_load():
     [
         ({"preprocess": {"image_size": -3}}, "params.yaml: preprocess.image_size = -3: choose one of 28, 32, 64, 128"),
         ({"preprocess": {"size": 28}}, "params.yaml: unknown key 'preprocess.size' (allowed: mode, image_size,"),
-        ({"trian": {}}, "params.yaml: unknown key 'trian' (allowed: ingest, validate, preprocess, train, evaluate,"),
+        ({"trian": {}}, "params.yaml: unknown key 'trian' (allowed: ingest, validate, preprocess, train, protocol, evaluate,"),
         ({"ingest": {"source": "zip"}}, "params.yaml: ingest.source = 'zip': Input should be 'fashion-mnist' or 'image-folder'"),
         ({"validate": {"max_leak_fraction": 2}}, "params.yaml: validate.max_leak_fraction = 2: Input should be less than or equal to 1"),
         ({"validate": {"min_side": 64, "max_side": 32}}, "min_side (64) must not exceed max_side (32)"),

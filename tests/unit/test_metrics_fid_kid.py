@@ -10,7 +10,7 @@ import pytest
 from productstudio.data.fashion_mnist import load_split
 from productstudio.metrics.fid import FeatureStats, fid_from_features, frechet_distance, sidecar_path
 from productstudio.metrics.kid import kernel_inception_distance, polynomial_kernel
-from productstudio.metrics.engine import KNOWN_METRICS, parse_metric
+from productstudio.metric_names import KNOWN_METRICS, parse_metric
 
 
 @pytest.fixture(scope="module")

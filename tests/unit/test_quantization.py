@@ -2,7 +2,6 @@
 pruning, and the interleaved timer."""
 
 import json
-import time
 
 import numpy as np
 import onnx
@@ -104,6 +103,17 @@ def test_quantize_never_replaces_a_directory_it_did_not_make(quantized, tmp_path
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
 
+def test_the_model_loader_dispatches_on_the_saved_kind(quantized):
+    from productstudio.models.loader import INT8_ONNX, load, model_kind
+    from productstudio.models.onnx_generator import OnnxGenerator
+
+    root, _ = quantized
+    fp32, info = load(root / "generator")
+    int8, int8_info = load(root / "int8", threads=1)
+    assert isinstance(fp32, Generator) and model_kind(info) == "gan"
+    assert isinstance(int8, OnnxGenerator) and model_kind(int8_info) == INT8_ONNX and int8.config == fp32.config
+
+
 def test_load_quantized_refuses_a_directory_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a quantized generator"):
         load_quantized(tmp_path)
@@ -137,11 +147,22 @@ def test_pruning_is_permanent_and_leaves_the_original_alone():
 
 
 def test_interleaved_timer_ranks_fast_and_slow():
-    # A 10x gap, so a few ms of wake-up delay on a loaded machine cannot blur the ranking.
-    times = time_interleaved({"fast": lambda: time.sleep(0.005), "slow": lambda: time.sleep(0.05)}, rounds=3, min_seconds=0.01)
-    assert set(times) == {"fast", "slow"}
-    assert times["fast"] >= 0.005 and times["slow"] >= 0.05
-    assert 3.0 < times["slow"] / times["fast"] < 20.0
+    """A fake clock that only the timed functions advance: the medians are exact, whatever the machine's load."""
+    now = [0.0]
+    calls = []
+
+    def takes(name, seconds):
+        def fn():
+            calls.append(name)
+            now[0] += seconds
+        return fn
+
+    times = time_interleaved({"fast": takes("fast", 0.004), "slow": takes("slow", 0.04)}, rounds=3, min_seconds=0.01,
+                             clock=lambda: now[0])
+    assert times == {"fast": pytest.approx(0.004), "slow": pytest.approx(0.04)}
+    # warm-up and one probe each; then 3 calls of fast (0.01 s / 0.004 s) to 1 of slow, in alternating order
+    rounds = ["fast"] * 3 + ["slow"] + ["slow"] + ["fast"] * 3 + ["fast"] * 3 + ["slow"]
+    assert calls == ["fast", "fast", "slow", "slow", *rounds]
 
 
 def test_settings_reject_pruning_without_an_amount():
@@ -155,10 +176,11 @@ def test_settings_reject_pruning_without_an_amount():
 
 def test_quality_inputs_are_the_evaluate_steps_generated_set():
     """fp32 vs int8 is judged on evaluate's latents: the fp32 side equals generated_batches' images."""
-    from productstudio.metrics.evaluate import generated_batches
-    from productstudio.quantization.measure import paired_outputs, to_uint8
+    from productstudio.imaging import to_uint8_array
+    from productstudio.models.sampling import generated_batches
+    from productstudio.quantization.measure import paired_outputs
 
     model = tiny_generator()
-    ours = to_uint8(paired_outputs({"fp32": model}, model.config, 30, seed=1234, batch_size=8)["fp32"])
+    ours = to_uint8_array(paired_outputs({"fp32": model}, model.config, 30, seed=1234, batch_size=8)["fp32"])
     theirs = np.concatenate(list(generated_batches(model, 30, 1234, 8, "cpu")))
     np.testing.assert_array_equal(ours, theirs)

@@ -177,7 +177,7 @@ def test_handler_answers_each_request_of_a_batch_on_its_own(tmp_path):
     import zipfile
 
     from productstudio.serving.archive import build_archive
-    from productstudio.serving.handler import GeneratorHandler
+    from productstudio.serving.handler import TaskHandler
 
     zipfile.ZipFile(build_archive(_tiny(tmp_path / "gen"), tmp_path / "store", "tiny")).extractall(tmp_path / "model")
     rows = [{"body": b'{"category": "Bag", "count": 2, "seed": 1}'}, {"body": b'{"category": "Bag", "count": 65}'},
@@ -185,7 +185,7 @@ def test_handler_answers_each_request_of_a_batch_on_its_own(tmp_path):
     json_part = {"body": {"content-type": "application/json"}}
     headers = [{}, {}, json_part, {"body": {"content-type": "text/plain"}}, {"Accept": "image/png"}, {}]
     context = _Context(tmp_path / "model", headers)
-    handler = GeneratorHandler()
+    handler = TaskHandler()
     handler.initialize(context)
     out = handler.handle(rows, context)
     assert out[0]["seeds"] == [1, 2] and out[0]["version"] == "2" and out[2]["category"]["id"] == 1

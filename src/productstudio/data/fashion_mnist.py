@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from productstudio.errors import DataError
+from productstudio.errors import DataError, ServiceError
 from productstudio.artifacts import md5_file
 
 CATEGORIES = (
@@ -49,16 +49,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     with opener(path, "rb") as handle:
         data = handle.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path.name}: not an IDX file (bad magic number)")
+        raise DataError(f"{path.name}: not an IDX file (bad magic number)")
     dtype = IDX_DTYPES.get(data[2])
     if dtype is None:
-        raise ValueError(f"{path.name}: unsupported IDX element type 0x{data[2]:02x}")
+        raise DataError(f"{path.name}: unsupported IDX element type 0x{data[2]:02x}")
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
     if len(data) != expected:
-        raise ValueError(f"{path.name}: IDX header says {shape} ({expected} bytes) but file has {len(data)} bytes")
+        raise DataError(f"{path.name}: IDX header says {shape} ({expected} bytes) but file has {len(data)} bytes")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -69,7 +69,7 @@ def load_split(folder: str | Path, split: str, limit: int | None = None) -> tupl
     images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
     labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
     if len(images) != len(labels):
-        raise ValueError(f"{folder}: {split} has {len(images)} images but {len(labels)} labels")
+        raise DataError(f"{folder}: {split} has {len(images)} images but {len(labels)} labels")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return images, labels
@@ -123,6 +123,6 @@ def fetch(dest: str | Path, local_dir: str | Path | None, url_base: str, timeout
             _download(url, target, md5, timeout)
         except (OSError, ChecksumError) as error:
             detail = "; ".join(problems + [f"download failed: {error}"])
-            raise RuntimeError(f"Fashion-MNIST file {name} unavailable ({detail})") from None
+            raise ServiceError(f"Fashion-MNIST file {name} unavailable ({detail})") from None
         origin[name] = f"download:{url}"
     return origin

@@ -6,6 +6,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from productstudio.errors import DataError
+
 # Folder names taken as splits, and the name each one is stored under.
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 CATALOGUE_COLUMNS = ("sku", "category", "description")
@@ -49,5 +51,5 @@ def read_catalogue(path: str | Path) -> list[dict]:
         reader = csv.DictReader(handle)
         missing = [c for c in CATALOGUE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: catalogue CSV lacks column(s) {', '.join(missing)} (needs {', '.join(CATALOGUE_COLUMNS)})")
+            raise DataError(f"{path}: catalogue CSV lacks column(s) {', '.join(missing)} (needs {', '.join(CATALOGUE_COLUMNS)})")
         return list(reader)

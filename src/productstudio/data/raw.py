@@ -20,6 +20,7 @@ from tqdm import tqdm
 from productstudio.artifacts import read_manifest, sha256_file, write_manifest
 from productstudio.config import IngestSettings, section_dict
 from productstudio.data import fashion_mnist, image_folder
+from productstudio.errors import MissingInput, ParamsError
 
 KIND = "raw-dataset"
 FASHION_DIR = "fashion-mnist"
@@ -96,14 +97,14 @@ def _ingest_fashion_mnist(settings: IngestSettings, out: Path) -> dict:
     origin = fashion_mnist.fetch(out / FASHION_DIR, local, settings.download_url)
     categories = settings.categories or list(fashion_mnist.CATEGORIES)
     if len(categories) != len(fashion_mnist.CATEGORIES):
-        raise ValueError(f"ingest.categories: Fashion-MNIST has 10 categories, {len(categories)} were declared")
+        raise ParamsError(f"ingest.categories: Fashion-MNIST has 10 categories, {len(categories)} were declared")
     files = {f"{FASHION_DIR}/{name}": sha256_file(out / FASHION_DIR / name) for name in fashion_mnist.FILES}
     return {"layout": "idx", "categories": categories, "files": files, "origin": origin}
 
 
 def _ingest_image_folder(settings: IngestSettings, out: Path) -> dict:
     if not settings.image_folder or not Path(settings.image_folder).is_dir():
-        raise FileNotFoundError(f"ingest.image_folder: {settings.image_folder!r} is not a folder")
+        raise MissingInput(f"ingest.image_folder: {settings.image_folder!r} is not a folder")
     source = Path(settings.image_folder)
     layout = image_folder.detect_layout(source)
     categories = settings.categories or image_folder.discover_categories(source, layout)

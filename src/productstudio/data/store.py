@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from productstudio.artifacts import read_manifest, sha256_file
+from productstudio.errors import DataError
 
 KIND = "processed-dataset"
 SPLITS = ("train", "val", "test")
@@ -41,7 +42,7 @@ def load_split(processed_dir: str | Path, split: str, mmap: bool = False) -> tup
     root = Path(processed_dir)
     manifest = read_manifest(root, KIND)
     if split not in manifest["splits"]:
-        raise KeyError(f"{root}: no split '{split}' (has {', '.join(manifest['splits'])})")
+        raise DataError(f"{root}: no split '{split}' (has {', '.join(manifest['splits'])})")
     mode = "r" if mmap else None
     shards = manifest["splits"][split]["shards"]
     images = [np.load(root / s["images"], mmap_mode=mode, allow_pickle=False) for s in shards]

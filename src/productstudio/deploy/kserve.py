@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from productstudio.errors import UserError
+from productstudio.errors import DataError, MissingInput, UserError
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -107,10 +107,10 @@ EXAMPLE_PERCENT = 10
 
 def from_registry(uri: str, mlflow_client=None) -> ModelVersion:
     """``models:/<name>@<alias>`` (or ``/<version>``) -> its version and tags, asked of the registry."""
-    from productstudio.registry.model_registry import _URI, resolve
+    from productstudio.registry.model_registry import MODEL_URI, resolve
 
     mv = resolve(uri, mlflow_client)
-    return ModelVersion(mv.name, str(mv.version), _URI.match(uri)["alias"], dict(mv.tags))
+    return ModelVersion(mv.name, str(mv.version), MODEL_URI.match(uri)["alias"], dict(mv.tags))
 
 
 def storage_uri(prefix: str, model: ModelVersion) -> str:
@@ -225,13 +225,13 @@ def load_schema(crd_path: str | Path | None = None) -> dict:
     """The v1beta1 ``openAPIV3Schema`` of the InferenceService CRD (a 2 MB YAML: parsed once)."""
     path = Path(crd_path) if crd_path else default_crd_path()
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the KServe InferenceService CRD is missing")
+        raise MissingInput(f"{path}: the KServe InferenceService CRD is missing")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 (a safe loader)
     for version in crd["spec"]["versions"]:
         if version["name"] == "v1beta1":
             return version["schema"]["openAPIV3Schema"]
-    raise ValueError(f"{path}: no v1beta1 version in the CRD")
+    raise DataError(f"{path}: no v1beta1 version in the CRD")
 
 
 def _where(path) -> str:

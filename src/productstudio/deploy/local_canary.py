@@ -28,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from productstudio.config import DeploySettings, Params
+from productstudio import paths
+from productstudio.config import DeploySettings, Params, ProtocolSettings
+from productstudio.errors import BadRequest, MissingInput, ServiceError
 from productstudio.serving import server
 from productstudio.deploy.nginx_proxy import SIDES, CanaryProxy
 
@@ -58,7 +60,7 @@ def registry_archives(params: Params, state_dir: str | Path, variant: str | None
     champion = resolve(f"models:/{name}@{CHAMPION}")
     challenger = resolve(f"models:/{name}@{CHALLENGER}")
     if champion.version == challenger.version:
-        raise ValueError(f"version {challenger.version} of '{name}' is both champion and challenger: nothing to canary")
+        raise BadRequest(f"version {challenger.version} of '{name}' is both champion and challenger: nothing to canary")
     out = {}
     for side, mv in (("stable", champion), ("canary", challenger)):
         mar = archive_from_registry(f"models:/{name}/{mv.version}", Path(state_dir) / side / "model-store", variant, serve_name)
@@ -72,7 +74,7 @@ def start_canary(params: Params, state_dir: str | Path, percent: float, archives
     and challenger) and start nginx sending ``percent`` % to the canary. Returns what deploy.json records."""
     state = Path(state_dir).resolve()
     if CanaryProxy(state / "proxy").pid():
-        raise RuntimeError(f"a canary already runs from {state} (productstudio deploy stop)")
+        raise ServiceError(f"a canary already runs from {state} (productstudio deploy stop)")
     archives = archives or registry_archives(params, state)
     name = params.serve.model_name or params.register.model_name
     handles = {}
@@ -130,7 +132,7 @@ def renew_keys(state_dir: str | Path) -> dict:
 def load_deploy(state_dir: str | Path) -> dict:
     path = Path(state_dir) / DEPLOY_FILE
     if not path.is_file():
-        raise RuntimeError(f"no canary deployment in {state_dir} (productstudio deploy canary)")
+        raise MissingInput(f"no canary deployment in {state_dir} (productstudio deploy canary)")
     return json.loads(path.read_text())
 
 
@@ -144,7 +146,7 @@ def _running_proxy(state_dir: str | Path) -> CanaryProxy:
     load_deploy(state_dir)
     proxy = CanaryProxy(Path(state_dir) / "proxy")
     if not proxy.pid():
-        raise RuntimeError(f"the canary proxy in {state_dir} is not running (productstudio deploy canary)")
+        raise MissingInput(f"the canary proxy in {state_dir} is not running (productstudio deploy canary)")
     return proxy
 
 
@@ -275,13 +277,14 @@ def canary_decision(stable: dict, canary: dict, policy: DeploySettings) -> Canar
 # Analyze: the measurements above plus KID of images each side actually serves.
 
 
-def sample_images(handle, count: int, categories: int = 10, per_request: int = 25, seed: int = 0):
-    """``count`` images (uint8, N x C x H x W) from a running TorchServe, spread over the categories."""
+def sample_images(handle, count: int, categories: int, per_request: int = 25, seed: int = 0):
+    """``count`` images (uint8, N x C x H x W) from a running TorchServe, spread over the model's
+    ``categories`` (request i asks for category i mod ``categories``)."""
     import base64
-    import io
 
     import numpy as np
-    from PIL import Image
+
+    from productstudio.imaging import decode
 
     images, i = [], 0
     while len(images) < count:
@@ -292,29 +295,38 @@ def sample_images(handle, count: int, categories: int = 10, per_request: int = 2
                                                   "Authorization": f"Bearer {handle.inference_key}"})
         with urllib.request.urlopen(request, timeout=120) as response:
             answer = json.loads(response.read())
-        for data in answer["images"]:
-            array = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
-            images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+        images.extend(decode(base64.b64decode(data)) for data in answer["images"])
         i += 1
     return np.stack(images)
 
 
-def served_kid(state_dir: str | Path, processed_dir: str | Path, real_cache: str | Path, samples: int) -> dict:
-    """{side: KID} of ``samples`` served images against the cached real test features of the data version."""
-    from productstudio.data import store
-    from productstudio.metrics.features import extract_features
-    from productstudio.metrics.kid import kernel_inception_distance
-    from productstudio.metrics.engine import RealStatsCache
-    from productstudio.data.store import data_version
+def served_categories(state_dir: str | Path) -> int:
+    """How many categories the model served from ``state_dir`` has (from the archive's config.json)."""
+    from productstudio.models.io import category_names
 
-    cache = RealStatsCache(real_cache, progress=False)
-    real = cache.features(lambda: store.load_split(processed_dir, "test")[0], data_version=data_version(processed_dir),
-                          split="test", count=1000)
+    return len(category_names(server.served_config(state_dir)))
+
+
+def served_kid(state_dir: str | Path, processed_dir: str | Path, real_cache: str | Path, samples: int,
+               protocol: ProtocolSettings, features_dir: str | Path = paths.GENERATED_FEATURES) -> dict:
+    """{side: KID} of ``samples`` served images against the first ``samples`` real test images: the
+    metric ``kid<samples>_test``. The real features come from ``real_cache`` (the real_stats output, only
+    read); a count it lacks is kept in ``features_dir/real``."""
+    from productstudio.metrics.engine import MetricOptions, calc_metric
+    from productstudio.metrics.features import extract_features
+    from productstudio.metric_names import metric_name
+    from productstudio.metrics.real_features import RealFeatures
+
+    real = RealFeatures(processed_dir, real_cache, Path(features_dir) / "real", progress=False)
+    name = metric_name("kid", samples, "test")
     out = {}
     for side in SIDES:
         handle = server.load_handle(Path(state_dir) / side)
-        generated = extract_features(sample_images(handle, samples), progress=False)
-        out[side] = kernel_inception_distance(generated, real, subset_size=samples, num_subsets=50).mean
+        images = sample_images(handle, samples, served_categories(Path(state_dir) / side))
+        generated = extract_features(images, progress=False)
+        opts = MetricOptions(generated=lambda n, g=generated: g[:n], real=real.features,
+                             kid_subset_size=protocol.kid_subset_size, kid_subsets=protocol.kid_subsets, seed=protocol.seed)
+        out[side] = calc_metric(name, opts)["value"]
     return out
 
 
@@ -323,14 +335,15 @@ def analyze(params: Params, state_dir: str | Path, processed_dir: str | Path = "
     """Measure both sides (access log since the canary started; KID of served images) and apply the policy."""
     status = deploy_status(state_dir)
     if not status["running"]:
-        raise RuntimeError(f"the canary proxy in {state_dir} is not running (productstudio deploy canary)")
+        raise MissingInput(f"the canary proxy in {state_dir} is not running (productstudio deploy canary)")
     samples = params.deploy.kid_samples if samples is None else samples
-    kid = served_kid(state_dir, processed_dir, real_cache, samples) if samples else {}
+    kid = served_kid(state_dir, processed_dir, real_cache, samples, params.protocol) if samples else {}
     sides = {side: {**{k: status["sides"][side][k] for k in ("requests", "error_rate", "p95_ms")}, "kid": kid.get(side)}
              for side in SIDES}
     decision = canary_decision(sides["stable"], sides["canary"], params.deploy)
     return {"model": status["model"], "stable_version": status["stable_version"],
-            "canary_version": status["canary_version"], "kid_samples": samples, "kid_reference": "test (cached real features)",
+            "canary_version": status["canary_version"], "kid_samples": samples,
+            "kid_reference": f"the first {samples} test images (cached real features)",
             "sides": sides, "recommendation": decision.action, "reason": decision.reason}
 
 

@@ -31,6 +31,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from productstudio.errors import ParamsError, ServiceError
+
 SIDES = ("stable", "canary")
 # TorchServe's own default max_request_size (bytes). Callers pass params.yaml serve.max_request_size so
 # nginx and the model server refuse the same bodies (413 from nginx, before a worker is tied up).
@@ -50,13 +52,13 @@ def _host_port(url: str) -> str:
 def _percent(percent: float) -> float:
     value = round(float(percent), 2)  # split_clients takes at most two decimals
     if not 0 <= value <= 100:
-        raise ValueError(f"canary percent {percent} is outside 0..100")
+        raise ParamsError(f"canary percent {percent} is outside 0..100")
     return value
 
 
 def _quote(value: str) -> str:
     if any(c in value for c in "\"\\;{}$\n"):
-        raise ValueError(f"{value!r}: not allowed in an nginx config value")
+        raise ParamsError(f"{value!r}: not allowed in an nginx config value")
     return f'"{value}"'
 
 
@@ -171,7 +173,7 @@ def nginx_binary() -> str:
     for candidate in (os.environ.get("PRODUCTSTUDIO_NGINX"), str(REPO_NGINX), shutil.which("nginx")):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise RuntimeError("nginx not found: run 'make nginx' (Debian's nginx into .tools/nginx, no root needed)")
+    raise ServiceError("nginx not found: run 'make nginx' (Debian's nginx into .tools/nginx, no root needed)")
 
 
 def parse_access_log(path: str | Path, since: int = 0) -> list[dict]:
@@ -230,14 +232,14 @@ class CanaryProxy:
         if check.returncode != 0:  # keep the last good config in force
             if previous is not None:
                 self.conf.write_text(previous)
-            raise RuntimeError(f"nginx -t rejected the canary config: {check.stderr.strip()}")
+            raise ServiceError(f"nginx -t rejected the canary config: {check.stderr.strip()}")
         self.state_file.write_text(json.dumps(settings, indent=2) + "\n")
         for secret in (self.conf, self.state_file):  # they may hold tokens
             secret.chmod(0o600)
 
     def settings(self) -> dict:
         if not self.state_file.is_file():
-            raise RuntimeError(f"no canary proxy in {self.state_dir}")
+            raise ServiceError(f"no canary proxy in {self.state_dir}")
         return json.loads(self.state_file.read_text())
 
     def pid(self) -> int | None:
@@ -278,7 +280,7 @@ class CanaryProxy:
             if master and self._served_percent() == percent and not (old_workers & self._workers(master)):
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"nginx did not serve the canary config within {timeout:.0f} s; see {self.error_log}")
+        raise ServiceError(f"nginx did not serve the canary config within {timeout:.0f} s; see {self.error_log}")
 
     # -- the API the deploy commands use ---------------------------------------------------------------
     def start(self, stable_url: str, canary_url: str, percent: float, port: int, stable_version: str = "stable",
@@ -287,13 +289,13 @@ class CanaryProxy:
         """Start nginx on 127.0.0.1:``port``; returns its URL. Fails if one already runs in ``state_dir``.
         ``client_key``/``upstream_keys``: see ``render_nginx_conf``."""
         if self.pid():
-            raise RuntimeError(f"a canary proxy already runs from {self.state_dir} (pid {self.pid()}): stop it first")
+            raise ServiceError(f"a canary proxy already runs from {self.state_dir} (pid {self.pid()}): stop it first")
         self._write({"stable": stable_url, "canary": canary_url, "percent": _percent(percent), "port": int(port),
                      "stable_version": str(stable_version), "canary_version": str(canary_version),
                      "max_body_bytes": int(max_body_bytes), "client_key": client_key, "upstream_keys": upstream_keys})
         started = self._nginx()  # daemonizes: returns once the master is up and listening
         if started.returncode != 0:
-            raise RuntimeError(f"nginx failed to start: {started.stderr.strip()}")
+            raise ServiceError(f"nginx failed to start: {started.stderr.strip()}")
         self._wait_for(_percent(percent))
         return self.url
 
@@ -304,13 +306,13 @@ class CanaryProxy:
     def set_upstream_keys(self, upstream_keys: dict) -> None:
         """Hand nginx each side's new TorchServe token (graceful reload; the client key stays)."""
         if not self.settings().get("client_key"):
-            raise RuntimeError(f"the canary proxy in {self.state_dir} passes the client's token through: no keys to set")
+            raise ServiceError(f"the canary proxy in {self.state_dir} passes the client's token through: no keys to set")
         self._reload(upstream_keys=upstream_keys)
 
     def _reload(self, **changes) -> None:
         master = self.pid()
         if not master:
-            raise RuntimeError(f"no canary proxy runs from {self.state_dir}")
+            raise ServiceError(f"no canary proxy runs from {self.state_dir}")
         old_workers = self._workers(master)
         settings = {**self.settings(), **changes}
         self._write(settings)

@@ -1,52 +1,112 @@
-"""Named metrics (stylegan2-ada style), their records, and the cache of the real set's features.
+"""One metric engine (after stylegan2-ada's ``metric_main``): ``@register_metric`` and ``calc_metric(name, opts)``.
 
-A metric name says what was measured: ``fid10k_test`` is FID between 10,000 generated images and the
-first 10,000 images of the ``test`` split (fewer when the split is smaller; the record says how many);
-``kid2k_train`` is KID between 2,000 generated and the first 2,000 training images. Any name of the form
-``(fid|kid)<count>[k]_(train|test)`` is accepted; ``KNOWN_METRICS`` lists the usual ones.
+A metric name says what is measured. Feature metrics are ``(fid|kid)<count>[k]_(train|test)``:
+``fid10k_test`` is FID between 10,000 generated images and the first 10,000 images of the ``test`` split
+(fewer when the split is smaller; the record says how many); ``kid2k_train`` is KID between 2,000
+generated and the first 2,000 training images. Reference metrics compare images with their references
+pair by pair: ``psnr`` and ``ssim`` (a VAE's reconstructions against the real images, int8 outputs
+against fp32 ones; mask IoU next).
 
-Every result is a record (a JSON-able dict) carrying the value, the standard error where there is one
-(KID), the sample counts on both sides, the reference split, the feature network and its file's sha256,
-the resize method, and the data version the real images came from. FID from few samples is strongly
-biased upwards (Fashion-MNIST train vs test: about 12.3 at 2k, 2.5 at 10k): compare FIDs only at the
-same counts, and read the floor from ``fid_kid_between`` on two real sets at those counts.
+Every result is a record (a JSON-able dict): the value, the standard error where there is one (KID), the
+sample counts, and the real side's protocol (feature network and its file's sha256, resize method, data
+version, how the real images were selected). FID from few samples is strongly biased upwards
+(Fashion-MNIST train vs test: about 12.3 at 2k, 2.5 at 10k): compare FIDs only at the same counts, and
+read the floor from ``fid_kid_between`` on two real sets at those counts.
 
-``RealStatsCache`` extracts the real images' features once per (data version, split, count, feature
-network + protocol) and keeps them on disk, so evaluating a new model only costs its generated side.
-Real images are always taken in split order, so a cached larger count also serves any smaller count.
+Callers describe where the data comes from (``MetricOptions``): the generated side's features (a
+``GeneratedFeatures`` cache), the real side's (``RealFeatures``), or a pair of image sets; the engine
+computes. ``MetricOptions.category`` narrows both sides to one category for per-category numbers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from productstudio.artifacts import write_json_atomic
 from productstudio.metrics import features as feats
-from productstudio.metrics.fid import FeatureStats, frechet_distance
+from productstudio.metrics import image_quality
+from productstudio.metrics.fid import FeatureStats, fid_from_features, frechet_distance
 from productstudio.metrics.kid import kernel_inception_distance
-from productstudio.metrics.names import KNOWN_METRICS, SPLITS, MetricSpec, parse_metric  # noqa: F401 (re-exported)
-
-REAL_SELECTION = "first num_real images in split order"
-CACHE_FORMAT = 1
+from productstudio.metric_names import REFERENCE_METRICS, MetricSpec, parse_metric
+from productstudio.metrics.real_features import network_fields
 
 
-def _network_fields() -> dict:
-    info = feats.network_info()
-    return {
-        "feature_network": info.name,
-        "feature_network_sha256": info.sha256,
-        "resize_method": info.resize_method,
-        "input_scaling": info.input_scaling,
-    }
+@dataclass(frozen=True)
+class MetricOptions:
+    """Where a metric's data comes from, and the protocol settings it is computed with.
+
+    - ``generated(n)``: features (n, d) of the first n generated images (feature metrics).
+    - ``real(split, n)``: features of the first n real images of ``split`` and their protocol (a dict).
+    - ``images``, ``references``, ``data_range``: the image pairs of a reference metric.
+    - ``generated_labels(n)`` / ``real_labels(split, n)``: the categories of those images, in order;
+      with ``category`` set, both sides keep that category only (see ``for_category``).
+    """
+
+    generated: Callable[[int], np.ndarray] | None = None
+    real: Callable[[str, int], tuple[np.ndarray, dict]] | None = None
+    images: object = None
+    references: object = None
+    data_range: float | None = None
+    kid_subset_size: int = 1000
+    kid_subsets: int = 50
+    seed: int = 0
+    generated_labels: Callable[[int], np.ndarray] | None = None
+    real_labels: Callable[[str, int], np.ndarray] | None = None
+    category: int | None = None
+
+    def for_category(self, category: int) -> "MetricOptions":
+        return dataclasses.replace(self, category=category)
+
+    def generated_features(self, count: int) -> np.ndarray:
+        if self.generated is None:
+            raise ValueError("this metric needs generated features: MetricOptions(generated=...)")
+        features = self.generated(count)
+        if self.category is None:
+            return features
+        return features[self.generated_labels(len(features)) == self.category]
+
+    def real_features(self, split: str, count: int) -> tuple[np.ndarray, dict]:
+        if self.real is None:
+            raise ValueError("this metric needs real features: MetricOptions(real=...)")
+        features, protocol = self.real(split, count)
+        if self.category is None:
+            return features, protocol
+        return features[self.real_labels(split, len(features)) == self.category], protocol
+
+
+_METRICS: dict[str, Callable[[MetricSpec | str, MetricOptions], dict]] = {}
+
+
+def register_metric(kind: str):
+    """Register ``fn(spec, opts) -> record fields`` as the metric ``kind`` (fid, kid, psnr, ...)."""
+
+    def register(fn):
+        _METRICS[kind] = fn
+        return fn
+
+    return register
+
+
+def _parse(name: str) -> tuple[str, MetricSpec | str]:
+    if name in REFERENCE_METRICS:
+        return name, name
+    spec = parse_metric(name)
+    return spec.kind, spec
+
+
+def calc_metric(name: str, opts: MetricOptions) -> dict:
+    """The record of the metric ``name`` computed from ``opts``: ``{"metric": name, "kind": ..., "value": ...}``."""
+    kind, spec = _parse(name)
+    return {"metric": name, "kind": kind, **_METRICS[kind](spec, opts)}
+
+
+def calc_metrics(names: Iterable[str], opts: MetricOptions) -> list[dict]:
+    return [calc_metric(name, opts) for name in names]
 
 
 def _json_number(value: float) -> float | None:
@@ -54,207 +114,59 @@ def _json_number(value: float) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# The real side, cached.
+# Feature metrics: generated vs real.
 
 
-class RealStatsCache:
-    """Features (and statistics) of real images, computed once per key and kept under ``root``.
+def _sides(spec: MetricSpec, opts: MetricOptions) -> tuple[np.ndarray, np.ndarray, dict]:
+    fake = opts.generated_features(spec.num_generated)
+    real, protocol = opts.real_features(spec.split, spec.num_real_requested)
+    return fake, real, {"num_generated": int(len(fake)), "num_real": int(len(real)), "reference_split": spec.split,
+                        "protocol": protocol}
 
-    Key: data version, split, feature network sha256, resize method and input scaling, cache format.
-    Each entry holds the features of the first ``count`` images of the split (float32, exactly what the
-    network outputs), so an entry serves any request for ``count`` or fewer; an entry made from a whole
-    split (fewer images than asked for) serves every larger request too, and says so.
 
-    ``computed`` and ``loaded`` count misses and hits in this object (the network runs only on a miss).
-    """
+@register_metric("fid")
+def fid(spec: MetricSpec, opts: MetricOptions) -> dict:
+    fake, real, fields = _sides(spec, opts)
+    # fid_from_features: exact, and a small SVD instead of 2048-d eigendecompositions below 2048 samples.
+    return {"value": fid_from_features(fake, real), "std_error": None, **fields}
 
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        device: str = "cpu",
-        batch_size: int = 32,
-        progress: bool = True,
-    ) -> None:
-        self.root = Path(root)
-        self.device = device
-        self.batch_size = batch_size
-        self.progress = progress
-        self.computed = 0
-        self.loaded = 0
 
-    def key(self, data_version: str, split: str) -> dict:
-        if not data_version:
-            raise ValueError("data_version is required: the real statistics are only valid for one data version")
-        return {"cache_format": CACHE_FORMAT, "data_version": str(data_version), "split": split, **_network_fields()}
-
-    @staticmethod
-    def _key_id(key: dict) -> str:
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-    def _entries(self, key: dict) -> list[tuple[int, bool, Path]]:
-        """(count, complete, folder) of the valid entries for this key, largest first."""
-        found = []
-        for folder in self.root.glob(f"{key['split']}-{self._key_id(key)}-n*"):
-            meta_path = folder / "entry.json"
-            if not (meta_path.is_file() and (folder / "features.npy").is_file()):
-                continue
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") != key:
-                continue
-            found.append((int(meta["count"]), bool(meta["complete"]), folder))
-        return sorted(found, key=lambda item: -item[0])
-
-    def lookup(self, data_version: str, split: str, count: int) -> Path | None:
-        """The entry folder that can serve ``count`` images, or None."""
-        for stored, complete, folder in self._entries(self.key(data_version, split)):
-            if stored >= count or complete:
-                return folder
-        return None
-
-    def largest(self, data_version: str, split: str) -> np.ndarray | None:
-        """Features (n, 2048) float64 of the largest entry for this split, or None; never computes."""
-        entries = self._entries(self.key(data_version, split))
-        if not entries:
-            return None
-        return np.load(entries[0][2] / "features.npy", allow_pickle=False).astype(np.float64)
-
-    def features(
-        self,
-        images: np.ndarray | Callable[[], np.ndarray],
-        *,
-        data_version: str,
-        split: str,
-        count: int,
-    ) -> np.ndarray:
-        """Features (n, 2048) float64 of the first ``count`` images of ``split``; n < count only when
-        the split has fewer images. ``images`` (the split's uint8 images, or a function loading them)
-        is only touched on a cache miss."""
-        if count < 1:
-            raise ValueError("count must be >= 1")
-        folder = self.lookup(data_version, split, count)
-        if folder is not None:
-            self.loaded += 1
-            stored = np.load(folder / "features.npy", allow_pickle=False)
-            return stored[:count].astype(np.float64)
-        array = images() if callable(images) else images
-        available = int(array.shape[0])
-        taken = array[: min(count, available)]
-        result = feats.extract_features(taken, batch_size=self.batch_size, device=self.device, progress=self.progress)
-        self.computed += 1
-        self._store(self.key(data_version, split), result, complete=available <= count)
-        return result
-
-    def stats(self, images, *, data_version: str, split: str, count: int) -> FeatureStats:
-        return FeatureStats.from_features(self.features(images, data_version=data_version, split=split, count=count))
-
-    def _store(self, key: dict, features: np.ndarray, complete: bool) -> Path:
-        count = int(features.shape[0])
-        folder = self.root / f"{key['split']}-{self._key_id(key)}-n{count}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
-        try:
-            # float32 is lossless here: the network computes and returns float32.
-            np.save(staging / "features.npy", features.astype(np.float32), allow_pickle=False)
-            FeatureStats.from_features(features).save(staging / "stats.npz", protocol=self.protocol(key, count))
-            write_json_atomic(staging / "entry.json", {"key": key, "count": count, "complete": complete})
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return folder
-
-    @staticmethod
-    def protocol(key: dict, count: int) -> dict:
-        return {**feats.network_info().protocol(), **key, "num_real": count, "real_selection": REAL_SELECTION}
+@register_metric("kid")
+def kid(spec: MetricSpec, opts: MetricOptions) -> dict:
+    fake, real, fields = _sides(spec, opts)
+    result = kernel_inception_distance(fake, real, subset_size=opts.kid_subset_size, num_subsets=opts.kid_subsets,
+                                       seed=opts.seed)
+    # kid_subset_size is the size used: at most half the smaller set (see metrics.kid); one subset: no error.
+    return {"value": result.mean, "std_error": _json_number(result.std_error), "kid_subset_size": result.subset_size,
+            "kid_subset_size_requested": opts.kid_subset_size, "kid_subsets": result.num_subsets, "seed": opts.seed,
+            **fields}
 
 
 # --------------------------------------------------------------------------------------------------
-# Computing named metrics.
+# Reference metrics: images against their references, pair by pair.
 
 
-def _generated_features(
-    generated, count: int, batch_size: int, device: str, progress: bool
-) -> np.ndarray:
-    if isinstance(generated, np.ndarray) or hasattr(generated, "shape"):
-        if generated.shape[0] < count:
-            raise ValueError(f"{generated.shape[0]} generated images given but {count} needed")
-        source = generated[:count]
-    elif callable(generated):
-        source = generated(count)  # an iterable of uint8 batches, or an array
-    else:
-        source = generated  # an iterable of batches
-    result = feats.extract_features(source, batch_size=batch_size, device=device, progress=progress, total=count, limit=count)
-    if result.shape[0] < count:
-        raise ValueError(f"the generated images ran out after {result.shape[0]} of {count}")
-    return result
+def _per_image(values: torch.Tensor, data_range: float) -> dict:
+    finite = values[torch.isfinite(values)]
+    return {"value": float(values.mean()), "mean_finite": float(finite.mean()) if len(finite) else math.inf,
+            "std": float(values.std()), "min": float(values.min()), "num_images": int(len(values)),
+            "data_range": data_range}
 
 
-def compute_metrics(
-    names: Sequence[str] | str,
-    generated: np.ndarray | Callable[[int], Iterable] | Iterable,
-    real_images: Mapping[str, np.ndarray] | Callable[[str], np.ndarray],
-    *,
-    data_version: str,
-    cache: RealStatsCache,
-    device: str = "cpu",
-    batch_size: int = 32,
-    kid_subset_size: int = 1000,
-    kid_subsets: int = 100,
-    seed: int = 0,
-    progress: bool = True,
-) -> list[dict]:
-    """Records for the named metrics, extracting the generated images' features once for all of them.
-
-    ``generated``: uint8 images (N, C, H, W) with N >= the largest count, or a function ``n -> uint8
-    batches`` (e.g. sampling a generator batch by batch), or an iterable of batches.
-    ``real_images``: ``{split: uint8 images}`` or a function ``split -> images``; only read on a miss
-    of ``cache``.
-    """
-    specs = [parse_metric(name) for name in ([names] if isinstance(names, str) else names)]
-    if not specs:
-        return []
-    largest = max(spec.num_generated for spec in specs)
-    gen = _generated_features(generated, largest, batch_size, device, progress)
-
-    def loader(split: str) -> Callable[[], np.ndarray]:
-        return (lambda: real_images(split)) if callable(real_images) else (lambda: real_images[split])
-
-    records = []
-    for spec in specs:
-        real = cache.features(loader(spec.split), data_version=data_version, split=spec.split, count=spec.num_real_requested)
-        fake = gen[: spec.num_generated]
-        record = {
-            "metric": spec.name,
-            "kind": spec.kind,
-            "num_generated": int(fake.shape[0]),
-            "num_real": int(real.shape[0]),
-            "reference_split": spec.split,
-            "real_selection": REAL_SELECTION,
-            "data_version": str(data_version),
-            **_network_fields(),
-        }
-        if spec.kind == "fid":
-            record["value"] = frechet_distance(FeatureStats.from_features(fake), FeatureStats.from_features(real))
-            record["std_error"] = None
-        else:
-            kid = kernel_inception_distance(fake, real, subset_size=kid_subset_size, num_subsets=kid_subsets, seed=seed)
-            record.update(
-                value=kid.mean,
-                std_error=_json_number(kid.std_error),
-                kid_subset_size=kid.subset_size,
-                kid_subsets=kid.num_subsets,
-                seed=seed,
-            )
-        records.append(record)
-    return records
+@register_metric("psnr")
+def psnr(name: str, opts: MetricOptions) -> dict:
+    """Mean per-image PSNR in dB (inf for an identical pair; ``mean_finite`` leaves those out)."""
+    return _per_image(image_quality.psnr(opts.images, opts.references, data_range=opts.data_range), opts.data_range)
 
 
-def compute_metric(name: str, generated, real_images, **kwargs) -> dict:
-    """One named metric's record (see ``compute_metrics``)."""
-    return compute_metrics([name], generated, real_images, **kwargs)[0]
+@register_metric("ssim")
+def ssim(name: str, opts: MetricOptions) -> dict:
+    """Mean per-image SSIM (skimage's Gaussian-weighted convention, see ``image_quality``)."""
+    return _per_image(image_quality.ssim(opts.images, opts.references, data_range=opts.data_range), opts.data_range)
+
+
+# --------------------------------------------------------------------------------------------------
+# Records as files: the flat numbers DVC tracks; the floor of two real sets.
 
 
 def summary(records: Iterable[dict]) -> dict[str, float]:
@@ -267,47 +179,33 @@ def summary(records: Iterable[dict]) -> dict[str, float]:
     return flat
 
 
-# --------------------------------------------------------------------------------------------------
-# The floor: two real sets.
+def fid_kid_from_features(features_a: np.ndarray, features_b: np.ndarray, *, kid_subset_size: int = 1000,
+                          kid_subsets: int = 100, seed: int = 0) -> dict:
+    """FID and KID between two feature sets, e.g. real train vs real test: the floor.
 
-
-def fid_kid_from_features(
-    features_a: np.ndarray,
-    features_b: np.ndarray,
-    *,
-    kid_subset_size: int = 1000,
-    kid_subsets: int = 100,
-    seed: int = 0,
-) -> dict:
-    kid = kernel_inception_distance(features_a, features_b, subset_size=kid_subset_size, num_subsets=kid_subsets, seed=seed)
+    The FID here is the full-covariance one (``frechet_distance``), as the real_stats stage has always
+    written it: the same quantity as the ``fid`` metric's, kept so that stage's output stays bit-identical.
+    """
+    result = kernel_inception_distance(features_a, features_b, subset_size=kid_subset_size, num_subsets=kid_subsets,
+                                       seed=seed)
     return {
         "fid": frechet_distance(FeatureStats.from_features(features_a), FeatureStats.from_features(features_b)),
-        "kid": kid.mean,
-        "kid_std_error": _json_number(kid.std_error),
-        "kid_subset_size": kid.subset_size,
-        "kid_subsets": kid.num_subsets,
+        "kid": result.mean,
+        "kid_std_error": _json_number(result.std_error),
+        "kid_subset_size": result.subset_size,
+        "kid_subsets": result.num_subsets,
         "seed": seed,
         "num_a": int(features_a.shape[0]),
         "num_b": int(features_b.shape[0]),
     }
 
 
-def fid_kid_between(
-    images_a,
-    images_b,
-    *,
-    batch_size: int = 32,
-    device: str = "cpu",
-    kid_subset_size: int = 1000,
-    kid_subsets: int = 100,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
+def fid_kid_between(images_a, images_b, *, batch_size: int = 32, device: str = "cpu", kid_subset_size: int = 1000,
+                    kid_subsets: int = 100, seed: int = 0, progress: bool = True) -> dict:
     """FID and KID between two sets of uint8 images, e.g. Fashion-MNIST train vs test: the floor a
-    perfect generator would reach at these sample counts. Returns a record like the named metrics'."""
+    perfect generator would reach at these sample counts."""
     features_a = feats.extract_features(images_a, batch_size=batch_size, device=device, progress=progress)
     features_b = feats.extract_features(images_b, batch_size=batch_size, device=device, progress=progress)
-    result = fid_kid_from_features(
-        features_a, features_b, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, seed=seed
-    )
-    return {**result, **_network_fields()}
+    result = fid_kid_from_features(features_a, features_b, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,
+                                   seed=seed)
+    return {**result, **network_fields()}

@@ -1,86 +1,60 @@
 """The evaluate step: FID/KID (overall and per category) with their protocol, domain-classifier metrics,
 PSNR/SSIM of a VAE's reconstructions of test images, and the real-vs-real floor, written as DVC metrics
-and logged to the training run in MLflow."""
+and logged to the training run in MLflow. Every FID/KID/PSNR/SSIM comes from ``metrics.engine``.
+
+The real side is read from the real_stats stage's cache and never written there (``RealFeatures``); the
+generated side's features are kept in the generated-features cache, where quantize and promote find them.
+"""
 
 from __future__ import annotations
 
-import math
+import json
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from productstudio.artifacts import read_manifest, write_json_atomic
-from productstudio.config import EvaluateSettings, section_dict
+from productstudio import paths
+from productstudio.artifacts import read_manifest, sha256_file, write_json_atomic
+from productstudio.config import EvaluateSettings, ProtocolSettings, section_dict
 from productstudio.data import store
-from productstudio.metrics import features as feats
+from productstudio.imaging import resolve_device, to_float, to_uint8_array
 from productstudio.metrics import image_quality
-from productstudio.metrics.fid import FeatureStats, fid_from_features, frechet_distance
-from productstudio.metrics.kid import kernel_inception_distance
-from productstudio.metrics.engine import RealStatsCache, fid_kid_from_features, parse_metric, summary
-from productstudio.models.io import load_encoder, load_generator, resolve_device
+from productstudio.metrics.engine import MetricOptions, calc_metric, summary
+from productstudio.metrics.fid import FeatureStats, frechet_distance
+from productstudio.metrics.generated_features import GeneratedFeatures
+from productstudio.metric_names import metric_name, parse_metric
+from productstudio.metrics.real_features import RealFeatures
+from productstudio.metrics.real_stats import FLOOR
 from productstudio.models.classifier import load_classifier
-from productstudio.data.store import data_version
+from productstudio.models.io import WEIGHTS, load_encoder, load_generator
+from productstudio.models.sampling import generated_batches, generated_labels
 
-FLOOR = "floor.json"
-
-
-def generated_batches(generator, count: int, seed: int, batch_size: int, device) -> Iterator[np.ndarray]:
-    """uint8 images from fixed latents, categories in turn (0, 1, ..., C-1, 0, ...): the same seeds for
-    every model, so two models are compared on identical inputs."""
-    config = generator.config
-    rng = torch.Generator().manual_seed(seed)
-    with torch.inference_mode():
-        for start in range(0, count, batch_size):
-            n = min(batch_size, count - start)
-            z = torch.randn(n, config.latent_dim, generator=rng).to(device)
-            y = (torch.arange(start, start + n) % config.num_classes).to(device)
-            yield to_uint8_images(generator(z, y))
-
-
-def generated_labels(count: int, num_classes: int) -> np.ndarray:
-    return np.arange(count) % num_classes
-
-
-def real_counts(settings: EvaluateSettings) -> dict[str, int]:
-    """How many real images of each split the metrics (and the floor) need."""
-    counts: dict[str, int] = {}
-    for name in settings.metrics:
-        spec = parse_metric(name)
-        counts[spec.split] = max(counts.get(spec.split, 0), spec.num_generated)
-    if settings.floor and "test" in counts:
-        counts["train"] = max(counts.get("train", 0), counts["test"])
-    return counts
-
-
-def compute_real_stats(processed_dir: str | Path, cache_dir: str | Path, settings: EvaluateSettings, device: str = "auto") -> dict:
-    """Fill the real-feature cache for this data version (a DVC output) and record the floor."""
-    version = data_version(processed_dir)
-    cache = RealStatsCache(cache_dir, device=str(resolve_device(device)), batch_size=settings.batch_size)
-    real = {split: cache.features(lambda s=split: store.load_split(processed_dir, s)[0], data_version=version, split=split, count=n)
-            for split, n in real_counts(settings).items()}
-    result = {"data_version": version, "computed": cache.computed, "counts": {k: int(v.shape[0]) for k, v in real.items()}}
-    if settings.floor and "train" in real and "test" in real:
-        n = min(real["train"].shape[0], real["test"].shape[0])
-        floor = fid_kid_from_features(real["train"][:n], real["test"][:n], kid_subset_size=settings.kid_subset_size,
-                                      kid_subsets=settings.kid_subsets, seed=settings.seed)
-        result["floor"] = {**floor, "description": f"real train vs real test, {n} images each: what a perfect generator would score",
-                           **{k: v for k, v in cache.protocol(cache.key(version, "test"), n).items() if k != "num_real"}}
-    write_json_atomic(Path(cache_dir) / FLOOR, result)
-    return result
-
-
-def _per_category(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray, categories, settings) -> dict:
+def _per_category(spec, opts: MetricOptions, categories) -> dict:
+    """FID and KID of each category's images against the real ones of that category (at least 2 each)."""
+    kid_name = metric_name("kid", spec.num_generated, spec.split)
     out = {}
     for index, name in enumerate(categories):
-        a, b = gen[gen_labels == index], real[real_labels == index]
-        if len(a) < 2 or len(b) < 2:
+        narrowed = opts.for_category(index)
+        sizes = (len(narrowed.generated_features(spec.num_generated)),
+                 len(narrowed.real_features(spec.split, spec.num_real_requested)[0]))
+        if min(sizes) < 2:
             continue
-        kid = kernel_inception_distance(a, b, subset_size=settings.kid_subset_size, num_subsets=settings.kid_subsets, seed=settings.seed)
-        out[name] = {"fid": fid_from_features(a, b), "kid": kid.mean,
-                     "kid_std_error": None if math.isnan(kid.std_error) else kid.std_error, "kid_subset_size": kid.subset_size,
-                     "num_generated": int(len(a)), "num_real": int(len(b))}
+        fid, kid = calc_metric(spec.name, narrowed), calc_metric(kid_name, narrowed)
+        out[name] = {"fid": fid["value"], "kid": kid["value"], "kid_std_error": kid["std_error"],
+                     "kid_subset_size": kid["kid_subset_size"], "num_generated": fid["num_generated"],
+                     "num_real": fid["num_real"]}
+    return out
+
+
+def evaluation_record(record: dict, latent_seed: int) -> dict:
+    """An engine record as evaluation.json lists it: the metric, its counts and seed, the real side's
+    protocol, the value (and KID's subset settings)."""
+    out = {"metric": record["metric"], "reference_split": record["reference_split"],
+           "num_generated": record["num_generated"], "latent_seed": latent_seed, **record["protocol"],
+           "value": record["value"], "std_error": record["std_error"]}
+    if record["kind"] == "kid":
+        out.update({key: record[key] for key in ("kid_subset_size", "kid_subset_size_requested", "kid_subsets")})
     return out
 
 
@@ -94,7 +68,7 @@ def _classifier_metrics(classifier_dir: Path, images: np.ndarray, labels: np.nda
     def run(x: np.ndarray):
         feats_, probs = [], []
         for start in range(0, len(x), 500):
-            batch = torch.from_numpy(x[start : start + 500]).float().div(127.5).sub(1.0)
+            batch = to_float(x[start : start + 500])
             f = model.features(batch)
             feats_.append(f.double().numpy())
             probs.append(torch.softmax(model.head(f), dim=1).double().numpy())
@@ -119,11 +93,6 @@ def _classifier_metrics(classifier_dir: Path, images: np.ndarray, labels: np.nda
     }
 
 
-def to_uint8_images(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] model output -> uint8 images, rounded as every generated image is."""
-    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
 @torch.inference_mode()
 def reconstruction_metrics(generator, encoder, images: np.ndarray, labels: np.ndarray, batch_size: int, device) -> dict:
     """PSNR and SSIM of a VAE's reconstructions of real images (the one place with a reference image).
@@ -133,22 +102,21 @@ def reconstruction_metrics(generator, encoder, images: np.ndarray, labels: np.nd
     """
     recon = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start : start + batch_size]).to(device).float().div(127.5).sub(1.0)
+        x = to_float(torch.from_numpy(images[start : start + batch_size]).to(device))
         y = torch.from_numpy(labels[start : start + batch_size]).to(device).long()
         mu, _ = encoder(x, y)
-        recon.append(to_uint8_images(generator(mu, y)))
-    recon_images = np.concatenate(recon)
-    psnr = image_quality.psnr(images, recon_images, data_range=255)
-    ssim = image_quality.ssim(images, recon_images, data_range=255)
+        recon.append(to_uint8_array(generator(mu, y)))
+    pairs = MetricOptions(images=images, references=np.concatenate(recon), data_range=255)
+    psnr, ssim = calc_metric("psnr", pairs), calc_metric("ssim", pairs)
     return {
-        "psnr_test_recon": float(psnr.mean()),
-        "ssim_test_recon": float(ssim.mean()),
+        "psnr_test_recon": psnr["value"],
+        "ssim_test_recon": ssim["value"],
         "protocol": {
             "reference_split": "test", "num_images": int(len(images)), "real_selection": "first num_images images in split order",
             "latent": "posterior mean", "images": "uint8", "data_range": 255, "average": "mean of per-image values",
             "ssim_window": f"gaussian {image_quality.SSIM_WIN_SIZE}x{image_quality.SSIM_WIN_SIZE}, sigma {image_quality.SSIM_SIGMA}",
             "ssim_k1": image_quality.SSIM_K1, "ssim_k2": image_quality.SSIM_K2, "ssim_border": "interior only (as skimage)",
-            "psnr_std": float(psnr.std()), "ssim_std": float(ssim.std()),
+            "psnr_std": psnr["std"], "ssim_std": ssim["std"],
         },
     }
 
@@ -160,46 +128,43 @@ def evaluate(
     cache_dir: str | Path,
     out_dir: str | Path,
     settings: EvaluateSettings,
+    protocol: ProtocolSettings,
     device: str = "auto",
     track: bool = True,
+    features_dir: str | Path = paths.GENERATED_FEATURES,
 ) -> dict:
+    """Evaluate the generator in ``generator_dir`` (see the module doc). ``cache_dir``: the real_stats
+    output, only read; ``features_dir``: the generated-features cache (real counts that ``cache_dir``
+    lacks are kept in its ``real/`` folder)."""
     dev = resolve_device(device)
     generator, info = load_generator(generator_dir, dev)
     categories = info["categories"]
-    version = data_version(processed_dir)
-    cache = RealStatsCache(cache_dir, device=str(dev), batch_size=settings.batch_size)
+    real = RealFeatures(processed_dir, cache_dir, Path(features_dir) / "real", device=str(dev), batch_size=protocol.batch_size)
+    version = real.data_version
     largest = max(parse_metric(name).num_generated for name in settings.metrics)
-    images = np.concatenate(list(generated_batches(generator, largest, settings.seed, settings.batch_size, dev)))
+    images = np.concatenate(list(generated_batches(generator, largest, protocol.seed, protocol.batch_size, dev)))
     labels = generated_labels(largest, len(categories))
-    gen = feats.extract_features(images, batch_size=settings.batch_size, device=dev)
+    generated = GeneratedFeatures(features_dir, device=dev, batch_size=protocol.batch_size)
+    key = generated.key(sha256_file(Path(generator_dir) / WEIGHTS), protocol.seed)
+    gen = generated.features(key, largest, lambda n: (images[i : min(i + protocol.batch_size, n)]
+                                                      for i in range(0, n, protocol.batch_size)))
+    opts = MetricOptions(generated=lambda n: gen[:n], real=real.features, kid_subset_size=protocol.kid_subset_size,
+                         kid_subsets=protocol.kid_subsets, seed=protocol.seed,
+                         generated_labels=lambda n: labels[:n], real_labels=real.labels)
 
     records, per_category = [], {}
     for name in settings.metrics:
+        records.append(evaluation_record(calc_metric(name, opts), protocol.seed))
         spec = parse_metric(name)
-        real_images, real_labels = store.load_split(processed_dir, spec.split, mmap=True)
-        real = cache.features(lambda: real_images, data_version=version, split=spec.split, count=spec.num_generated)
-        fake = gen[: spec.num_generated]
-        protocol = cache.protocol(cache.key(version, spec.split), len(real))
-        record = {"metric": name, "reference_split": spec.split, "num_generated": int(len(fake)), "latent_seed": settings.seed, **protocol}
-        if spec.kind == "fid":  # each metric computes only itself: a 2048-d FID costs seconds
-            record.update(value=fid_from_features(fake, real), std_error=None)
-        else:
-            kid = kernel_inception_distance(fake, real, subset_size=settings.kid_subset_size,
-                                            num_subsets=settings.kid_subsets, seed=settings.seed)
-            std_error = None if math.isnan(kid.std_error) else kid.std_error  # one subset: no error estimate
-            # kid_subset_size is the size used: at most half the smaller set (see metrics.kid).
-            record.update(value=kid.mean, std_error=std_error, kid_subset_size=kid.subset_size,
-                          kid_subset_size_requested=settings.kid_subset_size, kid_subsets=kid.num_subsets)
-        records.append(record)
         if settings.per_category and spec.kind == "fid":
-            per_category[name] = _per_category(fake, labels[: len(fake)], real, real_labels[: len(real)], categories, settings)
+            per_category[name] = _per_category(spec, opts, categories)
 
     test_images, test_labels = store.load_split(processed_dir, "test")
     domain = _classifier_metrics(Path(classifier_dir), images, labels, test_images, test_labels)
     encoder = load_encoder(generator_dir, dev)
     # As many reconstructions as generated images for the metrics (the first of the test split).
     reconstruction = None if encoder is None else reconstruction_metrics(
-        generator, encoder, test_images[:largest], test_labels[:largest], settings.batch_size, dev)
+        generator, encoder, test_images[:largest], test_labels[:largest], protocol.batch_size, dev)
     floor_path = Path(cache_dir) / FLOOR
     floor = read_json(floor_path).get("floor") if floor_path.exists() else None
 
@@ -214,7 +179,7 @@ def evaluate(
     report = {
         "model": info.get("kind"), "generator": str(generator_dir), "data_version": version, "metrics": records,
         "per_category": per_category, "domain": domain, "reconstruction": reconstruction, "floor": floor,
-        "params": section_dict(settings),
+        "params": {**section_dict(settings), **section_dict(protocol)},
         "mlflow_run_id": trained.get("mlflow_run_id"), "training_mlflow_run_id": trained.get("mlflow_run_id"),
     }
     if track:
@@ -225,8 +190,6 @@ def evaluate(
 
 
 def read_json(path: Path) -> dict:
-    import json
-
     return json.loads(Path(path).read_text())
 
 

@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
 from productstudio.errors import UserError
+from productstudio.imaging import resolve_device
 
 RESOLUTION = 299
 FEATURE_DIM = 2048
@@ -57,13 +59,6 @@ counters = {"batches": 0, "images": 0}
 
 class FeatureNetworkMissing(UserError, RuntimeError):
     pass
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """'auto' takes CUDA when present, else the CPU; anything else is passed to torch.device."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def network_path() -> Path:
@@ -191,16 +186,6 @@ def preprocess(batch, device: str | torch.device = "cpu") -> torch.Tensor:
     if x.shape[1] == 1:  # grayscale: the same plane in R, G and B (resized once)
         x = x.expand(-1, 3, -1, -1)
     return x
-
-
-def to_uint8(images, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
-    """Float images in [low, high] (e.g. a tanh generator's output) -> uint8, rounded and clipped.
-
-    Evaluate what would be saved or served: 8-bit images, not the raw float output.
-    """
-    x = torch.as_tensor(images, dtype=torch.float32)
-    x = (x - low) * (255.0 / (high - low))
-    return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _batches(images, batch_size: int) -> Iterator[torch.Tensor]:

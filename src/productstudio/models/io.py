@@ -1,4 +1,6 @@
-"""Models and their on-disk form: a state dict in safetensors plus a JSON config (no pickle)."""
+"""Models and their on-disk form: a state dict in safetensors plus a JSON config (no pickle).
+
+The config names the model's ``kind`` ("gan", "cvae"); ``models.loader.load`` dispatches on it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from productstudio.artifacts import write_json_atomic
+from productstudio.errors import MissingInput
 from productstudio.models.cvae import Encoder
 from productstudio.models.gan import GANConfig, Generator
 
@@ -29,6 +32,7 @@ def save_generator(model: Generator, directory: str | Path, encoder: Encoder | N
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    info.setdefault("kind", "gan" if encoder is None else "cvae")  # what models.loader.load dispatches on
     _save_state(model, directory / WEIGHTS)
     if encoder is not None:
         _save_state(encoder, directory / ENCODER)
@@ -43,7 +47,7 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
     """Load a saved generator in eval mode; returns (model, config dict with the extra info)."""
     directory = Path(directory)
     if not (directory / WEIGHTS).exists():
-        raise FileNotFoundError(f"{directory}: no {WEIGHTS}; not a saved generator")
+        raise MissingInput(f"{directory}: no {WEIGHTS}; not a saved generator")
     info = json.loads((directory / CONFIG).read_text())
     model = Generator(GANConfig(**info["model"]))
     model.load_state_dict(load_file(str(directory / WEIGHTS), device="cpu"))
@@ -61,8 +65,6 @@ def load_encoder(directory: str | Path, device: str | torch.device = "cpu") -> E
     return encoder.to(device).eval()
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' takes CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def category_names(info: dict) -> list[str]:
+    """The category names of a saved model's config (its ids as names when it has none)."""
+    return list(info.get("categories") or [str(i) for i in range(info["model"]["num_classes"])])

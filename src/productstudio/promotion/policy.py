@@ -1,6 +1,6 @@
 """The champion/challenger policy: a pure function of two evaluation reports and the settings.
 
-No MLflow, no torch: ``decide`` takes plain dicts (what ``productstudio.promotion.measure`` measures) and
+No MLflow, no torch: ``decide`` takes plain dicts (what ``productstudio.promotion.report`` measures) and
 the ``promote`` settings (``PromoteSettings`` or a dict with the same keys), and returns a ``Decision``
 whose ``reason`` is one line and whose ``rules`` carry the evidence of every rule.
 

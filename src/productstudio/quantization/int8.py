@@ -20,20 +20,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import torch
+from productstudio.models.sampling import latent_batches
 
 
 class _LatentReader:
     """Calibration batches for ORT's calibrator: fixed seeded latents, categories in turn."""
 
     def __init__(self, config, samples: int, seed: int, batch: int = 64):
-        self.batches = []
-        rng = torch.Generator().manual_seed(seed)
-        for start in range(0, samples, batch):
-            n = min(batch, samples - start)
-            z = torch.randn(n, config.latent_dim, generator=rng)
-            y = torch.arange(start, start + n) % config.num_classes
-            self.batches.append({"z": z.numpy(), "y": y.numpy()})
+        self.batches = [{"z": z.numpy(), "y": y.numpy()} for z, y in latent_batches(config, samples, seed, batch)]
         self._iter = iter(self.batches)
 
     def get_next(self):

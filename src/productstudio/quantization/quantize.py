@@ -1,10 +1,11 @@
 """int8 post-training quantization (and optional pruning) of the generator, with the quality check beside
 the speed check.
 
-    from productstudio.quantization.quantize import quantize, load_quantized
+    from productstudio.quantization.quantize import quantize
+    from productstudio.models.loader import load
     report = quantize("models/train/generator", "models/quantized", params.quantize,
                       processed_dir="data/processed", cache_dir="models/real_stats")
-    model = load_quantized("models/quantized")   # model(z, y) -> images in [-1, 1], like Generator
+    model, info = load("models/quantized")   # model(z, y) -> images in [-1, 1], like Generator
 
 The flow (``quantize``): optional pruning of a copy of the generator -> export to ONNX (dynamic batch,
 checked against the module) -> ONNX Runtime static quantization, QDQ format, calibrated on latents and
@@ -14,14 +15,13 @@ channels-last; and fp32 in ONNX Runtime, so the int8 gain is not confused with t
 against int8, the file sizes, PSNR/SSIM between fp32 and int8 outputs on identical inputs, and named
 FID/KID metrics of both on the same seeds against the cached real features.
 
-``out_dir`` holds ``generator.int8.onnx`` (what ``load_quantized`` serves), ``generator.fp32.onnx``,
+``out_dir`` holds ``generator.int8.onnx`` (what ``models.onnx_generator.load_quantized`` serves), ``generator.fp32.onnx``,
 ``config.json`` (the generator's config.json plus a ``quantization`` entry), ``quantization.json`` (the
 report) and ``manifest.json``. ONNX files are protobuf and JSON is JSON: nothing here unpickles.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -29,29 +29,20 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
+from productstudio import paths
 from productstudio.artifacts import read_manifest, sha256_file, write_json_atomic, write_manifest
 from productstudio.config import QuantizeSettings, section_dict
+from productstudio.errors import ParamsError
+from productstudio.imaging import to_uint8_array
 from productstudio.models.io import CONFIG, WEIGHTS, load_generator
-from productstudio.quantization.measure import THROUGHPUT_BATCH, fidelity, paired_outputs, speed_report, to_uint8
-from productstudio.quantization.onnx_model import OnnxGenerator, export_onnx
+from productstudio.models.onnx_generator import INT8_FILE, OnnxGenerator, load_quantized
+from productstudio.quantization.measure import THROUGHPUT_BATCH, fidelity, paired_outputs, speed_report
+from productstudio.quantization.onnx_model import export_onnx
 from productstudio.quantization.prune import prune_generator
 
-KIND = "quantized-generator"
-INT8_FILE = "generator.int8.onnx"
+KIND = "quantized-generator"  # the manifest's kind; config.json's "quantization" entry is what models.loader reads
 FP32_FILE = "generator.fp32.onnx"
 REPORT = "quantization.json"
-
-
-def load_quantized(directory: str | Path, threads: int = 0) -> OnnxGenerator:
-    """The int8 generator saved by ``quantize``: ``model(z, y)`` -> images (N, C, H, W) in [-1, 1];
-    ``model.config`` and ``model.info`` (categories, ...) as for ``load_generator``."""
-    directory = Path(directory)
-    if not (directory / INT8_FILE).exists():
-        raise FileNotFoundError(f"{directory}: no {INT8_FILE}; not a quantized generator (run productstudio quantize)")
-    info = json.loads((directory / CONFIG).read_text())
-    return OnnxGenerator(directory / INT8_FILE, info, threads=threads)
 
 
 def quantize(
@@ -66,12 +57,14 @@ def quantize(
     kid_subset_size: int = 1000,
     kid_subsets: int = 50,
     progress: Callable[[str], None] | None = None,
+    features_dir: str | Path = paths.GENERATED_FEATURES,
 ) -> dict:
     """Quantize the generator in ``generator_dir`` into ``out_dir`` and measure it (see the module doc).
 
     ``processed_dir`` and ``cache_dir`` (the real_stats output) are needed for ``settings.metrics``;
     without them FID/KID are skipped and the report says so. ``seed`` and ``batch_size``: the latents
-    and batch size of the quality check (``evaluate.seed``: the same inputs the evaluate step uses).
+    and batch size of the quality check (``protocol.seed``: the same inputs the evaluate step uses).
+    ``features_dir``: the generated-features cache shared with evaluate and promote (fp32 and int8).
     """
     say = progress or (lambda message: None)
     generator_dir, out = Path(generator_dir), Path(out_dir)
@@ -83,7 +76,7 @@ def quantize(
     if out.exists() and any(out.iterdir()):
         ours = {INT8_FILE, FP32_FILE, CONFIG, REPORT, "manifest.json"}  # a previous (or interrupted) run's files
         if not {p.name for p in out.iterdir()} <= ours:
-            raise ValueError(f"{out} holds other files: refusing to replace it (give an empty or new directory)")
+            raise ParamsError(f"{out} holds other files: refusing to replace it (give an empty or new directory)")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -106,7 +99,9 @@ def quantize(
     outputs = paired_outputs({"fp32": fp32, "int8": int8}, fp32.config, count, seed, batch_size)
     report_fidelity = {**fidelity(outputs["fp32"], outputs["int8"]), "seed": seed}
 
-    quality = _quality(outputs, settings, processed_dir, cache_dir, seed, batch_size, kid_subset_size, kid_subsets, say)
+    weights = {"fp32": weights_sha256, "int8": sha256_file(out / INT8_FILE)}
+    quality = _quality(outputs, weights, settings, processed_dir, cache_dir, features_dir, seed, batch_size,
+                       kid_subset_size, kid_subsets, say)
 
     sizes = {
         "fp32_safetensors": weights_size,
@@ -141,55 +136,53 @@ def quantize(
 
 
 def _spec(name: str):
-    from productstudio.metrics.names import parse_metric
+    from productstudio.metric_names import parse_metric
 
     return parse_metric(name)
 
 
-def _quality(outputs, settings, processed_dir, cache_dir, seed, batch_size, kid_subset_size, kid_subsets, say) -> dict:
-    """Named FID/KID of the fp32 and the int8 images (identical inputs) against the same real features."""
+def _quality(outputs, weights, settings, processed_dir, cache_dir, features_dir, seed, batch_size, kid_subset_size,
+             kid_subsets, say) -> dict:
+    """Named FID/KID of the fp32 and the int8 images (identical inputs) against the same real features.
+
+    The images are the evaluate step's generated set (same seed and batches), so their features come from,
+    and go to, the generated-features cache that evaluate and promote use too."""
     if not settings.metrics:
         return {"skipped": "quantize.metrics is empty"}
     if processed_dir is None or cache_dir is None:
         return {"skipped": "no processed dataset / real-feature cache given"}
-    from productstudio.data import store
-    from productstudio.metrics import features as feats
-    from productstudio.metrics.evaluate import fid_from_features
-    from productstudio.metrics.kid import kernel_inception_distance
-    from productstudio.metrics.engine import RealStatsCache
-    from productstudio.data.store import data_version
+    from productstudio.metrics.engine import MetricOptions, calc_metric
+    from productstudio.metrics.fid import fid_from_features
+    from productstudio.metrics.generated_features import GeneratedFeatures
+    from productstudio.metrics.real_features import RealFeatures
 
-    version = data_version(processed_dir)
-    cache = RealStatsCache(cache_dir, batch_size=batch_size)
+    # Real counts the real_stats output lacks go to a private cache: that directory belongs to its own stage.
+    real = RealFeatures(processed_dir, cache_dir, Path(features_dir) / "real", batch_size=batch_size)
+    cache = GeneratedFeatures(features_dir, device="cpu", batch_size=batch_size)
     largest = max(_spec(name).num_generated for name in settings.metrics)
     generated = {}
     for name in ("fp32", "int8"):
-        say(f"Inception features of {largest} {name} images (about 7 images/s on 2 CPU cores) ...")
-        generated[name] = feats.extract_features(to_uint8(outputs[name][:largest]), batch_size=batch_size)
+        images = to_uint8_array(outputs[name][:largest])
+        key = cache.key(weights[name], seed)
+        missing = cache.missing(key, largest)
+        say(f"Inception features of {missing} {name} images (about 7 images/s on 2 CPU cores) ..." if missing
+            else f"Inception features of {largest} {name} images: from {features_dir}")
+        generated[name] = cache.features(key, largest, lambda n, images=images: (
+            images[i : min(i + batch_size, n)] for i in range(0, n, batch_size)))
     records = []
     for name in settings.metrics:
         spec = _spec(name)
-        if cache.lookup(version, spec.split, spec.num_generated) is not None:
-            real = cache.features(lambda: None, data_version=version, split=spec.split, count=spec.num_generated)
-            protocol = cache.protocol(cache.key(version, spec.split), len(real))
-        else:  # never written into the real_stats output: that directory belongs to its own stage
-            say(f"{name}: no cached real features for {spec.split} x {spec.num_generated}; extracting them (not cached) ...")
-            images = store.load_split(processed_dir, spec.split, mmap=True)[0][: spec.num_generated]
-            real = feats.extract_features(np.ascontiguousarray(images), batch_size=batch_size)
-            protocol = {**feats.network_info().protocol(), "data_version": version, "split": spec.split, "num_real": len(real)}
-        values = {}
+        values, record = {}, None
         for variant in ("fp32", "int8"):
-            fake = generated[variant][: spec.num_generated]
-            if spec.kind == "fid":
-                values[variant] = fid_from_features(fake, real)
-            else:
-                # the same KID settings as evaluate (the function caps the subset size by the set sizes)
-                values[variant] = kernel_inception_distance(fake, real, subset_size=kid_subset_size, num_subsets=kid_subsets,
-                                                            seed=seed).mean
+            # the same KID settings as evaluate (the engine caps the subset size by the set sizes)
+            opts = MetricOptions(generated=lambda n, f=generated[variant]: f[:n], real=real.features,
+                                 kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, seed=seed)
+            record = calc_metric(name, opts)
+            values[variant] = record["value"]
         change = (values["int8"] - values["fp32"]) / abs(values["fp32"]) if values["fp32"] else math.nan
         records.append({"metric": name, "kind": spec.kind, "fp32": values["fp32"], "int8": values["int8"],
                         "relative_change": change, "num_generated": int(spec.num_generated), "latent_seed": seed,
-                        "reference_split": spec.split, **protocol})
+                        "reference_split": spec.split, **record["protocol"]})
     between = fid_from_features(generated["fp32"], generated["int8"])
     return {"metrics": records, "fid_fp32_vs_int8": between, "fid_fp32_vs_int8_num": int(largest),
             "note": "same latents and categories for both; FID at small counts is biased upwards, so read the relative change"}

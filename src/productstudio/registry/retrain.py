@@ -19,6 +19,7 @@ from pathlib import Path
 from productstudio.config import load_params
 from productstudio.data import store
 from productstudio import tracking
+from productstudio.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class RetrainResult:
 def dvc_repro() -> None:
     result = subprocess.run([sys.executable, "-m", "dvc", "repro"], text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"dvc repro failed with exit code {result.returncode}")
+        raise ServiceError(f"dvc repro failed with exit code {result.returncode}")
 
 
 def what_changed(params_path: str | Path, processed_dir: str | Path) -> tuple[str | None, object | None, dict]:

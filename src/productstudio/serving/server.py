@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from productstudio.config import ServeSettings
+from productstudio.errors import MissingInput, ServiceError
 
 HOST = "127.0.0.1"
 KEY_FILE = "key_file.json"
@@ -110,7 +111,7 @@ def _torchserve() -> str:
     beside = Path(sys.executable).with_name("torchserve")
     found = str(beside) if beside.exists() else shutil.which("torchserve")
     if not found:
-        raise RuntimeError("torchserve is not installed (pip install torchserve==0.12.0)")
+        raise ServiceError("torchserve is not installed (pip install torchserve==0.12.0)")
     return found
 
 
@@ -147,6 +148,21 @@ def load_handle(state_dir: str | Path) -> ServerHandle | None:
     return ServerHandle(state_dir, saved["model"], saved["inference_url"], saved["management_url"], saved["metrics_url"])
 
 
+def served_config(state_dir: str | Path) -> dict:
+    """config.json of the model archive served from ``state_dir`` (its categories, ...): the archive that
+    ``start`` recorded, or the one archive in the state's model store for servers started before it did."""
+    state_dir = Path(state_dir).resolve()
+    try:
+        recorded = json.loads((state_dir / SERVER_FILE).read_text()).get("archive")
+    except (OSError, ValueError):
+        recorded = None
+    archives = [Path(recorded)] if recorded else sorted((state_dir / "model-store").glob("*.mar"))
+    if len(archives) != 1 or not archives[0].is_file():
+        raise MissingInput(f"{state_dir}: cannot tell which model archive is served (start it with productstudio serve)")
+    with zipfile.ZipFile(archives[0]) as archive:
+        return json.loads(archive.read("config.json"))
+
+
 def ping(handle: ServerHandle, timeout: float = 2.0) -> bool:
     # With token authorization on, even /ping needs the inference key (without it: 400).
     try:
@@ -174,10 +190,10 @@ def renew_key(handle: ServerHandle, kind: str = "inference", timeout: float = 10
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except urllib.error.HTTPError as error:
-        raise RuntimeError(f"TorchServe refused a new {kind} key: HTTP {error.code} {error.read()[:200]!r}") from None
+        raise ServiceError(f"TorchServe refused a new {kind} key: HTTP {error.code} {error.read()[:200]!r}") from None
     renewed = handle.keys()[kind]
     if renewed == keys[kind]:
-        raise RuntimeError(f"TorchServe answered but {handle.key_file} still holds the old {kind} key")
+        raise ServiceError(f"TorchServe answered but {handle.key_file} still holds the old {kind} key")
     return renewed
 
 
@@ -185,7 +201,7 @@ def running_handle(state_dir: str | Path) -> ServerHandle:
     """The handle of the TorchServe running from ``state_dir``; RuntimeError when none runs."""
     handle = load_handle(state_dir)
     if handle is None or _pid(handle.state_dir) is None:
-        raise RuntimeError(f"no TorchServe running from {state_dir} (productstudio serve start)")
+        raise MissingInput(f"no TorchServe running from {state_dir} (productstudio serve start)")
     return handle
 
 
@@ -218,10 +234,10 @@ def start(settings: ServeSettings, mar: str | Path, state_dir: str | Path, model
     already there) and wait until the model answers; returns the handle (URLs, key file)."""
     state_dir, mar = Path(state_dir).resolve(), Path(mar).resolve()
     if not mar.exists():
-        raise FileNotFoundError(f"{mar}: no such model archive (run productstudio package)")
+        raise MissingInput(f"{mar}: no such model archive (run productstudio package)")
     model = model or mar.stem
     if _pid(state_dir):
-        raise RuntimeError(f"TorchServe already runs from {state_dir} (productstudio serve stop)")
+        raise ServiceError(f"TorchServe already runs from {state_dir} (productstudio serve stop)")
     store = state_dir / "model-store"
     store.mkdir(parents=True, exist_ok=True)
     if mar.parent != store:
@@ -238,16 +254,16 @@ def start(settings: ServeSettings, mar: str | Path, state_dir: str | Path, model
     handle = handle_for(settings, state_dir, model)
     (state_dir / SERVER_FILE).write_text(json.dumps({"model": model, "inference_url": handle.inference_url,
                                                     "management_url": handle.management_url,
-                                                    "metrics_url": handle.metrics_url}))
+                                                    "metrics_url": handle.metrics_url, "archive": str(mar)}))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if _pid(state_dir) is None:
-            raise RuntimeError(f"TorchServe exited while starting; see {state_dir / 'logs'} and {state_dir / 'torchserve.out'}")
+            raise ServiceError(f"TorchServe exited while starting; see {state_dir / 'logs'} and {state_dir / 'torchserve.out'}")
         if handle.key_file.exists() and ping(handle) and model_ready(handle):
             return handle
         time.sleep(0.5)
     stop(state_dir)
-    raise RuntimeError(f"TorchServe did not get {model} ready within {wait_s:.0f} s; see {state_dir / 'logs'}")
+    raise ServiceError(f"TorchServe did not get {model} ready within {wait_s:.0f} s; see {state_dir / 'logs'}")
 
 
 def _family(pid: int) -> list:

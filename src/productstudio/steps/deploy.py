@@ -158,7 +158,7 @@ ANALYZE = Step(
     "max_kid_increase). KID: kid_samples images served by each side against the cached real test features.",
     run=run_analyze,
     format=format_analyze,
-    params=("deploy", "evaluate"),
+    params=("deploy", "protocol"),
     args=(
         STATE,
         Arg("--samples", "images per side for KID; 0 skips it (default: deploy.kid_samples)", type=int),

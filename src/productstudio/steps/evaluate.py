@@ -12,7 +12,8 @@ def run(params, generator: Path, processed: Path, classifier: Path, cache: Path,
         no_mlflow: bool) -> dict:
     from productstudio.metrics.evaluate import evaluate
 
-    return evaluate(generator, processed, classifier, cache, out, params.evaluate, device=device, track=not no_mlflow)
+    return evaluate(generator, processed, classifier, cache, out, params.evaluate, params.protocol, device=device,
+                    track=not no_mlflow)
 
 
 def format(report: dict) -> str:
@@ -70,7 +71,7 @@ STEP = Step(
     "OUT/evaluation.json (every number with its protocol). Logged to the training run in MLflow.",
     run=run,
     format=format,
-    params=("evaluate",),
+    params=("evaluate", "protocol"),
     args=(
         Arg("--generator", "generator directory (safetensors + config.json)", paths.GENERATOR),
         Arg("--processed", "processed dataset", paths.PROCESSED),

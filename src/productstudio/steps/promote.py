@@ -9,9 +9,9 @@ from productstudio.steps.step import DEVICE, Arg, Step
 
 
 def run(params, processed: Path, cache: Path, out: Path, work: Path, device: str, strict: bool) -> dict:
-    from productstudio.registry.model_registry import promote
+    from productstudio.promotion.champion import promote_challenger
 
-    result = promote(params, processed, cache, out, cache_dir=work, device=device)
+    result = promote_challenger(params, processed, cache, out, features_dir=work, device=device)
     return {**result, "out": out, "strict": strict}
 
 
@@ -40,12 +40,12 @@ STEP = Step(
     run=run,
     format=format,
     exit_code=exit_code,
-    params=("promote", "register", "evaluate"),
+    params=("promote", "register.model_name", "evaluate.metrics", "protocol"),
     args=(
         Arg("--processed", "processed dataset", paths.PROCESSED),
         Arg("--cache", "real feature cache, read only", paths.REAL_STATS),
         Arg("--out", "decision.json goes here", paths.PROMOTE),
-        Arg("--work", "cache of generated features", paths.GENERATED_FEATURES),
+        Arg("--work", "cache of generated images' features (shared with evaluate and quantize)", paths.GENERATED_FEATURES),
         DEVICE,
         Arg("--strict", "exit 1 when the challenger is refused (for CI gates)", action="store_true"),
     ),

@@ -11,7 +11,7 @@ from productstudio.steps.step import Arg, Step
 def run(params, generator: Path, processed: Path, cache: Path, out: Path, metrics: Path | None) -> dict:
     from productstudio.quantization.quantize import flat_metrics, quantize
 
-    protocol = params.evaluate
+    protocol = params.protocol
     report = quantize(generator, out, params.quantize, processed_dir=processed, cache_dir=cache,
                       seed=protocol.seed, batch_size=protocol.batch_size,
                       kid_subset_size=protocol.kid_subset_size, kid_subsets=protocol.kid_subsets,
@@ -59,12 +59,12 @@ STEP = Step(
     "(QDQ, calibrated on quantize.calibration_samples latents and categories; optional pruning first), and "
     "measure in the same run: latency at batch 1 and throughput at batch 64 of fp32 (eager torch, and ONNX "
     "Runtime) against int8, file sizes, PSNR/SSIM between fp32 and int8 outputs on identical inputs, and the "
-    "named FID/KID metrics in quantize.metrics for both on the same seeds (evaluate.seed) against the cached "
+    "named FID/KID metrics in quantize.metrics for both on the same seeds (protocol.seed) against the cached "
     "real features. Writes OUT/generator.int8.onnx, config.json, quantization.json (the report) and "
     "manifest.json; --metrics writes the flat numbers for DVC. Settings: params.yaml 'quantize'.",
     run=run,
     format=format,
-    params=("quantize", "evaluate.seed", "evaluate.batch_size", "evaluate.kid_subset_size", "evaluate.kid_subsets"),
+    params=("quantize", "protocol"),
     args=(
         Arg("--generator", "fp32 generator", paths.GENERATOR),
         Arg("--processed", "processed dataset, for FID/KID", paths.PROCESSED),

@@ -9,9 +9,9 @@ from productstudio.steps.step import DEVICE, Arg, Step
 
 
 def run(params, processed: Path, out: Path, device: str) -> dict:
-    from productstudio.metrics.evaluate import compute_real_stats
+    from productstudio.metrics.real_stats import compute_real_stats
 
-    return {**compute_real_stats(processed, out, params.evaluate, device=device), "out": out}
+    return {**compute_real_stats(processed, out, params.evaluate, params.protocol, device=device), "out": out}
 
 
 def format(result: dict) -> str:
@@ -32,7 +32,7 @@ STEP = Step(
     "the same counts: the floor a perfect generator would reach. The only step that writes this cache.",
     run=run,
     format=format,
-    params=("evaluate",),
+    params=("evaluate.metrics", "evaluate.floor", "protocol"),
     args=(
         Arg("--processed", "processed dataset", paths.PROCESSED),
         Arg("--out", "the real-feature cache directory", paths.REAL_STATS),

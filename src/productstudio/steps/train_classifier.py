@@ -11,8 +11,8 @@ from productstudio.steps.step import Arg, Step
 def run(params, processed: Path, out: Path) -> dict:
     from productstudio.training.classifier import train_classifier
 
-    settings = params.evaluate
-    return {"manifest": train_classifier(processed, out, epochs=settings.classifier_epochs, seed=settings.seed), "out": out}
+    manifest = train_classifier(processed, out, epochs=params.evaluate.classifier_epochs, seed=params.protocol.seed)
+    return {"manifest": manifest, "out": out}
 
 
 def format(result: dict) -> str:
@@ -25,7 +25,7 @@ STEP = Step(
     description="A small CNN trained for evaluate.classifier_epochs epochs on the processed train split; reports test accuracy.",
     run=run,
     format=format,
-    params=("evaluate.classifier_epochs", "evaluate.seed"),
+    params=("evaluate.classifier_epochs", "protocol.seed"),
     args=(
         Arg("--processed", "processed dataset", paths.PROCESSED),
         Arg("--out", "classifier directory (safetensors + config)", paths.CLASSIFIER),

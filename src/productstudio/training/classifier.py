@@ -11,12 +11,9 @@ from tqdm import tqdm
 
 from productstudio.artifacts import write_manifest
 from productstudio.data import store
+from productstudio.imaging import to_float
 from productstudio.models.classifier import ClassifierConfig, ProductClassifier, save_classifier
 from productstudio.data.store import data_version
-
-
-def to_model_input(images_uint8: torch.Tensor) -> torch.Tensor:
-    return images_uint8.float().div(127.5).sub(1.0)
 
 
 @torch.no_grad()
@@ -24,7 +21,7 @@ def accuracy(model: ProductClassifier, images, labels, batch_size: int = 512) ->
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        x = to_model_input(torch.as_tensor(images[start : start + batch_size]))
+        x = to_float(images[start : start + batch_size])
         correct += (model(x).argmax(1) == torch.as_tensor(labels[start : start + batch_size])).sum().item()
     return correct / max(len(images), 1)
 
@@ -46,7 +43,7 @@ def train_classifier(processed_dir: str | Path, out_dir: str | Path, epochs: int
     model.train()
     for _ in tqdm(range(steps), desc="train classifier", unit="step", disable=None):
         index = torch.randint(0, len(x_all), (batch_size,), generator=rng)
-        loss = F.cross_entropy(model(to_model_input(x_all[index])), y_all[index])
+        loss = F.cross_entropy(model(to_float(x_all[index])), y_all[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -3,15 +3,20 @@
 A few hundred generated images (fixed latents, categories in turn) against the real test features that
 the ``real_stats`` stage cached for this data version. Small samples make KID noisy but, unlike FID,
 not biased, so successive points of one run are comparable; the final numbers come from ``evaluate``.
+The KID is the metric engine's (``metrics.engine``); the reference is every cached real test feature.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from productstudio.metrics.kid import kernel_inception_distance
+from productstudio.errors import MissingInput
+from productstudio.metrics.engine import MetricOptions, calc_metric
+from productstudio.metrics.features import extract_features
+from productstudio.metrics.real_features import RealStatsCache
 
 SPLIT = "test"
 SUBSETS = 50
@@ -19,13 +24,11 @@ SUBSETS = 50
 
 class TrainingKID:
     def __init__(self, real_stats_dir: str | Path, data_version: str, samples: int, seed: int, device, batch_size: int = 50):
-        from productstudio.metrics.engine import RealStatsCache
-
         cache = RealStatsCache(real_stats_dir, device=str(device), batch_size=batch_size, progress=False)
         # Only read: the cache belongs to the real_stats stage (a DVC output).
         self.real = cache.largest(data_version, SPLIT)
         if self.real is None:
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{real_stats_dir}: no cached real {SPLIT} features for data version {data_version[:12]} "
                 "(run 'productstudio real-stats' first)"
             )
@@ -33,11 +36,14 @@ class TrainingKID:
         self.name = f"kid{samples}_{SPLIT}"
 
     def measure(self, generator) -> dict:
-        from productstudio.metrics.evaluate import generated_batches
-        from productstudio.metrics.features import extract_features
+        from productstudio.models.sampling import generated_batches
 
         images = np.concatenate(list(generated_batches(generator, self.samples, self.seed, self.batch_size, self.device)))
         features = extract_features(images, batch_size=self.batch_size, device=self.device, progress=False)
-        kid = kernel_inception_distance(features, self.real, subset_size=len(features), num_subsets=SUBSETS, seed=self.seed)
-        return {"kid": kid.mean, "kid_std_error": kid.std_error, "num_generated": len(features),
-                "num_real": len(self.real), "subset_size": kid.subset_size}
+        # Against all the cached real test features (more than the name's count: a steadier reference).
+        opts = MetricOptions(generated=lambda n: features[:n], real=lambda split, n: (self.real, {}),
+                             kid_subset_size=len(features), kid_subsets=SUBSETS, seed=self.seed)
+        kid = calc_metric(self.name, opts)
+        std_error = math.nan if kid["std_error"] is None else kid["std_error"]
+        return {"kid": kid["value"], "kid_std_error": std_error, "num_generated": kid["num_generated"],
+                "num_real": kid["num_real"], "subset_size": kid["kid_subset_size"]}

@@ -15,10 +15,10 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -26,9 +26,11 @@ from tqdm import tqdm
 from productstudio.artifacts import write_manifest
 from productstudio.config import TrainSettings, section_dict
 from productstudio.data import store
-from productstudio.models.io import resolve_device, save_generator
+from productstudio.imaging import resolve_device, to_float
+from productstudio.models.io import save_generator
 from productstudio.models.cvae import ConditionalVAE
 from productstudio.models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
+from productstudio.models.sampling import sample_grid
 from productstudio.training.augment import diff_augment
 
 CHECKPOINTS = "checkpoints"
@@ -36,7 +38,6 @@ GENERATOR = "generator"
 SAMPLES = "samples"
 LOSS_LOG = "train_loss.csv"
 CHECKPOINT_NAME = re.compile(r"step-(\d{8})\.pt$")
-GRID_COLUMNS = 8
 KID_LOG = "train_kid.csv"
 # Settings that do not change the trained weights: a checkpoint made under other values is resumed.
 RESUMABLE_CHANGES = {"max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
@@ -210,22 +211,6 @@ def recalibrate_batchnorm(generator: Generator, seed: int, batches: int = 16, ba
     generator.eval()
 
 
-@torch.no_grad()
-def sample_grid(generator: Generator, seed: int, device, columns: int = GRID_COLUMNS) -> np.ndarray:
-    """One row per category, fixed latents: (rows*H, columns*W[, C]) uint8."""
-    was_training = generator.training
-    generator.eval()
-    config = generator.config
-    fixed = torch.Generator().manual_seed(seed)
-    z = torch.randn(config.num_classes * columns, config.latent_dim, generator=fixed).to(device)
-    y = torch.arange(config.num_classes).repeat_interleave(columns).to(device)
-    images = ((generator(z, y) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
-    generator.train(was_training)
-    c, h, w = images.shape[1:]
-    grid = images.view(config.num_classes, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(config.num_classes * h, columns * w, c)
-    return grid.squeeze(-1).numpy()
-
-
 def _truncate_log(path: Path, step: int) -> None:
     """After a resume, forget log rows written past the checkpoint by the interrupted run."""
     if not path.exists():
@@ -245,11 +230,17 @@ def train(
     device: str = "auto",
     track: bool = True,
     real_stats_dir: str | Path | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> dict:
     """Train until max_steps or max_minutes; resume from out_dir/checkpoints when one is there.
 
     With ``real_stats_dir`` (the real_stats stage's feature cache), KID is measured every
     ``kid_every`` steps, outside the time budget, into plots_dir/train_kid.csv and MLflow.
+
+    Test hooks: ``clock`` (seconds) measures the time budget and the images/s rate, so a test can
+    drive time itself; ``on_checkpoint(step, path)`` is called right after each periodic checkpoint
+    is on disk, so a test can kill the process at a known checkpoint.
     """
     out, plots = Path(out_dir), Path(plots_dir)
     dev = resolve_device(device)
@@ -324,23 +315,23 @@ def train(
         state.modules["ema"].eval()
     budget = settings.max_minutes * 60
     progress = tqdm(total=settings.max_steps, initial=state.step, desc=f"train {settings.model}", unit="step", disable=None)
-    window_start, window_images, rate = time.perf_counter(), 0, 0.0
+    window_start, window_images, rate = clock(), 0, 0.0
     new_file = not log_path.exists()
     try:
         with open(log_path, "a", newline="") as log_handle:
             log = csv.writer(log_handle)
             while state.step < settings.max_steps and state.seconds < budget:
-                started = time.perf_counter()
+                started = clock()
                 index = torch.randint(0, len(x_all), (settings.batch_size,), generator=state.rng)
-                x = x_all[index].to(dev).float().div_(127.5).sub_(1.0)
+                x = to_float(x_all[index].to(dev))
                 y = y_all[index].to(dev)
                 losses = step_fn(state, x, y, settings, dev)
                 state.step += 1
-                state.seconds += time.perf_counter() - started
+                state.seconds += clock() - started
                 window_images += len(x)
                 progress.update(1)
                 if state.step % settings.log_every == 0:
-                    now = time.perf_counter()
+                    now = clock()
                     rate = window_images / (now - window_start)
                     window_start, window_images = now, 0
                     if new_file:
@@ -360,7 +351,9 @@ def train(
                     if kid_due:
                         _log_kid(kid_tracker, sampler, state, kid_path, run)
                 if state.step % settings.checkpoint_every == 0:
-                    save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
+                    saved_path = save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
+                    if on_checkpoint is not None:
+                        on_checkpoint(state.step, saved_path)
         progress.close()
         save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
         generator = sampling_generator(state)

@@ -1,5 +1,6 @@
-"""The inference API's contract, free of TorchServe: parse and check a request, draw the latents, generate a
-batch, encode the images, shape the JSON answer. The TorchServe handler (``handler.py``) only adapts this.
+"""The ``generate`` task, free of TorchServe: parse and check a request, draw the latents, generate a batch,
+encode the images, shape the JSON answer. ``GenerateTask`` is what the generic handler (``serving/handler.py``)
+calls; the module's functions are its steps.
 
 Request (JSON object)::
 
@@ -15,19 +16,18 @@ Bad input raises ``BadRequest`` with an HTTP status and a one-line reason.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
-FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+from productstudio.errors import BadRequest, MissingInput, ParamsError
+from productstudio.imaging import FORMATS
+
 ALIASES = {"jpg": "jpeg"}
 FIELDS = ("category", "count", "seed", "format")
 MAX_COUNT = 64
 MAX_SEED = 2**53  # exact in every JSON reader (JavaScript numbers included)
-
-
-from productstudio.errors import BadRequest  # noqa: E402,F401  (re-exported for the handler)
 
 
 @dataclass(frozen=True)
@@ -125,20 +125,15 @@ def parse_request(body, categories: list[str], accept: str | None = None, max_co
     return GenerateRequest(category, tuple(range(seed, seed + count)), fmt, raw=wanted is not None)
 
 
-def latents(seeds, latent_dim: int):
-    """One latent per seed, each from its own generator: an image does not depend on its batch."""
-    import torch
-
-    return torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
 def generate(model, requests: list[GenerateRequest], latent_dim: int) -> list:
     """All requests of a batch in one forward pass; returns one (count, C, H, W) tensor in [-1, 1] per request."""
     import torch
 
+    from productstudio.models.sampling import latents_from_seeds
+
     if not requests:
         return []
-    z = torch.cat([latents(r.seeds, latent_dim) for r in requests])
+    z = torch.cat([latents_from_seeds(r.seeds, latent_dim) for r in requests])
     y = torch.cat([torch.full((r.count,), r.category, dtype=torch.long) for r in requests])
     with torch.inference_mode():
         images = model(z, y)
@@ -147,23 +142,9 @@ def generate(model, requests: list[GenerateRequest], latent_dim: int) -> list:
 
 def encode(images, fmt: str) -> list[bytes]:
     """(N, C, H, W) in [-1, 1] -> one encoded file per image (grey or RGB)."""
-    import numpy as np
-    import torch
-    from PIL import Image
+    from productstudio.imaging import encode as encode_image, to_uint8_array
 
-    pixels = ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    files = []
-    for array in pixels:
-        image = Image.fromarray(array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0)))
-        buffer = io.BytesIO()
-        if fmt == "webp":
-            image.save(buffer, format="WEBP", lossless=True)
-        elif fmt == "jpeg":
-            image.save(buffer, format="JPEG", quality=95)
-        else:
-            image.save(buffer, format="PNG")
-        files.append(buffer.getvalue())
-    return files
+    return [encode_image(pixels, fmt) for pixels in to_uint8_array(images)]
 
 
 def answer(request: GenerateRequest, files: list[bytes], categories: list[str], model: str, version: str) -> dict:
@@ -179,5 +160,50 @@ def answer(request: GenerateRequest, files: list[bytes], categories: list[str], 
     }
 
 
-def error_body(error: BadRequest) -> dict:
-    return {"code": error.status, "type": "BadRequest", "message": error.message}
+class GenerateTask:
+    """The task's contract with the handler: ``load`` once per worker, then per batch ``parse`` each request
+    (``BadRequest`` for a bad one), ``run`` the valid ones together, ``respond`` to each: (media type, body)."""
+
+    name = "generate"
+
+    def __init__(self, model, info: dict, model_name: str, version: str):
+        from productstudio.models.io import category_names
+
+        self.model, self.info = model, info
+        self.latent_dim = int(info["model"]["latent_dim"])
+        self.categories = category_names(info)
+        self.model_name, self.version = model_name, version
+
+    @classmethod
+    def load(cls, model_dir: Path, model_name: str, version: str, variant: str = "fp32", threads: int = 0) -> "GenerateTask":
+        from productstudio.models.loader import INT8_ONNX, load
+
+        model, info = load(model_dir, "cpu", threads=threads, kind=INT8_ONNX if variant == "int8" else None)
+        return cls(model, info, model_name, version)
+
+    @staticmethod
+    def archive_files(model_dir: Path, variant: str) -> list[Path]:
+        """What a .mar of this task holds beside the handler: the variant's weights and config.json."""
+        from productstudio.models.io import CONFIG, WEIGHTS
+        from productstudio.models.onnx_generator import INT8_FILE
+
+        variants = {"fp32": WEIGHTS, "int8": INT8_FILE}
+        if variant not in variants:
+            raise ParamsError(f"variant must be one of {', '.join(variants)}, got {variant!r}")
+        weights = model_dir / variants[variant]
+        if not weights.exists():
+            hint = " (run productstudio quantize)" if variant == "int8" else ""
+            raise MissingInput(f"{model_dir}: no {weights.name}; not a {variant} generator{hint}")
+        return [weights, model_dir / CONFIG]
+
+    def parse(self, body, accept: str | None) -> GenerateRequest:
+        return parse_request(body, self.categories, accept=accept)
+
+    def run(self, requests: list[GenerateRequest]) -> list:
+        return generate(self.model, requests, self.latent_dim)
+
+    def respond(self, request: GenerateRequest, images) -> tuple[str, object]:
+        files = encode(images, request.format)
+        if request.raw:
+            return FORMATS[request.format], files[0]
+        return "application/json", answer(request, files, self.categories, self.model_name, self.version)
