@@ -22,7 +22,7 @@ $(STAMP): constraints.txt pyproject.toml
 nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked); a no-op when present
 	bash scripts/install-nginx
 
-run: install  ## the main job: dvc repro (ingest -> validate -> preprocess) on Fashion-MNIST
+run: install  ## the main job: dvc repro (ingest ... train, evaluate, quantize, register, promote) on Fashion-MNIST, then a summary
 	dvc repro
 	@productstudio summary
 

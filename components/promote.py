@@ -1,4 +1,4 @@
-"""KFP component: judge the challenger against the champion (``productstudio.registry.model_registry.promote``)."""
+"""KFP component: judge the challenger against the champion (``productstudio.promotion.champion.promote_challenger``)."""
 
 from kfp import dsl
 

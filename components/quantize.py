@@ -1,4 +1,4 @@
-"""KFP component: int8 generator for CPU serving, with its measured cost and benefit (``productstudio.quantization.quantize``)."""
+"""KFP component: int8 generator for CPU serving, with its measured cost and benefit (``productstudio.quantization.quantize.quantize``)."""
 
 from kfp import dsl
 
@@ -16,7 +16,7 @@ def quantize(
 ):
     """Quantize ``model``'s generator to int8 (params ``quantize`` section) into ``quantized``.
 
-    ``quantized`` holds generator.int8.onnx (what ``productstudio.quantization.load_quantized`` serves),
+    ``quantized`` holds generator.int8.onnx (what ``productstudio.models.loader.load`` serves),
     generator.fp32.onnx, config.json, quantization.json (speed at batch 1 and 64, sizes, PSNR and FID/KID
     of fp32 vs int8 on the same seeds) and manifest.json; ``metrics`` has the flat numbers for the KFP UI.
     FID/KID use the real features cached in ``stats`` for ``dataset``.

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from productstudio.config import load_params
 from productstudio.data import store
-from productstudio import tracking
 from productstudio.errors import ServiceError
 
 
