@@ -25,8 +25,9 @@ from productstudio.imaging import resolve_device
 from productstudio.metrics.generated_features import GeneratedFeatures
 from productstudio.metric_names import parse_metric
 from productstudio.metrics.real_features import RealFeatures
-from productstudio.models.io import WEIGHTS, load_generator
-from productstudio.models.onnx_generator import INT8_FILE, load_quantized
+from productstudio.models.io import WEIGHTS
+from productstudio.models.loader import INT8_ONNX, load
+from productstudio.models.onnx_generator import INT8_FILE
 from productstudio.models.sampling import generated_batches
 from productstudio.promotion.policy import decide
 from productstudio.promotion.report import int8_fid, promotion_metric, promotion_report
@@ -62,14 +63,14 @@ def _measure_version(mlflow_client, mv, params: Params, metric: str, real: RealF
         generator_dir = artifact_dir(model_dir, "generator")
         if generator_dir is None:
             raise MissingInput(f"{model_dir}: the registered model holds no generator artifact")
-        generator, info = load_generator(generator_dir, device)
+        generator, info = load(generator_dir, device)
         cache = GeneratedFeatures(features_dir, device=device, batch_size=batch)
         gen = _features(mlflow_client, mv, generator, sha256_file(generator_dir / WEIGHTS), count, seed, cache)
         report = promotion_report(gen, real, info["categories"], metric, seed, params.promote.bootstrap)
         int8_dir = artifact_dir(model_dir, "int8")
         if int8_dir is not None:
             try:
-                int8 = load_quantized(int8_dir)  # ONNX Runtime on the CPU, as the quantize step measured it
+                int8, _ = load(int8_dir, kind=INT8_ONNX)  # ONNX Runtime on the CPU, as the quantize step measured it
                 cache8 = GeneratedFeatures(features_dir, device="cpu", batch_size=batch)
                 gen8 = _features(mlflow_client, mv, int8, sha256_file(int8_dir / INT8_FILE), count, seed, cache8)
                 report["int8"] = int8_fid(gen8, real, metric)
