@@ -17,6 +17,8 @@ import pytest
 import yaml
 from kfp.components import load_component_from_file
 
+from productstudio.steps import table
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FASHION_DIR = REPO_ROOT.parent / "shared" / "data" / "fashion-mnist"
 COMMITTED_YAML = REPO_ROOT / "pipelines" / "product_studio.yaml"
@@ -33,8 +35,8 @@ TINY_EVALUATE = {
 }
 TINY_PROTOCOL = {"kid_subset_size": 10, "kid_subsets": 5}
 TINY_QUANTIZE = {"metrics": ["fid20_test"], "psnr_samples": 20, "calibration_samples": 64, "timing_rounds": 2}
-TASKS = {"ingest", "validate", "preprocess", "train", "train-classifier", "real-stats", "evaluate", "register", "promote", "quantize",
-         "train-2", "evaluate-2"}  # KFP names a component's second task "<name>-2": the baseline's
+# Every pipeline step of the table is a task; KFP names a component's second task "<name>-2": the baseline's.
+TASKS = {step.name for step in table.PIPELINE} | {"train-2", "evaluate-2"}
 
 
 def test_committed_yaml_is_fresh(tmp_path):
