@@ -28,6 +28,10 @@ def _check_metric_names(names: list[str]) -> list[str]:
     return names
 
 
+# Keys that moved to another section; an old params.yaml is told where they went.
+MOVED_KEYS = {f"evaluate.{key}": f"protocol.{key}" for key in ("seed", "batch_size", "kid_subset_size", "kid_subsets")}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -329,6 +333,8 @@ def _one_line(error: ValidationError, source: str, raw: dict) -> str:
         sections = _section_models()
         section_name = loc.rpartition(".")[0]
         allowed = sections[section_name].model_fields if section_name in sections else sections
+        if loc in MOVED_KEYS:
+            return f"{source}: unknown key '{loc}': it moved to '{MOVED_KEYS[loc]}'"
         return f"{source}: unknown key '{loc}' (allowed: {', '.join(allowed)})"
     value: Any = raw
     for part in first["loc"]:

@@ -19,6 +19,7 @@ def test_defaults_and_committed_params_load():
     [
         ({"preprocess": {"image_size": -3}}, "params.yaml: preprocess.image_size = -3: choose one of 28, 32, 64, 128"),
         ({"preprocess": {"size": 28}}, "params.yaml: unknown key 'preprocess.size' (allowed: mode, image_size,"),
+        ({"evaluate": {"seed": 7}}, "params.yaml: unknown key 'evaluate.seed': it moved to 'protocol.seed'"),
         ({"trian": {}}, "params.yaml: unknown key 'trian' (allowed: ingest, validate, preprocess, train, protocol, evaluate,"),
         ({"ingest": {"source": "zip"}}, "params.yaml: ingest.source = 'zip': Input should be 'fashion-mnist' or 'image-folder'"),
         ({"validate": {"max_leak_fraction": 2}}, "params.yaml: validate.max_leak_fraction = 2: Input should be less than or equal to 1"),
