@@ -22,7 +22,7 @@ from productstudio.imaging import resolve_device, to_float, to_uint8_array
 from productstudio.metrics import image_quality
 from productstudio.metrics.engine import MetricOptions, calc_metric, summary
 from productstudio.metrics.fid import FeatureStats, frechet_distance
-from productstudio.metrics.generated_features import GeneratedFeatures
+from productstudio.metrics.generated_features import GeneratedFeatures, array_batches
 from productstudio.metric_names import metric_name, parse_metric
 from productstudio.metrics.real_features import RealFeatures
 from productstudio.metrics.real_stats import FLOOR
@@ -146,8 +146,7 @@ def evaluate(
     labels = generated_labels(largest, len(categories))
     generated = GeneratedFeatures(features_dir, device=dev, batch_size=protocol.batch_size)
     key = generated.key(sha256_file(Path(generator_dir) / WEIGHTS), protocol.seed)
-    gen = generated.features(key, largest, lambda n: (images[i : min(i + protocol.batch_size, n)]
-                                                      for i in range(0, n, protocol.batch_size)))
+    gen = generated.features(key, largest, array_batches(images, protocol.batch_size))
     opts = MetricOptions(generated=lambda n: gen[:n], real=real.features, kid_subset_size=protocol.kid_subset_size,
                          kid_subsets=protocol.kid_subsets, seed=protocol.seed,
                          generated_labels=lambda n: labels[:n], real_labels=real.labels)

@@ -33,6 +33,11 @@ from productstudio.metrics import features as feats
 CACHE_FORMAT = 1
 
 
+def array_batches(images: np.ndarray, batch_size: int) -> Callable[[int], Iterator[np.ndarray]]:
+    """``images(n)`` for ``GeneratedFeatures.features`` from images already generated: the first n, batched."""
+    return lambda n: (images[i : min(i + batch_size, n)] for i in range(0, n, batch_size))
+
+
 def _skip(batches: Iterable, start: int) -> Iterator:
     """The batches from image ``start`` on (whole batches before it dropped, a straddling one cut)."""
     seen = 0

@@ -153,7 +153,7 @@ def _quality(outputs, weights, settings, processed_dir, cache_dir, features_dir,
         return {"skipped": "no processed dataset / real-feature cache given"}
     from productstudio.metrics.engine import MetricOptions, calc_metric
     from productstudio.metrics.fid import fid_from_features
-    from productstudio.metrics.generated_features import GeneratedFeatures
+    from productstudio.metrics.generated_features import GeneratedFeatures, array_batches
     from productstudio.metrics.real_features import RealFeatures
 
     # Real counts the real_stats output lacks go to a private cache: that directory belongs to its own stage.
@@ -167,8 +167,7 @@ def _quality(outputs, weights, settings, processed_dir, cache_dir, features_dir,
         missing = cache.missing(key, largest)
         say(f"Inception features of {missing} {name} images (about 7 images/s on 2 CPU cores) ..." if missing
             else f"Inception features of {largest} {name} images: from {features_dir}")
-        generated[name] = cache.features(key, largest, lambda n, images=images: (
-            images[i : min(i + batch_size, n)] for i in range(0, n, batch_size)))
+        generated[name] = cache.features(key, largest, array_batches(images, batch_size))
     records = []
     for name in settings.metrics:
         spec = _spec(name)
