@@ -10,13 +10,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install nginx run serve serve-stop test test-fast pipeline-yaml bench clean
+.PHONY: install nginx run studio serve serve-stop test test-fast pipeline-yaml bench clean
 
 install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
 
 $(STAMP): constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	bash scripts/install-weights
 	touch $@
 
 nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked); a no-op when present
@@ -25,6 +26,12 @@ nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked)
 run: install  ## the main job: dvc repro (ingest ... train, evaluate, quantize, register, promote) on Fashion-MNIST, then a summary
 	dvc repro
 	@productstudio summary
+
+# Editing: the clothing test photos -> marketplace exports (reports/edit/studio: <preset>/ folders, report.json,
+# index.html), and the cut-outs measured on the labelled set (reports/edit/evaluate). Stages of dvc.yaml.
+studio: install  ## studio exports of ../shared/data/clothing-dataset-small/test with a report and a contact sheet
+	dvc repro edit_studio edit_evaluate
+	@echo "contact sheet: reports/edit/studio/index.html; cut-out quality: reports/edit/evaluate/metrics.json"
 
 # A live local endpoint: the registry's champion (or, with no champion yet, the main job's generator)
 # packaged and served by TorchServe on 127.0.0.1:8085; prints the URL, the key file and a curl example.
@@ -45,6 +52,7 @@ test-fast: install  ## the unit tests (tests/unit): no services, a few minutes
 
 pipeline-yaml: install  ## recompile pipelines/product_studio.yaml after changing components
 	python -m pipelines.product_studio compile
+	python -m pipelines.studio compile
 
 bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_load.py

@@ -21,7 +21,10 @@ BASE_IMAGE = os.environ.get("PRODUCTSTUDIO_IMAGE") or DEFAULT_IMAGE
 # The options every component shares; kfp.local's SubprocessRunner would otherwise `pip install kfp`.
 COMPONENT_OPTIONS = {"base_image": BASE_IMAGE, "install_kfp_package": False}
 
-from components.evaluate import evaluate  # noqa: E402  (the components need the constants above)
+from components.edit_evalset import edit_evalset  # noqa: E402  (the components need the constants above)
+from components.edit_evaluate import edit_evaluate  # noqa: E402
+from components.edit_studio import edit_studio  # noqa: E402
+from components.evaluate import evaluate  # noqa: E402
 from components.ingest import ingest  # noqa: E402
 from components.preprocess import preprocess  # noqa: E402
 from components.promote import promote  # noqa: E402
@@ -35,6 +38,9 @@ from components.validate import validate  # noqa: E402
 __all__ = [
     "BASE_IMAGE",
     "DEFAULT_IMAGE",
+    "edit_evalset",
+    "edit_evaluate",
+    "edit_studio",
     "evaluate",
     "ingest",
     "preprocess",

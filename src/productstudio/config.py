@@ -275,6 +275,79 @@ class DeploySettings(_Section):
         return self
 
 
+class CutoutSettings(_Section):
+    """Background removal (productstudio.editing.cutout): the salient-object net, then clean-up."""
+
+    work_size: int = Field(default=320, ge=64, le=1024)  # the net's input side (u2netp was trained at 320)
+    pad_fraction: float = Field(default=0.1, ge=0, le=0.5)  # margin added around the photo before the net sees it
+    flip_average: bool = True  # average the mask of the photo and of its mirror image
+    keep_largest: bool = True  # drop specks: keep the largest connected component (and what touches it)
+    refine_radius: int = Field(default=8, ge=0, le=64)  # guided-filter radius in source pixels at 1024 px; 0: off
+    decontaminate: bool = True  # recolour semi-transparent edge pixels from the product, not the old background
+
+
+class GateSettings(_Section):
+    """Cut-outs refused before any export (productstudio.editing.compliance.gate_cutout)."""
+
+    min_foreground: float = Field(default=0.05, ge=0, le=1)
+    max_foreground: float = Field(default=0.95, ge=0, le=1)
+    max_edges_touched: int = Field(default=1, ge=0, le=4)  # a mask touching 2+ edges is a cut-out gone wrong
+    max_uncertain: float = Field(default=0.15, ge=0, le=1)  # share of the product's pixels with 0.1 < alpha < 0.9
+    max_upscale: float = Field(default=4.0, ge=1)  # a preset needing more than this is refused for that photo
+
+
+class PresetSettings(_Section):
+    """One export format: canvas, placement, background and the rules its files are checked against."""
+
+    width: int = Field(ge=16, le=10000)
+    height: int = Field(ge=16, le=10000)
+    background: Literal["white", "transparent"] = "white"
+    fill: float = Field(default=0.85, gt=0, le=1)  # the product's bounding box over the canvas, along its tighter side
+    role: Literal["main", "secondary"] = "main"  # a main image never gets a shadow
+    shadow: bool = False
+    format: Literal["jpeg", "png", "webp"] = "jpeg"
+    quality: int = Field(default=92, ge=1, le=100)  # jpeg/webp (lossy); png ignores it
+    min_long_side: int = Field(default=0, ge=0)  # marketplace minimum of the longest side
+    min_fill: float = Field(default=0.0, ge=0, le=1)  # marketplace minimum share of the frame the product fills
+    max_file_bytes: int = Field(default=10_000_000, ge=1)
+    check_text: bool = True  # refuse text or watermarks on the product
+
+    @model_validator(mode="after")
+    def _shadow_not_on_main(self) -> "PresetSettings":
+        if self.shadow and self.role == "main":
+            raise ValueError("a main image never gets a shadow: set role: secondary or shadow: false")
+        if self.background == "transparent" and self.format == "jpeg":
+            raise ValueError("JPEG has no transparency: use format png or webp")
+        return self
+
+
+class EditSettings(_Section):
+    """Editing (productstudio edit ...): studio shots from real product photos."""
+
+    source: str = "../shared/data/clothing-dataset-small/test"  # the photo folder 'dvc repro edit_studio' reads
+    limit: Optional[int] = Field(default=None, ge=1)  # the first N photos (sorted paths); null: all
+    presets: list[str] = ["amazon-main", "instagram-4x5"]  # exported per photo by the DVC stage
+    max_pixels: int = Field(default=40_000_000, ge=1)  # checked from the header, before decoding
+    max_upload_bytes: int = Field(default=20_000_000, ge=1024)  # a served upload's size limit
+    cutout: CutoutSettings = CutoutSettings()
+    gates: GateSettings = GateSettings()
+    preset_table: dict[str, PresetSettings] = Field(default_factory=dict, alias="preset_definitions")
+    # The labelled evaluation set (edit_evalset): studio cut-outs on real backgrounds, exact masks.
+    evalset_source: str = "../shared/data/clothing-dataset-small"
+    evalset_size: int = Field(default=120, ge=4)
+    evalset_seed: int = 0
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _presets_defined(self) -> "EditSettings":
+        unknown = [name for name in self.presets if name not in self.preset_table]
+        if unknown:
+            raise ValueError(f"presets {unknown} are not in edit.preset_definitions "
+                             f"({', '.join(self.preset_table) or 'none defined'})")
+        return self
+
+
 class Params(_Section):
     ingest: IngestSettings = IngestSettings()
     validate_: ValidateSettings = Field(default=ValidateSettings(), alias="validate")
@@ -288,6 +361,7 @@ class Params(_Section):
     promote: PromoteSettings = PromoteSettings()
     serve: ServeSettings = ServeSettings()
     deploy: DeploySettings = DeploySettings()
+    edit: EditSettings = EditSettings(presets=[])
     # The baseline the GAN is weighed against: keys of 'train' that differ for it (train --baseline).
     baseline: dict[str, Any] = {"model": "cvae", "max_minutes": 3.0}
 

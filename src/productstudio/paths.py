@@ -27,6 +27,9 @@ GENERATED_FEATURES = Path(".scratch/generated-features")  # features of generate
 SERVE_STATE = Path(".scratch/serve")
 DEPLOY_STATE = Path(".scratch/deploy")
 KSERVE_OUT = Path("deploy/kserve")
+EDIT_STUDIO = Path("reports/edit/studio")  # the studio batch: exports per preset, report, contact sheet
+EDIT_EVALSET = Path("data/edit/evalset")  # the labelled set of cut-outs on real backgrounds
+EDIT_EVALUATION = Path("reports/edit/evaluate")
 
 # Inside a validation directory (written by validate, read by preprocess).
 VALIDATION_REPORT = "report.json"

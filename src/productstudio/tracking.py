@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "productstudio"
@@ -40,3 +41,20 @@ def flatten(prefix: str, data: dict) -> dict:
         name = f"{prefix}.{key}" if prefix else key
         out.update(flatten(name, value) if isinstance(value, dict) else {name: value})
     return out
+
+
+def log_run(run_name: str, metrics: dict, params: dict, artifacts: list, tags: dict | None = None) -> str:
+    """One finished MLflow run: params, numeric metrics and (path, artifact folder) pairs; returns its id."""
+    import mlflow
+
+    with start_run(run_name, tags={"git_commit": git_commit(), **(tags or {})}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items()
+                            if isinstance(value, (int, float)) and not isinstance(value, bool)})
+        for path, folder in artifacts:
+            path = Path(path)
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), folder)
+            elif path.is_file():
+                mlflow.log_artifact(str(path), folder)
+        return run.info.run_id

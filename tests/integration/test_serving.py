@@ -19,6 +19,7 @@ from productstudio.models.gan import GANConfig, Generator
 from productstudio.serving import server
 from productstudio.serving.archive import build_archive
 from productstudio.cli import main
+from productstudio.editing.provenance import read_provenance
 
 pytestmark = pytest.mark.slow
 CATEGORIES = [f"item{i}" for i in range(10)]
@@ -80,6 +81,10 @@ def test_accept_png_returns_the_image_itself(served):
     assert (status, content_type) == (200, "image/png")
     image = Image.open(io.BytesIO(body))
     assert (image.format, image.size) == ("PNG", (28, 28))
+    provenance = read_provenance(body)  # a generated image says so, and which model made it
+    assert provenance["digital_source_type"].endswith("/trainedAlgorithmicMedia")
+    assert (provenance["model_name"], provenance["model_version"]) == ("tiny", "7")
+    assert provenance["extra"] == {"category": "item1", "seed": "1"}
 
 
 BAD = [

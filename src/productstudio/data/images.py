@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -18,12 +19,13 @@ class BadImage(Exception):
     """An image that cannot be used; the message is the one-line reason for the report."""
 
 
-def open_image(path: str | Path, max_pixels: int) -> Image.Image:
-    """Open and fully decode an image, checking the declared pixel count *before* decoding.
+def open_image(path: str | Path | bytes, max_pixels: int) -> Image.Image:
+    """Open and fully decode an image (a file, or an upload's bytes), checking the declared pixel count
+    *before* decoding.
 
     Raises BadImage with a one-line reason for anything unusable.
     """
-    path = Path(path)
+    path = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else Path(path)
     with warnings.catch_warnings():
         # We enforce our own max_pixels from the header; Pillow's warning would be noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

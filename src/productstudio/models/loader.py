@@ -5,7 +5,8 @@ that kind's loader.
     model, info = load("models/train/generator")      # a Generator; info["kind"] == "gan"
     model, info = load("models/quantized", threads=1)  # an OnnxGenerator, same (z, y) -> images contract
 
-Kinds (``model_kind``): "gan" and "cvae" (safetensors; a CVAE's decoder generates, its encoder is saved
+Kinds (``model_kind``): "u2netp-onnx" and "ppocr-det-onnx" (the pretrained editing nets that
+``models.pretrained`` installs: a salient-object segmenter and a text detector), "gan" and "cvae" (safetensors; a CVAE's decoder generates, its encoder is saved
 beside it: ``models.io.load_encoder``), and "int8-onnx" (the quantize step's directory: a generator's
 config.json plus a ``quantization`` entry, which keeps the architecture's "kind"). Configs saved before
 kinds were written are inferred: a named encoder means "cvae", else "gan".
@@ -37,11 +38,25 @@ def _onnx_generator(directory: Path, device: torch.device, threads: int):
     return load_quantized(directory, threads=threads)  # runs on the CPU; answers on the input's device
 
 
+def _salient_segmenter(directory: Path, device: torch.device, threads: int):
+    from productstudio.models.salient import load_segmenter
+
+    return load_segmenter(directory, threads=threads)  # ONNX Runtime on the CPU
+
+
+def _text_detector(directory: Path, device: torch.device, threads: int):
+    from productstudio.models.text_detector import load_text_detector
+
+    return load_text_detector(directory, threads=threads)
+
+
 # kind -> loader(directory, device, threads) -> a model with the kind's contract
 LOADERS: dict[str, Callable[[Path, torch.device, int], object]] = {
     "gan": _torch_generator,
     "cvae": _torch_generator,
     INT8_ONNX: _onnx_generator,
+    "u2netp-onnx": _salient_segmenter,  # pretrained, from a pinned wheel (models.pretrained)
+    "ppocr-det-onnx": _text_detector,
 }
 
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from productstudio.errors import MissingInput, ServiceError
@@ -42,7 +43,7 @@ def build_archive(model_dir: str | Path, store: str | Path, name: str, variant: 
     output; int8: the quantize output) and return its path. An existing archive of that name is replaced."""
     model_dir, store = Path(model_dir), Path(store)
     files = task_class(task).archive_files(model_dir, variant)
-    info = read_config(model_dir)
+    info = read_config(model_dir) if (model_dir / "config.json").is_file() else {}  # edit: a folder of nets
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="productstudio-mar-") as tmp:
         meta = Path(tmp) / "serving.json"
@@ -58,6 +59,15 @@ def build_archive(model_dir: str | Path, store: str | Path, name: str, variant: 
         last = (result.stderr or result.stdout).strip().splitlines()
         raise ServiceError(f"torch-model-archiver failed: {last[-1] if last else result.returncode}")
     return store / f"{name}.mar"
+
+
+def archive_task(mar: str | Path) -> str:
+    """The task a .mar serves (its serving.json), the generator's for archives that name none or cannot be read."""
+    try:
+        with zipfile.ZipFile(mar) as archive:
+            return json.loads(archive.read("serving.json")).get("task", DEFAULT_TASK)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return DEFAULT_TASK
 
 
 def archive_from_registry(uri: str, store: str | Path, variant: str = "fp32", name: str | None = None) -> Path:

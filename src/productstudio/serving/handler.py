@@ -45,6 +45,21 @@ def _body(row: dict, context, idx: int):
     raise BadRequest('send the request as a JSON body, e.g. {"category": "Sneaker", "count": 4}')
 
 
+def _options(row: dict, context, idx: int) -> dict:
+    """Query parameters and form fields (TorchServe puts both in the row beside the body) and X- headers."""
+    options = {key.lower(): value for key, value in row.items() if key not in ("body", "data")}
+    for key, value in context.get_all_request_header(idx).items():
+        if key.lower().startswith("x-") and isinstance(value, str):
+            options.setdefault(key.lower(), value)
+    return options
+
+
+def _reject(context, idx: int, error: BadRequest) -> dict:
+    context.set_response_status(error.status, error.message, idx)
+    context.set_response_content_type(idx, "application/json")
+    return error_body(error)
+
+
 def error_body(error: BadRequest) -> dict:
     return {"code": error.status, "type": "BadRequest", "message": error.message}
 
@@ -72,14 +87,17 @@ class TaskHandler:
         valid = []
         for idx, row in enumerate(data):
             try:
-                valid.append((idx, self.task.parse(_body(row, context, idx), _header(context, idx, "accept"))))
+                valid.append((idx, self.task.parse(_body(row, context, idx), _header(context, idx, "accept"),
+                                                   _options(row, context, idx))))
             except BadRequest as error:
-                context.set_response_status(error.status, error.message, idx)
-                context.set_response_content_type(idx, "application/json")
-                responses[idx] = error_body(error)
+                responses[idx] = _reject(context, idx, error)
         log.info("batch of %d request(s), %d valid", len(data), len(valid))
         outputs = self.task.run([request for _, request in valid])
         for (idx, request), output in zip(valid, outputs):
-            media_type, responses[idx] = self.task.respond(request, output)
+            try:  # a task may refuse a well-formed request once it has run (edit: a bad cut-out is a 422)
+                media_type, responses[idx] = self.task.respond(request, output)
+            except BadRequest as error:
+                responses[idx] = _reject(context, idx, error)
+                continue
             context.set_response_content_type(idx, media_type)
         return responses

@@ -13,10 +13,21 @@ def serve_model_name(params) -> str:
     return params.serve.model_name or params.register.model_name
 
 
-def run(params, alias: str | None, variant: str | None, generator: Path | None, int8: Path | None, name: str | None,
-        store: Path) -> dict:
+EDIT_MODEL_NAME = "studio-edit"
+
+
+def run(params, task: str, alias: str | None, variant: str | None, generator: Path | None, int8: Path | None,
+        name: str | None, store: Path) -> dict:
     from productstudio.serving.archive import archive_from_registry, build_archive
 
+    if task == "edit":  # the pretrained editing nets, installed by 'make install', and the edit settings
+        from productstudio.config import section_dict
+        from productstudio.editing.studio import model_version
+        from productstudio.models.pretrained import weights_root
+
+        mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit",
+                            provenance={"edit": section_dict(params.edit), "weights": model_version()})
+        return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'"}
     name = name or serve_model_name(params)
     if generator or int8:
         source, variant = (int8, "int8") if int8 else (generator, "fp32")
@@ -29,24 +40,30 @@ def run(params, alias: str | None, variant: str | None, generator: Path | None, 
 
 
 def format(result: dict) -> str:
+    if result["variant"] == "edit":
+        return f"{result['mar']}: the edit task (studio exports) from {result['source']}"
     return f"{result['mar']}: {result['variant']} generator from {result['source']}"
 
 
 STEP = Step(
     name="package",
-    help="build a TorchServe .mar of the generator (fp32 or int8) from a registry alias or a local directory",
-    description="By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
+    help="build a TorchServe .mar of the generator (fp32 or int8) or of the edit task",
+    description="--task edit archives the studio editor (the pretrained nets in .tools/weights and params.yaml "
+    "'edit': presets, gates, limits). By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
     "MLflow registry; --generator or --int8 archive a local directory instead. The archive holds the project's "
     "handler, the weights (safetensors or ONNX, never a pickle) and config.json.",
     run=run,
     format=format,
-    params=("serve", "register.model_name"),
+    params=("serve", "register.model_name", "edit"),
     args=(
+        Arg("--task", "what the archive serves: generate (images from the GAN) or edit (studio exports of photos)",
+            "generate", str, choices=("generate", "edit")),
         Arg("--alias", "registry alias (default: serve.alias)", type=str),
         Arg("--variant", "registered variant (default: serve.variant)", type=str, choices=("fp32", "int8")),
         Arg("--generator", "archive this fp32 generator directory (e.g. models/train/generator)"),
         Arg("--int8", "archive this int8 directory (e.g. models/quantized)"),
-        Arg("--name", "model name in TorchServe (default: serve.model_name or register.model_name)", type=str),
+        Arg("--name", "model name in TorchServe (default: serve.model_name or register.model_name; edit: studio-edit)",
+            type=str),
         Arg("--store", "where the .mar goes", paths.SERVE_STATE / "model-store"),
     ),
 )

@@ -22,10 +22,15 @@ def run(action: str, params: Path, state: Path, mar: Path | None, enable_model_a
         return {"action": action, "status": server.status(state)}
     from productstudio.config import load_params  # only 'start' reads params.yaml
 
+    from productstudio.serving.archive import archive_task
+
     settings = load_params(params)
     serve = settings.serve.model_copy(update={"enable_model_api": True}) if enable_model_api else settings.serve
-    name = serve_model_name(settings)
-    handle = server.start(serve, mar or state / "model-store" / f"{name}.mar", state, name)
+    name = mar.stem if mar else serve_model_name(settings)  # torch-model-archiver names the file after the model
+    mar = mar or state / "model-store" / f"{name}.mar"
+    if archive_task(mar) == "edit":  # photo uploads: the frontend's body limit is the edit task's upload limit
+        serve = serve.model_copy(update={"max_request_size": settings.edit.max_upload_bytes})
+    handle = server.start(serve, mar, state, name)
     return {"action": action, "handle": handle, "settings": serve, "state": state}
 
 

@@ -25,16 +25,19 @@ class Arg:
     type: Callable | None = Path
     action: str | None = None  # "store_true"
     choices: Sequence[str] | None = None
+    keyword: str | None = None  # the run() keyword, when the flag's own name cannot be one (--in)
 
     @property
     def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
+        return self.keyword or self.flag.lstrip("-").replace("-", "_")
 
     def add_to(self, parser) -> None:
         help_text = self.help
         if self.default is not None and self.action is None:
             help_text += " (default: %(default)s)"
         options: dict[str, Any] = {"help": help_text.replace("%", "%%").replace("%%(default)s", "%(default)s")}
+        if self.keyword and self.flag.startswith("-"):
+            options["dest"] = self.keyword
         if self.action:
             options["action"] = self.action
         else:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from productstudio.steps import (
     deploy,
+    edit,
+    edit_evalset,
+    edit_evaluate,
+    edit_studio,
     evaluate,
     ingest,
     package,
@@ -37,10 +41,25 @@ PIPELINE = (
     register.STEP,
     promote.STEP,
 )
+# Editing's DVC stages and KFP components: commands of the 'edit' group (productstudio edit <target>).
+EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_studio.STEP)
 # Commands around the pipeline (no DVC stage).
 COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP)
 # Commands with targets: productstudio <group> <target>.
-GROUPS = {"deploy": (deploy.HELP, deploy.DESCRIPTION, deploy.TARGETS)}
+GROUPS = {
+    "deploy": (deploy.HELP, deploy.DESCRIPTION, deploy.TARGETS),
+    "edit": (edit.HELP, edit.DESCRIPTION, edit.TARGETS),
+}
+
+
+def by_words(words: list[str]):
+    """The step a command line names: ``["train"]`` or ``["edit", "studio"]``."""
+    if words and words[0] in GROUPS:
+        for step in GROUPS[words[0]][2]:
+            if len(words) > 1 and step.name == words[1]:
+                return step
+        raise KeyError(" ".join(words[:2]))
+    return by_name(words[0])
 
 
 def by_name(name: str):

@@ -8,6 +8,8 @@ Request (JSON object)::
 
 Answer: ``{"model", "version", "category": {"id", "name"}, "format", "count", "seeds", "images": [base64, ...]}``;
 image ``i`` is drawn from ``seeds[i]`` (the given seed plus i), so any single image can be made again alone.
+Every image carries XMP provenance (IPTC DigitalSourceType ``trainedAlgorithmicMedia``, the model, its version,
+the category and the seed).
 With ``count`` 1 and ``Accept: image/png`` (or jpeg/webp) the answer is the image itself.
 
 Bad input raises ``BadRequest`` with an HTTP status and a one-line reason.
@@ -196,14 +198,19 @@ class GenerateTask:
             raise MissingInput(f"{model_dir}: no {weights.name}; not a {variant} generator{hint}")
         return [weights, model_dir / CONFIG]
 
-    def parse(self, body, accept: str | None) -> GenerateRequest:
+    def parse(self, body, accept: str | None, options: dict | None = None) -> GenerateRequest:
         return parse_request(body, self.categories, accept=accept)
 
     def run(self, requests: list[GenerateRequest]) -> list:
         return generate(self.model, requests, self.latent_dim)
 
     def respond(self, request: GenerateRequest, images) -> tuple[str, object]:
-        files = encode(images, request.format)
+        from productstudio.editing.provenance import GENERATED, Provenance, with_provenance
+
+        category = self.categories[request.category]
+        files = [with_provenance(data, Provenance(GENERATED, model_name=self.model_name, model_version=self.version,
+                                                  extra={"category": category, "seed": str(seed)}))
+                 for data, seed in zip(encode(images, request.format), request.seeds)]
         if request.raw:
             return FORMATS[request.format], files[0]
         return "application/json", answer(request, files, self.categories, self.model_name, self.version)

@@ -1,0 +1,101 @@
+"""Real TorchServe serving the edit task: a photo in, a checked studio export (or a ZIP of several) out, with
+provenance; hostile uploads and refused cut-outs answered with a 4xx while the server keeps serving."""
+
+import io
+import json
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from productstudio.config import ServeSettings, load_params, section_dict
+from productstudio.editing.provenance import read_provenance
+from productstudio.models.pretrained import weights_root
+from productstudio.serving import server
+from productstudio.serving.archive import archive_task, build_archive
+from productstudio.serving.server import free_ports
+from tests.conftest import REPO_ROOT
+from tests.integration.hostile import png_bytes
+
+pytestmark = pytest.mark.slow
+MAX_UPLOAD = 3_000_000
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve-edit")
+    edit = load_params(REPO_ROOT / "params.yaml").edit.model_copy(update={"max_upload_bytes": MAX_UPLOAD})
+    mar = build_archive(weights_root(), root / "store", "studio-edit", task="edit",
+                        provenance={"edit": section_dict(edit)})
+    assert archive_task(mar) == "edit"
+    names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
+    settings = ServeSettings(**dict(zip(names, free_ports(len(names)))), max_request_size=MAX_UPLOAD + 1024,
+                             response_timeout_s=120)
+    handle = server.start(settings, mar, root / "state", wait_s=240)
+    yield handle
+    server.stop(root / "state")
+
+
+def post(handle, body: bytes, query: str = "", headers=None):
+    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {handle.inference_key}", **(headers or {})}
+    request = urllib.request.Request(handle.predict_url + query, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.headers.get("Content-Type"), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type"), error.read()
+
+
+def _photo(clothing_dir, category="t-shirt", index=0) -> bytes:
+    return sorted((clothing_dir / "test" / category).glob("*.jpg"))[index].read_bytes()
+
+
+def test_one_preset_answers_the_checked_image_with_provenance(served, clothing_dir):
+    status, content_type, body = post(served, _photo(clothing_dir), "?preset=amazon-main")
+    assert (status, content_type) == (200, "image/jpeg"), body[:300]
+    image = Image.open(io.BytesIO(body))
+    assert image.size == (1600, 1600)
+    corners = np.asarray(image.convert("RGB"))[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (corners == 255).all()  # the studio background is pure white
+    provenance = read_provenance(body)
+    assert "compositeWithTrainedAlgorithmicMedia" in json.dumps(provenance)
+    assert "u2netp" in json.dumps(provenance)
+
+
+def test_several_presets_answer_a_zip_with_the_report(served, clothing_dir):
+    status, content_type, body = post(served, _photo(clothing_dir), "?preset=amazon-main,transparent-png")
+    assert (status, content_type) == (200, "application/zip"), body[:300]
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert sorted(archive.namelist()) == ["amazon-main.jpg", "report.json", "transparent-png.png"]
+        transparent = Image.open(io.BytesIO(archive.read("transparent-png.png")))
+        assert transparent.mode == "RGBA" and transparent.getchannel("A").getextrema()[0] == 0
+        report = json.loads(archive.read("report.json"))
+    assert all(export["passed"] for export in report["exports"])
+
+
+@pytest.mark.parametrize("body,query,status,phrase", [
+    (b"", "", 400, "empty"),
+    (b"not an image at all", "", 400, "not an image"),
+    (png_bytes(100_000, 100_000), "", 413, "decompression bomb"),
+    (b"\xff\xd8\xff" + b"\0" * 64, "", 400, ""),
+    (None, "?preset=nope", 400, "unknown preset"),
+])
+def test_hostile_uploads_get_a_4xx_and_the_server_keeps_serving(served, clothing_dir, body, query, status, phrase):
+    got, _, answer = post(served, _photo(clothing_dir) if body is None else body, query)
+    assert got == status and phrase in answer.decode(errors="replace"), answer[:300]
+    assert post(served, _photo(clothing_dir, index=1), "?preset=studio-1024")[0] == 200
+
+
+def test_an_upload_over_the_size_limit_gets_413(served):
+    status, _, _ = post(served, b"\xff" * (MAX_UPLOAD + 4096))
+    assert status == 413
+
+
+def test_a_photo_without_a_product_is_refused_with_422(served):
+    blank = io.BytesIO()
+    Image.new("RGB", (400, 400), (128, 128, 128)).save(blank, format="JPEG")
+    status, _, body = post(served, blank.getvalue(), "?preset=amazon-main")
+    assert status == 422 and b"refused" in body, body[:300]
