@@ -148,7 +148,7 @@ def cut_source(path: Path) -> tuple[Source | None, str]:
     if mask is None:
         return None, why
     ys, xs = np.nonzero(mask)
-    margin = 4
+    margin = 2  # room for the feathered edge
     y0, y1 = max(0, ys.min() - margin), min(rgb.shape[0], ys.max() + 1 + margin)
     x0, x1 = max(0, xs.min() - margin), min(rgb.shape[1], xs.max() + 1 + margin)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -239,7 +239,8 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def contact_sheet(items: list[tuple[str, str, np.ndarray, np.ndarray]], thumb: int = 160, columns: int = 6) -> Image.Image:
+def contact_sheet(items: list[tuple[str, str, np.ndarray, np.ndarray]], thumb: int = 160,
+                  columns: int = 6) -> Image.Image:
     """Pairs of (composite | composite with the mask's outside darkened and its edge in green)."""
     rows = (len(items) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * 2 * thumb, rows * thumb), "white")
@@ -320,6 +321,6 @@ def build_evalset(photos_root: str | Path, out_dir: str | Path, size: int = 120,
     contact_sheet(items).save(out_dir / "contact_sheet.png", optimize=False, compress_level=6)
     report = {"images": len(rows), "scanned": scanned, "sources": len(sources), "light_sources": len(light_pool),
               "discarded": dict(sorted(discarded.items())), "splits": list(splits), "seed": seed,
-              "cases": {case: cases.count(case) for case in dict.fromkeys(cases)}, "out": str(out_dir)}
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+              "cases": {case: cases.count(case) for case in dict.fromkeys(cases)}}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")  # no paths: byte-reproducible
+    return {**report, "out": str(out_dir)}

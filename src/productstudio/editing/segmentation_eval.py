@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from productstudio.config import CutoutSettings
+from productstudio.config import CutoutSettings, GateSettings
+from productstudio.editing.compliance import gate_cutout
 from productstudio.editing.cutout import cut_out, plain_settings
 from productstudio.errors import MissingInput
 from productstudio.metrics.mask_quality import boundary_f_measure, mask_iou, mask_mae, summarise
@@ -50,7 +51,8 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 def score(alpha: np.ndarray, truth: np.ndarray) -> dict:
-    return {"iou": mask_iou(alpha, truth), "mae": mask_mae(alpha, truth), "boundary_f": boundary_f_measure(alpha, truth)}
+    return {"iou": mask_iou(alpha, truth), "mae": mask_mae(alpha, truth),
+            "boundary_f": boundary_f_measure(alpha, truth)}
 
 
 def variant_summary(rows: list[dict]) -> dict:
@@ -87,10 +89,31 @@ def worst_sheet(evalset_dir: Path, worst: list[dict], alphas: dict, thumb: int =
     return sheet
 
 
+def gate_summary(rows: list[dict]) -> dict:
+    """How well the gates sort cut-outs: a bad one (IoU under the floor) should be refused, a good one exported.
+    ``accepted_*``: ours as a merchant sees them, after the gates."""
+    out = {}
+    for variant, prefix in (("ours", ""), ("plain", "plain_")):
+        bad = [r for r in rows if r[f"{prefix}iou"] < IOU_FLOOR]
+        good = [r for r in rows if r[f"{prefix}iou"] >= IOU_FLOOR]
+        out[f"{variant}_bad"] = len(bad)
+        out[f"{variant}_bad_refused"] = sum(bool(r[f"{prefix}refused"]) for r in bad)
+        out[f"{variant}_good"] = len(good)
+        out[f"{variant}_good_refused"] = sum(bool(r[f"{prefix}refused"]) for r in good)
+    accepted = [r["iou"] for r in rows if not r["refused"]]
+    out["accepted"] = len(accepted)
+    out["accepted_iou_mean"] = float(np.mean(accepted)) if accepted else None
+    out["accepted_iou_min"] = float(np.min(accepted)) if accepted else None
+    return out
+
+
 def evaluate_cutouts(evalset_dir: str | Path, segmenter, settings: CutoutSettings = CutoutSettings(),
-                     out_dir: str | Path | None = None, limit: int | None = None) -> dict:
+                     out_dir: str | Path | None = None, limit: int | None = None,
+                     gates: GateSettings | None = None) -> dict:
     """Ours vs plain u2netp on the labelled set: {"summary": {"ours": {...}, "plain": {...}, "cases": {...},
-    "settings": {...}}, "rows": [per image: id, case, iou, mae, boundary_f, plain_iou, plain_mae, plain_boundary_f]}."""
+    "settings": {...}, "gates": {...}}, "rows": [per image: id, case, iou, mae, boundary_f, plain_iou, plain_mae,
+    plain_boundary_f, refused, plain_refused]}. With ``gates``, each cut-out is also put through
+    ``compliance.gate_cutout`` (refused: its reasons) and the summary says how many bad ones the gates caught."""
     evalset_dir = Path(evalset_dir)
     entries = read_index(evalset_dir)[:limit]
     plain = plain_settings(settings.work_size)
@@ -99,13 +122,18 @@ def evaluate_cutouts(evalset_dir: str | Path, segmenter, settings: CutoutSetting
         ident = entry["id"]
         photo = read_rgb(evalset_dir / "images" / f"{ident}.png")
         truth = read_mask(evalset_dir / "masks" / f"{ident}.png")
-        ours_alpha = cut_out(photo, segmenter, settings).alpha
-        plain_alpha = cut_out(photo, segmenter, plain).alpha
+        ours = cut_out(photo, segmenter, settings)
+        plain_cut = cut_out(photo, segmenter, plain)
+        ours_alpha, plain_alpha = ours.alpha, plain_cut.alpha
         row = {"id": ident, "case": entry.get("case", ""), **score(ours_alpha, truth)}
         row.update({f"plain_{key}": value for key, value in score(plain_alpha, truth).items()})
+        if gates is not None:
+            row["refused"] = "; ".join(gate_cutout(ours, gates))
+            row["plain_refused"] = "; ".join(gate_cutout(plain_cut, gates))
         rows.append(row)
         alphas[ident] = (ours_alpha, plain_alpha)
-    plain_rows = [{key[len("plain_"):]: value for key, value in row.items() if key.startswith("plain_")} for row in rows]
+    plain_rows = [{key[len("plain_"):]: value for key, value in row.items() if key.startswith("plain_")}
+                  for row in rows]
     cases = {}
     for case in dict.fromkeys(row["case"] for row in rows):
         picked = [i for i, row in enumerate(rows) if row["case"] == case]
@@ -113,6 +141,8 @@ def evaluate_cutouts(evalset_dir: str | Path, segmenter, settings: CutoutSetting
                        "plain": variant_summary([plain_rows[i] for i in picked])}
     summary = {"ours": variant_summary(rows), "plain": variant_summary(plain_rows), "cases": cases,
                "settings": settings.model_dump(), "evalset": str(evalset_dir), "iou_floor": IOU_FLOOR}
+    if gates is not None:
+        summary["gates"] = gate_summary(rows)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

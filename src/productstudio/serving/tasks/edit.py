@@ -114,10 +114,14 @@ class EditTask:
 
     @staticmethod
     def archive_files(model_dir: Path, variant: str) -> list[Path]:
-        """The installed weights directories (u2netp, ppocr-det), each with its model.onnx and config.json."""
+        """The weights root (``model_dir``): its u2netp/ and ppocr-det/ folders (model.onnx + config.json each),
+        checked against their pins first. torch-model-archiver copies a folder's contents to the archive's root,
+        so the archive holds u2netp/ and ppocr-det/ as the worker's weights root."""
         from productstudio.models.pretrained import weights_dir
 
-        return [weights_dir("u2netp", Path(model_dir)), weights_dir("ppocr-det", Path(model_dir))]
+        for name in ("u2netp", "ppocr-det"):
+            weights_dir(name, Path(model_dir))
+        return [Path(model_dir)]
 
     def parse(self, body, accept: str | None, options: dict | None = None) -> EditRequest:
         presets = parse_presets(options or {}, self.settings.preset_table, self.settings.presets)
