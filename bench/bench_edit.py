@@ -18,7 +18,6 @@ import io
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time

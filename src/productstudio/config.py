@@ -279,7 +279,7 @@ class CutoutSettings(_Section):
     """Background removal (productstudio.editing.cutout): the salient-object net, then clean-up."""
 
     work_size: int = Field(default=320, ge=64, le=1024)  # the net's input side (u2netp was trained at 320)
-    pad_fraction: float = Field(default=0.1, ge=0, le=0.5)  # margin for a second run when the first mask reaches the frame
+    pad_fraction: float = Field(default=0.1, ge=0, le=0.5)  # margin for a second run when the first mask is nearly empty
     flip_average: bool = False  # also run the mirrored photo; keep a pixel only where both maps agree (their minimum)
     keep_largest: bool = True  # drop specks: keep the largest connected component (and what touches it)
     refine_radius: int = Field(default=4, ge=0, le=64)  # guided-filter radius in source pixels at 1024 px; 0: off
