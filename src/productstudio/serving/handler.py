@@ -46,7 +46,8 @@ def _body(row: dict, context, idx: int):
 
 
 def _options(row: dict, context, idx: int) -> dict:
-    """Query parameters and form fields (TorchServe puts both in the row beside the body) and X- headers."""
+    """Form fields (a multipart upload's parts beside the file) and X- headers. TorchServe 0.12 does not hand
+    the query string of a POST to the worker, so options travel as headers or form fields."""
     options = {key.lower(): value for key, value in row.items() if key not in ("body", "data")}
     for key, value in context.get_all_request_header(idx).items():
         if key.lower().startswith("x-") and isinstance(value, str):

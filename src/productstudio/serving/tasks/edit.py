@@ -1,8 +1,9 @@
 """The ``edit`` task, free of TorchServe: a product photo in, its studio exports out (``editing.studio``).
 
-Request: the photo's bytes as the body (``curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'``, or a
-multipart field ``data``); the presets as ``?preset=amazon-main,instagram-4x5`` (or a ``X-Preset`` header);
-default: the archive's ``edit.presets``.
+Request: the photo's bytes as the body (``curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'``), or a
+multipart upload (``curl -F data=@photo.jpg -F preset=amazon-main``); the presets in an ``X-Preset:
+amazon-main,instagram-4x5`` header or a ``preset`` form field (TorchServe does not pass a POST's query string to
+the worker); default: the archive's ``edit.presets``.
 
 Answer: one preset -> the exported image itself (image/jpeg, image/png or image/webp, XMP provenance inside);
 several presets -> a ZIP of ``<preset>.<ext>`` files and ``report.json`` (checks per export); with
