@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from productstudio.data.store import load_split
+from productstudio.models.pretrained import weights_root
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def _run(args, cwd, env):
 
 
 @pytest.fixture
-def project(tmp_path, fashion_dir):
+def project(tmp_path, fashion_dir, clothing_dir):
     """A git + DVC project holding this repo's pipeline files and a small-subset params.yaml."""
     root = tmp_path / "project"
     root.mkdir()
@@ -42,6 +43,8 @@ def project(tmp_path, fashion_dir):
     params["evaluate"].update(metrics=["fid20_test", "kid20_test"], classifier_epochs=1)
     params["protocol"].update(kid_subset_size=10, kid_subsets=5)
     params["quantize"].update(metrics=["fid20_test", "kid20_test"], psnr_samples=20, calibration_samples=64, timing_rounds=2)
+    # Editing beside it: 3 clothing test photos, a labelled set of 4 composites.
+    params["edit"].update(source=str(clothing_dir / "test"), limit=3, evalset_source=str(clothing_dir), evalset_size=4)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
@@ -49,6 +52,7 @@ def project(tmp_path, fashion_dir):
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PRODUCTSTUDIO_WEIGHTS": str(weights_root()),  # the copied src/ has no .tools/ beside it
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost",
     }
     _run(["git", "init", "-q"], root, env)
@@ -60,7 +64,7 @@ def test_repro_then_noop_then_push_and_pull(project):
     dvc = [sys.executable, "-m", "dvc"]
     first = _run(dvc + ["repro"], root, env)
     for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "train_baseline",
-                  "evaluate_baseline", "quantize", "register", "promote"):
+                  "evaluate_baseline", "quantize", "register", "promote", "edit_evalset", "edit_evaluate", "edit_studio"):
         assert f"Running stage '{stage}'" in first
     # The registry: version 1 with its int8 variant, judged (20 training steps: refused by the quality floor).
     assert json.loads((root / "reports/register/registered.json").read_text())["version"] == "1"
@@ -72,6 +76,8 @@ def test_repro_then_noop_then_push_and_pull(project):
     metrics = json.loads(_run(dvc + ["metrics", "show", "--json"], root, env))
     assert "fid20_test" in json.dumps(metrics) and "classifier_accuracy_generated" in json.dumps(metrics)
     assert "speedup_b64_int8_vs_fp32_eager" in json.dumps(metrics)  # reports/quantize/metrics.json
+    assert "pass_rate_amazon-main" in json.dumps(metrics) and "iou_mean" in json.dumps(metrics)  # editing's
+    assert json.loads((root / "reports/edit/studio/report.json").read_text())["summary"]["photos"] == 3
     plots = json.loads(_run(dvc + ["plots", "show", "--json"], root, env))["data"]
     rendered = json.dumps(plots["reports/train/train_loss.csv"])
     assert '"loss_d"' in rendered and '"loss_g"' in rendered
