@@ -321,17 +321,33 @@ class PresetSettings(_Section):
         return self
 
 
+# The built-in presets (params.yaml's edit.preset_definitions says the same; a test checks it).
+DEFAULT_PRESETS = {
+    'amazon-main': {'width': 1600, 'height': 1600, 'background': 'white', 'fill': 0.88, 'role': 'main', 'format': 'jpeg', 'min_long_side': 1000, 'min_fill': 0.85, 'max_file_bytes': 10000000},
+    'amazon-secondary': {'width': 1600, 'height': 1600, 'background': 'white', 'fill': 0.8, 'role': 'secondary', 'shadow': True, 'format': 'jpeg', 'min_long_side': 1000, 'max_file_bytes': 10000000},
+    'shopify-square': {'width': 2048, 'height': 2048, 'background': 'white', 'fill': 0.8, 'role': 'main', 'format': 'jpeg', 'max_file_bytes': 20000000},
+    'transparent-png': {'width': 1024, 'height': 1024, 'background': 'transparent', 'fill': 0.9, 'format': 'png'},
+    'studio-1024': {'width': 1024, 'height': 1024, 'background': 'white', 'fill': 0.85, 'role': 'main', 'format': 'jpeg'},
+    'instagram-1x1': {'width': 1080, 'height': 1080, 'fill': 0.75, 'role': 'secondary', 'shadow': True, 'format': 'jpeg', 'check_text': False},
+    'instagram-4x5': {'width': 1080, 'height': 1350, 'fill': 0.75, 'role': 'secondary', 'shadow': True, 'format': 'jpeg', 'check_text': False},
+    'story-9x16': {'width': 1080, 'height': 1920, 'fill': 0.7, 'role': 'secondary', 'shadow': True, 'format': 'jpeg', 'check_text': False},
+    'landscape-16x9': {'width': 1920, 'height': 1080, 'fill': 0.8, 'role': 'secondary', 'shadow': True, 'format': 'jpeg', 'check_text': False},
+}
+
+
 class EditSettings(_Section):
     """Editing (productstudio edit ...): studio shots from real product photos."""
 
     source: str = "../shared/data/clothing-dataset-small/test"  # the photo folder 'dvc repro edit_studio' reads
     limit: Optional[int] = Field(default=None, ge=1)  # the first N photos (sorted paths); null: all
-    presets: list[str] = ["amazon-main", "instagram-4x5"]  # exported per photo by the DVC stage
+    presets: list[str] = ['amazon-main', 'shopify-square', 'instagram-4x5']  # exported per photo by the DVC stage
     max_pixels: int = Field(default=40_000_000, ge=1)  # checked from the header, before decoding
     max_upload_bytes: int = Field(default=20_000_000, ge=1024)  # a served upload's size limit
     cutout: CutoutSettings = CutoutSettings()
     gates: GateSettings = GateSettings()
-    preset_table: dict[str, PresetSettings] = Field(default_factory=dict, alias="preset_definitions")
+    preset_table: dict[str, PresetSettings] = Field(
+        default_factory=lambda: {name: PresetSettings(**values) for name, values in DEFAULT_PRESETS.items()},
+        alias="preset_definitions")
     # The labelled evaluation set (edit_evalset): studio cut-outs on real backgrounds, exact masks.
     evalset_source: str = "../shared/data/clothing-dataset-small"
     evalset_size: int = Field(default=120, ge=4)
@@ -361,7 +377,7 @@ class Params(_Section):
     promote: PromoteSettings = PromoteSettings()
     serve: ServeSettings = ServeSettings()
     deploy: DeploySettings = DeploySettings()
-    edit: EditSettings = EditSettings(presets=[])
+    edit: EditSettings = EditSettings()
     # The baseline the GAN is weighed against: keys of 'train' that differ for it (train --baseline).
     baseline: dict[str, Any] = {"model": "cvae", "max_minutes": 3.0}
 
