@@ -296,6 +296,25 @@ class GateSettings(_Section):
     max_upscale: float = Field(default=4.0, ge=1)  # a preset needing more than this is refused for that photo
 
 
+class RestoreEvalSettings(_Section):
+    """The restoration/enhancement table (productstudio edit restore-eval): synthetic defects on photo crops."""
+
+    source: str = "../shared/data/clothing-dataset-small"  # photo folder with train/validation/test
+    crop: int = Field(default=256, ge=32)  # centre crops of this side, at the photos' own size
+    tune_crops: int = Field(default=30, ge=1)  # from train + validation: choose each method's parameters
+    test_crops: int = Field(default=60, ge=1)  # from test: what the table reports
+    seed: int = 0  # the defects' generators: (seed, crop, defect)
+
+
+class C2paSettings(_Section):
+    """C2PA Content Credentials on studio exports (productstudio.editing.content_credentials)."""
+
+    sign: bool = False  # off: an ECDSA signature differs per run, so signed exports are never byte-reproducible
+    certificate: Optional[str] = None  # PEM chain, signer first; null: a local test CA in .tools/c2pa-test
+    private_key: Optional[str] = None  # the signer's PKCS#8 PEM key (with certificate)
+    timestamp_url: Optional[str] = None  # an RFC 3161 time-stamp authority, so signatures outlive the certificate
+
+
 class PresetSettings(_Section):
     """One export format: canvas, placement, background and the rules its files are checked against."""
 
@@ -345,6 +364,7 @@ class EditSettings(_Section):
     max_upload_bytes: int = Field(default=20_000_000, ge=1024)  # a served upload's size limit
     cutout: CutoutSettings = CutoutSettings()
     gates: GateSettings = GateSettings()
+    c2pa: C2paSettings = C2paSettings()
     preset_table: dict[str, PresetSettings] = Field(
         default_factory=lambda: {name: PresetSettings(**values) for name, values in DEFAULT_PRESETS.items()},
         alias="preset_definitions")
@@ -352,6 +372,8 @@ class EditSettings(_Section):
     evalset_source: str = "../shared/data/clothing-dataset-small"
     evalset_size: int = Field(default=120, ge=4)
     evalset_seed: int = 0
+    evalset_extra_hard: int = Field(default=12, ge=0)  # see-through and reflective composites after the others
+    restore_eval: RestoreEvalSettings = RestoreEvalSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -45,6 +45,7 @@ def project(tmp_path, fashion_dir, clothing_dir):
     params["quantize"].update(metrics=["fid20_test", "kid20_test"], psnr_samples=20, calibration_samples=64, timing_rounds=2)
     # Editing beside it: 3 clothing test photos, a labelled set of 4 composites.
     params["edit"].update(source=str(clothing_dir / "test"), limit=3, evalset_source=str(clothing_dir), evalset_size=4)
+    params["edit"]["restore_eval"].update(source=str(clothing_dir), tune_crops=2, test_crops=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
@@ -64,7 +65,8 @@ def test_repro_then_noop_then_push_and_pull(project):
     dvc = [sys.executable, "-m", "dvc"]
     first = _run(dvc + ["repro"], root, env)
     for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "train_baseline",
-                  "evaluate_baseline", "quantize", "register", "promote", "edit_evalset", "edit_evaluate", "edit_studio"):
+                  "evaluate_baseline", "quantize", "register", "promote", "edit_evalset", "edit_evaluate", "edit_studio",
+                  "edit_restore_eval"):
         assert f"Running stage '{stage}'" in first
     # The registry: version 1 with its int8 variant, judged (20 training steps: refused by the quality floor).
     assert json.loads((root / "reports/register/registered.json").read_text())["version"] == "1"
@@ -77,6 +79,7 @@ def test_repro_then_noop_then_push_and_pull(project):
     assert "fid20_test" in json.dumps(metrics) and "classifier_accuracy_generated" in json.dumps(metrics)
     assert "speedup_b64_int8_vs_fp32_eager" in json.dumps(metrics)  # reports/quantize/metrics.json
     assert "pass_rate_amazon-main" in json.dumps(metrics) and "iou_mean" in json.dumps(metrics)  # editing's
+    assert "best_gain_db_noise25" in json.dumps(metrics)  # the restoration table's
     assert json.loads((root / "reports/edit/studio/report.json").read_text())["summary"]["photos"] == 3
     plots = json.loads(_run(dvc + ["plots", "show", "--json"], root, env))["data"]
     rendered = json.dumps(plots["reports/train/train_loss.csv"])

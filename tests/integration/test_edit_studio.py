@@ -104,3 +104,22 @@ def test_a_second_run_resumes_and_writes_the_same_bytes(batch):
     report = json.loads((batch["out"] / "report.json").read_text())
     assert report["resumed"] == 11
     assert _digest(batch["out"] / "amazon-main") == before
+
+
+def test_sign_adds_a_trusted_c2pa_manifest_to_every_export(batch, tmp_path):
+    from productstudio.editing.content_credentials import local_ca_pem, read_manifest
+
+    out = tmp_path / "signed"
+    args = ["edit", "studio", "--params", batch["args"][3], "--in", str(batch["photos"] / "shoes"), "--out",
+            str(out), "--preset", "instagram-4x5,transparent-png", "--sign", "--no-mlflow"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["c2pa_signed"] is True and batch["report"]["c2pa_signed"] is False
+    files = [e["file"] for row in report["photos"] for e in row["exports"] if e.get("file")]
+    assert len(files) >= 2
+    for name in files:
+        data = (out / name).read_bytes()
+        manifest = read_manifest(data, trust_anchors=local_ca_pem())
+        assert manifest["state"] == "Trusted", (name, manifest["codes"])
+        assert manifest["actions"][0]["parameters"]["preset"] == name.split("/")[0]
+        assert read_provenance(data)["preset"] == name.split("/")[0]  # the XMP is still there

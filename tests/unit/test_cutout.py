@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from productstudio.config import CutoutSettings
-from productstudio.editing.cutout import (Cutout, cut_out, decontaminated, guided_coefficients, mask_stats,
-                                          plain_settings)
+from productstudio.editing.cutout import (Cutout, clean_mask, cut_out, decontaminated, guided_coefficients,
+                                          mask_stats, plain_settings)
 from productstudio.editing.evalset import list_photos, read_photo, threshold_mask
 from productstudio.metrics.mask_quality import mask_iou
 
@@ -150,3 +150,32 @@ def test_stats_of_empty_and_full_alphas():
     corner = np.zeros((5, 7), np.float32)
     corner[0, 0] = 0.95
     assert mask_stats(corner)["edges_touched"] == 2  # top and left
+
+
+def test_clutter_cut_by_the_frame_loses_to_the_framed_product():
+    probability = np.zeros((100, 100), np.float32)
+    probability[60:, 50:] = 0.9  # a big garment in the background, cut by the bottom and right edges
+    probability[10:40, 10:35] = 1.0  # the product, inside the frame, half the clutter's area
+    cleaned = clean_mask(probability)
+    assert cleaned[20, 20] == 1.0 and cleaned[80, 80] == 0.0
+    # without a framed rival the largest part stays, even touching two edges (a garment filling the frame)
+    filling = np.zeros((100, 100), np.float32)
+    filling[:, 30:70] = 1.0  # top to bottom
+    filling[5:8, 5:8] = 1.0  # a speck, far too small to be the product
+    cleaned = clean_mask(filling)
+    assert cleaned[50, 50] == 1.0 and cleaned[6, 6] == 0.0
+
+
+def test_a_half_salient_part_loses_to_the_part_the_net_is_sure_of():
+    probability = np.zeros((100, 100), np.float32)
+    probability[10:40, 10:40] = 1.0  # the product: every pixel sure
+    probability[50:95, 40:95] = 0.7  # a bigger garment in the background, inside the frame but half-salient
+    probability[50:95:3, 40:95] = 0.95  # (a third of its pixels sure)
+    cleaned = clean_mask(probability)
+    assert cleaned[20, 20] == 1.0 and cleaned[80, 80] == 0.0
+    # two parts the net is equally sure of both stay (a pair of shoes)
+    pair = np.zeros((100, 100), np.float32)
+    pair[40:60, 10:45] = 1.0
+    pair[40:60, 55:90] = 0.95
+    cleaned = clean_mask(pair)
+    assert cleaned[50, 20] == 1.0 and cleaned[50, 70] == 0.95

@@ -130,6 +130,25 @@ def test_build_is_reproducible(synthetic_root, synthetic_set, tmp_path):
     assert all_bytes(other) != all_bytes(out)
 
 
+def test_extra_hard_cases_come_after_and_leave_the_others_alone(synthetic_root, synthetic_set, tmp_path):
+    out, _ = synthetic_set
+    extended = tmp_path / "extended"
+    report = build_evalset(synthetic_root, extended, size=10, seed=3, extra_hard=4)
+    rows = index_rows(extended)
+    assert report["images"] == 14 and [row["case"] for row in rows[10:]] == ["see-through", "reflective"] * 2
+    for row in rows[:10]:  # the first ten are byte for byte the set without extras
+        for kind in ("images", "masks"):
+            assert (extended / kind / f"{row['id']}.png").read_bytes() == (out / kind / f"{row['id']}.png").read_bytes()
+    for row in rows[10:]:
+        image, mask = read(extended / "images" / f"{row['id']}.png"), read(extended / "masks" / f"{row['id']}.png")
+        colour = np.array(COLOURS[Path(row["source"]).stem])
+        inside = cv2.erode((mask == 255).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        distance = np.abs(image.astype(int) - colour).max(axis=2)
+        assert mask.max() == 255 and inside.any()
+        # the truth is the whole product, yet its pixels are no longer the product's own colour
+        assert np.median(distance[inside]) > 10, row
+
+
 def test_build_from_real_photos_is_reproducible(clothing_dir, tmp_path):
     first = build_evalset(clothing_dir, tmp_path / "a", size=4, seed=0)
     build_evalset(clothing_dir, tmp_path / "b", size=4, seed=0)

@@ -15,7 +15,12 @@ No labelled salient-object set installs offline, so the project makes one (the u
    is the composite's own alpha: the image is ``round(fg * a + bg * (1 - a))`` with ``a`` the saved uint8 mask / 255.
 3. **Cases** (cycled in a fixed order, written to index.csv): ``photo-background``, ``plain-background``,
    ``light-on-light`` (the lightest products on near-white), ``touching-edge`` (cut by one edge of the frame),
-   ``filling-frame`` (the product's box covers ~90 % of the frame's tighter side).
+   ``filling-frame`` (the product's box covers ~90 % of the frame's tighter side). Then ``extra_hard`` more
+   composites alternate two stand-ins for materials the clothing photos lack, on photo backgrounds:
+   ``see-through`` (the product at 55-75 % opacity, as sheer fabric or glass: the background shows through, the
+   truth is still the whole product) and ``reflective`` (25-40 % of the product's colour replaced by a blurred
+   mirror image of its surroundings, as on a glossy or metallic surface). They come after the others, so adding
+   them leaves the first ``size`` composites as they were.
 
 Output (same inputs + seed -> byte-identical files):
 
@@ -43,6 +48,7 @@ from productstudio.errors import MissingInput
 SPLITS = ("train", "validation")
 CASES_CYCLE = ("photo-background", "photo-background", "plain-background", "light-on-light", "photo-background",
                "touching-edge", "photo-background", "filling-frame", "plain-background", "photo-background")
+EXTRA_HARD_CYCLE = ("see-through", "reflective")
 CANVASES = ((400, 533), (480, 480), (533, 400), (360, 480))  # (width, height)
 SOURCE_SIDE = 533  # sources are read at most this long (the clothing photos are 400x533)
 BORDER = 0.03  # the border strip that defines the background, as a share of the shorter side
@@ -213,8 +219,11 @@ def place(rng: random.Random, source: Source, case: str, width: int, height: int
     return scale, x, y
 
 
-def composite(source: Source, background: np.ndarray, scale: float, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
-    """The product pasted at (x, y) with its alpha: (image uint8 (H, W, 3), mask uint8 (H, W))."""
+def composite(source: Source, background: np.ndarray, scale: float, x: int, y: int, opacity: float = 1.0,
+              reflection: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The product pasted at (x, y) with its alpha: (image uint8 (H, W, 3), mask uint8 (H, W)). ``opacity`` < 1
+    lets the background show through the product; ``reflection`` > 0 mixes a blurred mirror image of the
+    background into the product's colours. The mask (the truth) is the product's own alpha either way."""
     height, width = background.shape[:2]
     alpha = cv2.GaussianBlur(source.mask.astype(np.float32), (0, 0), 0.7)  # a slightly soft, real-looking edge
     h, w = source.mask.shape
@@ -229,7 +238,12 @@ def composite(source: Source, background: np.ndarray, scale: float, x: int, y: i
     mask[cy0:cy1, cx0:cx1] = np.clip(alpha[cy0 - y:cy1 - y, cx0 - x:cx1 - x] * 255 + 0.5, 0, 255).astype(np.uint8)
     fg[cy0:cy1, cx0:cx1] = product[cy0 - y:cy1 - y, cx0 - x:cx1 - x]
     a = mask.astype(np.float32)[..., None] / 255
-    image = np.clip(fg * a + background * (1 - a) + 0.5, 0, 255).astype(np.uint8)
+    fg = fg.astype(np.float32)
+    if reflection > 0:
+        mirrored = cv2.GaussianBlur(background[::-1, ::-1].astype(np.float32), (0, 0), 6)
+        fg = fg * (1 - reflection) + mirrored * reflection
+    a_seen = a * opacity
+    image = np.clip(fg * a_seen + background * (1 - a_seen) + 0.5, 0, 255).astype(np.uint8)
     return image, mask
 
 
@@ -259,7 +273,7 @@ def contact_sheet(items: list[tuple[str, str, np.ndarray, np.ndarray]], thumb: i
 
 
 def build_evalset(photos_root: str | Path, out_dir: str | Path, size: int = 120, seed: int = 0,
-                  splits: tuple[str, ...] = SPLITS) -> dict:
+                  splits: tuple[str, ...] = SPLITS, extra_hard: int = 0) -> dict:
     """Build the labelled set (see the module doc) into ``out_dir``; returns the report (also report.json)."""
     photos_root, out_dir = Path(photos_root), Path(out_dir)
     photos = list_photos(photos_root, splits)
@@ -267,6 +281,7 @@ def build_evalset(photos_root: str | Path, out_dir: str | Path, size: int = 120,
     order = photos.copy()
     rng.shuffle(order)
     cases = [CASES_CYCLE[i % len(CASES_CYCLE)] for i in range(size)]
+    cases += [EXTRA_HARD_CYCLE[i % len(EXTRA_HARD_CYCLE)] for i in range(extra_hard)]
     wanted_light = cases.count("light-on-light")
     # scan in the seeded order until there is one source per composite (light ones for the light cases)
     sources: list[Source] = []
@@ -307,7 +322,9 @@ def build_evalset(photos_root: str | Path, out_dir: str | Path, size: int = 120,
         else:
             background, background_name = photo_background(case_rng, photos, source.path, width, height)
         scale, x, y = place(case_rng, source, case, width, height)
-        image, mask = composite(source, background, scale, x, y)
+        opacity = case_rng.uniform(0.55, 0.75) if case == "see-through" else 1.0
+        reflection = case_rng.uniform(0.25, 0.4) if case == "reflective" else 0.0
+        image, mask = composite(source, background, scale, x, y, opacity, reflection)
         ident = f"{index:04d}"
         (out_dir / "images" / f"{ident}.png").write_bytes(png_bytes(image))
         (out_dir / "masks" / f"{ident}.png").write_bytes(png_bytes(mask))

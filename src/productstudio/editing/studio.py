@@ -5,7 +5,8 @@
     report = studio_batch(in_dir, out_dir, settings, ["amazon-main", "instagram-4x5"])
 
 Per photo: the mask and the text detection run once and are shared by every preset (the costly parts), then each
-preset composes, encodes (XMP provenance inside), decodes and checks its own file. What is written is what passed:
+preset composes, encodes (XMP provenance inside; a signed C2PA manifest too with ``edit.c2pa.sign``), decodes
+and checks its own file. What is written is what passed:
 
     out/<preset>/<relative path>.<ext>    exports that pass every rule of their preset
     out/report.json                       every photo: exported / refused (one-line reason) / quarantined
@@ -94,16 +95,22 @@ def product_view(cutout: Cutout, limit_side: int = TEXT_LIMIT_SIDE) -> np.ndarra
 class StudioEditor:
     """The loaded nets and the settings; ``edit`` turns one photo into its preset exports."""
 
-    def __init__(self, segmenter, text_detector, settings: EditSettings):
+    def __init__(self, segmenter, text_detector, settings: EditSettings, signer=None):
         self.segmenter, self.text_detector, self.settings = segmenter, text_detector, settings
+        self.signer = signer  # a content_credentials.ManifestSigner: every export gets a C2PA manifest
 
     @classmethod
     def load(cls, settings: EditSettings, threads: int = 0, weights_root: Path | None = None) -> "StudioEditor":
         from productstudio.models.salient import load_segmenter
         from productstudio.models.text_detector import load_text_detector
 
+        signer = None
+        if settings.c2pa.sign:
+            from productstudio.editing.content_credentials import ManifestSigner
+
+            signer = ManifestSigner.from_settings(settings.c2pa)
         return cls(load_segmenter(weights_dir("u2netp", weights_root), threads=threads),
-                   load_text_detector(weights_dir("ppocr-det", weights_root), threads=threads), settings)
+                   load_text_detector(weights_dir("ppocr-det", weights_root), threads=threads), settings, signer)
 
     def edit(self, photo: np.ndarray, presets: dict[str, PresetSettings], source_sha256: str = "",
              created: str | None = None) -> Edited:
@@ -128,6 +135,8 @@ class StudioEditor:
                                     model_name="u2netp (background removal)", model_version=model_version(),
                                     source_sha256=source_sha256, preset=name, created=created)
             data = encode_export(composed, preset, xmp=xmp_packet(provenance))
+            if self.signer is not None:
+                data = self.signer.sign(data, provenance)  # before the checks: they judge the file as shipped
             checks = check_export(data, preset, composed, text_boxes if preset.check_text else None)
             failed = [rule for rule, check in checks.items() if not check["ok"]]
             refused = f"fails {', '.join(failed)}" if failed else None
@@ -150,6 +159,7 @@ def read_photo(path: Path, max_pixels: int) -> np.ndarray:
 def settings_key(settings: EditSettings, presets: dict[str, PresetSettings]) -> str:
     """What a finished photo's record depends on besides the photo: the settings, the presets, the code and weights."""
     wanted = {"cutout": section_dict(settings.cutout), "gates": section_dict(settings.gates),
+              "c2pa": section_dict(settings.c2pa),
               "presets": {name: section_dict(p) for name, p in presets.items()}, "version": __version__,
               "weights": model_version()}
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
@@ -192,7 +202,7 @@ def studio_batch(in_dir: str | Path, out_dir: str | Path, settings: EditSettings
         rows.append(_edit_one(editor, path, rel, sha, presets, out_dir, settings, created))
         write_json_atomic(record_path, rows[-1])
     report = {"source": str(in_dir), "out": str(out_dir), "presets": list(presets), "settings_key": key,
-              "weights": model_version(), "resumed": resumed, "summary": summarise(rows, list(presets)), "photos": rows}
+              "weights": model_version(), "c2pa_signed": editor.signer is not None, "resumed": resumed, "summary": summarise(rows, list(presets)), "photos": rows}
     write_json_atomic(out_dir / "report.json", report)
     write_json_atomic(out_dir / "metrics.json", pass_rates(report["summary"]))
     write_samples(report, in_dir, out_dir)

@@ -70,6 +70,23 @@ def gaussian_window(win_size: int = SSIM_WIN_SIZE, sigma: float = SSIM_SIGMA) ->
     return taps / taps.sum()
 
 
+def _filter_valid(planes: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """The separable Gaussian filter of (M, 1, H, W) planes, interior ("valid") pixels only."""
+    win_size = len(taps)
+    if planes.device.type == "cpu":
+        # scipy's separable correlation: about 5x faster than torch's float64 conv2d on CPU, and the interior
+        # (the only pixels kept) is the same sum
+        from scipy.ndimage import correlate1d
+
+        half = win_size // 2
+        kernel = taps.numpy()
+        filtered = correlate1d(planes.numpy(), kernel, axis=2, mode="constant")
+        filtered = correlate1d(filtered, kernel, axis=3, mode="constant")
+        return torch.from_numpy(np.ascontiguousarray(filtered[:, :, half:-half, half:-half]))
+    filtered = F.conv2d(planes, taps.view(1, 1, win_size, 1))
+    return F.conv2d(filtered, taps.view(1, 1, 1, win_size))
+
+
 def ssim(
     images_a,
     images_b,
@@ -89,8 +106,7 @@ def ssim(
     taps = gaussian_window(win_size, sigma).to(x.device)
     # Five maps per channel, filtered together: x, y, x^2, y^2, xy.
     planes = torch.stack([x, y, x * x, y * y, x * y], dim=2).reshape(n * c * 5, 1, h, w)
-    filtered = F.conv2d(planes, taps.view(1, 1, win_size, 1))
-    filtered = F.conv2d(filtered, taps.view(1, 1, 1, win_size))
+    filtered = _filter_valid(planes, taps)
     mu_x, mu_y, e_xx, e_yy, e_xy = filtered.reshape(n, c, 5, h - win_size + 1, w - win_size + 1).unbind(dim=2)
     var_x = e_xx - mu_x * mu_x
     var_y = e_yy - mu_y * mu_y

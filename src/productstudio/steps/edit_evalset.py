@@ -13,7 +13,7 @@ def run(params, source: Path | None, out: Path, size: int | None) -> dict:
 
     settings = params.edit
     return build_evalset(source or Path(settings.evalset_source), out, size=size or settings.evalset_size,
-                         seed=settings.evalset_seed)
+                         seed=settings.evalset_seed, extra_hard=settings.evalset_extra_hard)
 
 
 def format(report: dict) -> str:
@@ -26,13 +26,13 @@ STEP = Step(
     help="build the labelled set: studio cut-outs on real backgrounds, with exact masks (reproducible)",
     description="Photos shot on a plain background are cut out by thresholding (exact masks), composited onto "
     "real backgrounds at varied scales, plus hard cases (light product on light background, product touching the "
-    "frame, product filling the frame). Writes images/, masks/, index.csv and a contact sheet to check by eye.",
+    "frame, product filling the frame), then edit.evalset_extra_hard see-through and reflective stand-ins. Writes images/, masks/, index.csv and a contact sheet to check by eye.",
     run=run,
     format=format,
-    params=("edit.evalset_source", "edit.evalset_size", "edit.evalset_seed"),
+    params=("edit.evalset_source", "edit.evalset_size", "edit.evalset_seed", "edit.evalset_extra_hard"),
     args=(
         Arg("--source", "photo folder with train/validation/test (default: edit.evalset_source)", type=Path),
         Arg("--out", "output folder", paths.EDIT_EVALSET),
-        Arg("--size", "number of composites (default: edit.evalset_size)", type=int),
+        Arg("--size", "number of composites before the extra hard ones (default: edit.evalset_size)", type=int),
     ),
 )
