@@ -27,7 +27,12 @@ it from the repository root, like ``dvc repro``); in a cluster it is the contain
 
 Commands (``python -m pipelines.product_studio --help``)::
 
-    compile      write pipelines/product_studio.yaml (the committed package; `make pipeline-yaml`)
+    compile      write pipelines/product_studio.yaml (the committed package; `make pipeline-yaml`); --gpu
+                 for a package whose torch steps each ask for one GPU
+
+Each task carries its cluster resources (``RESOURCES``: CPU and memory requests and limits), a retry policy
+when its outputs depend only on its inputs (``RETRIED``) and KFP caching except where a step must rerun
+(``UNCACHED``: ingest, register, promote). kfp.local ignores the resources (with a warning) and honours retries.
     run-local    run the pipeline here with kfp.local's SubprocessRunner (this interpreter)
     run-cluster  submit the compiled package to a Kubeflow Pipelines endpoint
 """
@@ -50,6 +55,49 @@ from components import evaluate, ingest, preprocess, promote, quantize, real_sta
 PIPELINE_NAME = "product-studio"
 PACKAGE_PATH = Path(__file__).resolve().with_name("product_studio.yaml")
 
+# What each task asks of a cluster (kfp.local ignores these, with a warning): CPU request/limit and memory
+# request/limit. Starting points for the default data: this 2-core, 24 GiB machine runs every step; train,
+# evaluate and real-stats use every core they get. Raise them for bigger data.
+RESOURCES = {
+    "ingest": ("500m", "1", "1Gi", "2Gi"),
+    "validate": ("1", "2", "2Gi", "4Gi"),
+    "preprocess": ("1", "2", "2Gi", "4Gi"),
+    "train-classifier": ("2", "4", "2Gi", "4Gi"),
+    "real-stats": ("2", "4", "4Gi", "8Gi"),
+    "train": ("2", "4", "4Gi", "8Gi"),
+    "train-baseline": ("2", "4", "4Gi", "8Gi"),
+    "evaluate": ("2", "4", "4Gi", "8Gi"),
+    "evaluate-baseline": ("2", "4", "4Gi", "8Gi"),
+    "quantize": ("2", "4", "4Gi", "8Gi"),
+    "register": ("500m", "1", "1Gi", "2Gi"),
+    "promote": ("1", "2", "2Gi", "4Gi"),
+}
+# Retried (a lost node, an OOM kill, a network blip): steps whose outputs depend only on their inputs. Not
+# validate (its failure is a verdict on the data), not register/promote (they change the registry).
+RETRIED = ("ingest", "preprocess", "train-classifier", "real-stats", "train", "train-baseline", "evaluate",
+           "evaluate-baseline", "quantize")
+RETRIES, RETRY_BACKOFF = 2, "60s"
+# Never served from KFP's cache: ingest (the source can change under the same params) and the registry steps
+# (their effect is on the registry, not in their outputs). Every other step is deterministic: same inputs and
+# params, same outputs, so a cached result is the result.
+UNCACHED = ("ingest", "register", "promote")
+# With ``compile --gpu``: one NVIDIA GPU for the steps that run networks in torch.
+GPU_TASKS = ("train", "train-baseline", "train-classifier", "real-stats", "evaluate", "evaluate-baseline")
+
+
+def placed(gpu: bool, task, name: str):
+    """``task`` with its display name, resources, retry policy and caching from the tables above."""
+    cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[name]
+    task.set_display_name(name)
+    task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+    task.set_memory_request(memory_request).set_memory_limit(memory_limit)
+    if name in RETRIED:
+        task.set_retry(num_retries=RETRIES, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0)
+    task.set_caching_options(enable_caching=name not in UNCACHED)
+    if gpu and name in GPU_TASKS:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    return task
+
 
 class Outputs(NamedTuple):
     dataset: dsl.Dataset
@@ -60,96 +108,105 @@ class Outputs(NamedTuple):
     baseline_evaluation: dsl.Artifact
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors, "
-    "train a generator (and a CVAE baseline) and a product classifier, cache the real Inception features, "
-    "evaluate both (FID/KID), quantize the generator to int8 with its measured speed-up and quality cost, "
-    "register and promote it in MLflow.",
-)
-def product_studio(params_yaml: str = "", quarantine: bool = False, mlflow_tracking_uri: str = "") -> Outputs:
-    """Ingest -> validate -> preprocess -> {train, train-baseline, train-classifier, real-stats} -> evaluate ... promote.
+def build_pipeline(gpu: bool = False):
+    """The pipeline function (decorated: KFP traces its body here). ``gpu``: GPU_TASKS each ask for one GPU."""
 
-    Args:
-        params_yaml: The text of a params.yaml (sections ingest, validate, preprocess, train, evaluate); "" means defaults.
-        quarantine: Let validation set bad files aside instead of failing the run.
-        mlflow_tracking_uri: MLflow store for train and evaluate; "" logs nothing.
-    """
-    ingest_task = ingest(params_yaml=params_yaml)
-    # A source folder can change under the same params: never reuse a cached ingest. Its fresh output
-    # artifact changes the cache keys of the tasks downstream, so they rerun too.
-    ingest_task.set_caching_options(enable_caching=False)
-    validate_task = validate(
-        params_yaml=params_yaml,
-        raw=ingest_task.outputs["raw"],
-        quarantine=quarantine,
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors, "
+        "train a generator (and a CVAE baseline) and a product classifier, cache the real Inception features, "
+        "evaluate both (FID/KID), quantize the generator to int8 with its measured speed-up and quality cost, "
+        "register and promote it in MLflow.",
     )
-    preprocess_task = preprocess(
-        params_yaml=params_yaml,
-        raw=ingest_task.outputs["raw"],
-        validation=validate_task.outputs["validation"],
-    )
-    dataset = preprocess_task.outputs["dataset"]
-    classifier_task = train_classifier(params_yaml=params_yaml, dataset=dataset)
-    real_stats_task = real_stats(params_yaml=params_yaml, dataset=dataset)
-    stats = real_stats_task.outputs["stats"]
-    train_task = train(params_yaml=params_yaml, dataset=dataset, stats=stats, mlflow_tracking_uri=mlflow_tracking_uri)
-    evaluate_task = evaluate(
-        params_yaml=params_yaml,
-        model=train_task.outputs["model"],
-        dataset=dataset,
-        classifier=classifier_task.outputs["classifier"],
-        stats=stats,
-        mlflow_tracking_uri=mlflow_tracking_uri,
-    )
-    baseline_task = train(
-        params_yaml=params_yaml, dataset=dataset, stats=stats, baseline=True, mlflow_tracking_uri=mlflow_tracking_uri
-    ).set_display_name("train-baseline")
-    evaluate_baseline_task = evaluate(
-        params_yaml=params_yaml,
-        model=baseline_task.outputs["model"],
-        dataset=dataset,
-        classifier=classifier_task.outputs["classifier"],
-        stats=stats,
-        mlflow_tracking_uri=mlflow_tracking_uri,
-    ).set_display_name("evaluate-baseline")
-    quantize_task = quantize(
-        params_yaml=params_yaml,
-        model=train_task.outputs["model"],
-        dataset=dataset,
-        stats=stats,
-    )
-    # The registry needs a tracking server: without mlflow_tracking_uri both tasks say so and skip.
-    register_task = register(
-        params_yaml=params_yaml,
-        model=train_task.outputs["model"],
-        evaluation=evaluate_task.outputs["evaluation"],
-        dataset=dataset,
-        int8=quantize_task.outputs["quantized"],
-        mlflow_tracking_uri=mlflow_tracking_uri,
-    )
-    promote(
-        params_yaml=params_yaml,
-        registered=register_task.outputs["registered"],
-        dataset=dataset,
-        stats=stats,
-        mlflow_tracking_uri=mlflow_tracking_uri,
-    )
-    return Outputs(
-        dataset=dataset,
-        validation=validate_task.outputs["validation"],
-        model=train_task.outputs["model"],
-        evaluation=evaluate_task.outputs["evaluation"],
-        quantized=quantize_task.outputs["quantized"],
-        baseline_evaluation=evaluate_baseline_task.outputs["evaluation"],
-    )
+    def product_studio(params_yaml: str = "", quarantine: bool = False, mlflow_tracking_uri: str = "") -> Outputs:
+        """Ingest -> validate -> preprocess -> {train, train-baseline, train-classifier, real-stats} -> evaluate ... promote.
+
+        Args:
+            params_yaml: The text of a params.yaml (sections ingest, validate, preprocess, train, evaluate); "" means defaults.
+            quarantine: Let validation set bad files aside instead of failing the run.
+            mlflow_tracking_uri: MLflow store for train and evaluate; "" logs nothing.
+        """
+        # A source folder can change under the same params: never reuse a cached ingest (UNCACHED). Its fresh
+        # output artifact changes the cache keys of the tasks downstream, so they rerun too.
+        ingest_task = placed(gpu, ingest(params_yaml=params_yaml), "ingest")
+        validate_task = placed(gpu, validate(
+            params_yaml=params_yaml,
+            raw=ingest_task.outputs["raw"],
+            quarantine=quarantine,
+        ), "validate")
+        preprocess_task = placed(gpu, preprocess(
+            params_yaml=params_yaml,
+            raw=ingest_task.outputs["raw"],
+            validation=validate_task.outputs["validation"],
+        ), "preprocess")
+        dataset = preprocess_task.outputs["dataset"]
+        classifier_task = placed(gpu, train_classifier(params_yaml=params_yaml, dataset=dataset), "train-classifier")
+        real_stats_task = placed(gpu, real_stats(params_yaml=params_yaml, dataset=dataset), "real-stats")
+        stats = real_stats_task.outputs["stats"]
+        train_task = placed(gpu, train(params_yaml=params_yaml, dataset=dataset, stats=stats,
+                                  mlflow_tracking_uri=mlflow_tracking_uri), "train")
+        evaluate_task = placed(gpu, evaluate(
+            params_yaml=params_yaml,
+            model=train_task.outputs["model"],
+            dataset=dataset,
+            classifier=classifier_task.outputs["classifier"],
+            stats=stats,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ), "evaluate")
+        baseline_task = placed(gpu, train(
+            params_yaml=params_yaml, dataset=dataset, stats=stats, baseline=True, mlflow_tracking_uri=mlflow_tracking_uri
+        ), "train-baseline")
+        evaluate_baseline_task = placed(gpu, evaluate(
+            params_yaml=params_yaml,
+            model=baseline_task.outputs["model"],
+            dataset=dataset,
+            classifier=classifier_task.outputs["classifier"],
+            stats=stats,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ), "evaluate-baseline")
+        quantize_task = placed(gpu, quantize(
+            params_yaml=params_yaml,
+            model=train_task.outputs["model"],
+            dataset=dataset,
+            stats=stats,
+        ), "quantize")
+        # The registry needs a tracking server: without mlflow_tracking_uri both tasks say so and skip.
+        register_task = placed(gpu, register(
+            params_yaml=params_yaml,
+            model=train_task.outputs["model"],
+            evaluation=evaluate_task.outputs["evaluation"],
+            dataset=dataset,
+            int8=quantize_task.outputs["quantized"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ), "register")
+        placed(gpu, promote(
+            params_yaml=params_yaml,
+            registered=register_task.outputs["registered"],
+            dataset=dataset,
+            stats=stats,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ), "promote")
+        return Outputs(
+            dataset=dataset,
+            validation=validate_task.outputs["validation"],
+            model=train_task.outputs["model"],
+            evaluation=evaluate_task.outputs["evaluation"],
+            quantized=quantize_task.outputs["quantized"],
+            baseline_evaluation=evaluate_baseline_task.outputs["evaluation"],
+        )
+
+    return product_studio
 
 
-def compile_pipeline(path: str | Path = PACKAGE_PATH) -> Path:
-    """Compile the pipeline to a KFP package (YAML). Deterministic: same code, same bytes."""
+product_studio = build_pipeline()
+
+
+def compile_pipeline(path: str | Path = PACKAGE_PATH, gpu: bool = False) -> Path:
+    """Compile the pipeline to a KFP package (YAML). Deterministic: same code, same bytes. ``gpu``: the
+    GPU_TASKS each ask for one NVIDIA GPU."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=product_studio, package_path=str(path))
+    compiler.Compiler().compile(pipeline_func=build_pipeline(gpu) if gpu else product_studio, package_path=str(path))
     return path
 
 
@@ -262,6 +319,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     compile_cmd.add_argument(
         "--output", type=Path, default=PACKAGE_PATH, help="where to write the package (default: %(default)s)"
     )
+    compile_cmd.add_argument("--gpu", action="store_true",
+                             help="each of " + ", ".join(GPU_TASKS) + " asks for one NVIDIA GPU (nvidia.com/gpu)")
 
     local_cmd = commands.add_parser(
         "run-local",
@@ -309,7 +368,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "compile":
-        print(compile_pipeline(args.output))
+        print(compile_pipeline(args.output, gpu=args.gpu))
     elif args.command == "run-local":
         outputs = run_local(args.params, args.root, quarantine=args.quarantine, mlflow_tracking_uri=args.mlflow_tracking_uri)
         print(json.dumps(outputs, indent=2, sort_keys=True))
