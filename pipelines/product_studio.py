@@ -85,18 +85,24 @@ UNCACHED = ("ingest", "register", "promote")
 GPU_TASKS = ("train", "train-baseline", "train-classifier", "real-stats", "evaluate", "evaluate-baseline")
 
 
-def placed(gpu: bool, task, name: str):
-    """``task`` with its display name, resources, retry policy and caching from the tables above."""
-    cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[name]
+def place(task, name: str, resources: dict, retried: tuple = (), uncached: tuple = (), gpu: bool = False):
+    """``task`` named ``name``, with its CPU/memory requests and limits from ``resources``, a retry policy when
+    it is in ``retried``, caching unless it is in ``uncached``, and one NVIDIA GPU when ``gpu``."""
+    cpu_request, cpu_limit, memory_request, memory_limit = resources[name]
     task.set_display_name(name)
     task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
     task.set_memory_request(memory_request).set_memory_limit(memory_limit)
-    if name in RETRIED:
+    if name in retried:
         task.set_retry(num_retries=RETRIES, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0)
-    task.set_caching_options(enable_caching=name not in UNCACHED)
-    if gpu and name in GPU_TASKS:
+    task.set_caching_options(enable_caching=name not in uncached)
+    if gpu:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
     return task
+
+
+def placed(gpu: bool, task, name: str):
+    """A task of this pipeline, placed from the tables above."""
+    return place(task, name, RESOURCES, RETRIED, UNCACHED, gpu=gpu and name in GPU_TASKS)
 
 
 class Outputs(NamedTuple):

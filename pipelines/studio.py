@@ -19,6 +19,7 @@ from kfp import compiler, dsl
 from components.edit_evalset import edit_evalset
 from components.edit_evaluate import edit_evaluate
 from components.edit_studio import edit_studio
+from pipelines.product_studio import place
 
 PIPELINE_NAME = "product-studio-edit"
 
@@ -27,6 +28,16 @@ class Outputs(NamedTuple):
     exports: dsl.Artifact
     evaluation: dsl.Artifact
 PACKAGE_PATH = Path(__file__).resolve().with_name("studio.yaml")
+# Cluster placement (see pipelines/product_studio.py): a 24 MP photo peaks at about 1.1 GB in edit-studio.
+# edit-studio is never cached (the folder may change under the same URI); a retry reruns a step from scratch,
+# which is harmless for all three (their outputs depend only on their inputs).
+RESOURCES = {
+    "edit-studio": ("2", "4", "2Gi", "4Gi"),
+    "edit-evalset": ("1", "2", "1Gi", "2Gi"),
+    "edit-evaluate": ("2", "4", "2Gi", "4Gi"),
+}
+RETRIED = ("edit-studio", "edit-evalset", "edit-evaluate")
+UNCACHED = ("edit-studio",)
 
 
 @dsl.pipeline(
@@ -48,13 +59,14 @@ def studio(photos_uri: str, evalset_photos_uri: str, params_yaml: str = "", pres
         mlflow_tracking_uri: MLflow store for the pass rates and sample sheets; "" logs nothing.
     """
     photos = dsl.importer(artifact_uri=photos_uri, artifact_class=dsl.Dataset, reimport=True)
-    task = edit_studio(params_yaml=params_yaml, photos=photos.output, presets=presets, limit=limit,
-                       mlflow_tracking_uri=mlflow_tracking_uri)
-    task.set_caching_options(enable_caching=False)  # the folder may change under the same URI
+    task = place(edit_studio(params_yaml=params_yaml, photos=photos.output, presets=presets, limit=limit,
+                             mlflow_tracking_uri=mlflow_tracking_uri), "edit-studio", RESOURCES, RETRIED, UNCACHED)
     studio_photos = dsl.importer(artifact_uri=evalset_photos_uri, artifact_class=dsl.Dataset, reimport=True)
-    evalset_task = edit_evalset(params_yaml=params_yaml, photos=studio_photos.output)
-    evaluate_task = edit_evaluate(params_yaml=params_yaml, evalset=evalset_task.outputs["evalset"],
-                                  mlflow_tracking_uri=mlflow_tracking_uri)
+    evalset_task = place(edit_evalset(params_yaml=params_yaml, photos=studio_photos.output), "edit-evalset",
+                         RESOURCES, RETRIED, UNCACHED)
+    evaluate_task = place(edit_evaluate(params_yaml=params_yaml, evalset=evalset_task.outputs["evalset"],
+                                        mlflow_tracking_uri=mlflow_tracking_uri), "edit-evaluate", RESOURCES,
+                          RETRIED, UNCACHED)
     return Outputs(exports=task.outputs["exports"], evaluation=evaluate_task.outputs["evaluation"])
 
 

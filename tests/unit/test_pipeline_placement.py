@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import yaml
 
+from pipelines import studio
 from pipelines.product_studio import GPU_TASKS, PACKAGE_PATH, RESOURCES, RETRIED, UNCACHED, compile_pipeline
 
 
@@ -15,7 +16,9 @@ def tasks_and_executors(path):
     named = {}
     for key, task in tasks.items():
         name = task["taskInfo"]["name"]
-        named[name] = (task, executors[task["componentRef"]["name"].replace("comp-", "exec-", 1)]["container"])
+        executor = executors[task["componentRef"]["name"].replace("comp-", "exec-", 1)]
+        if "container" in executor:  # importers run no container
+            named[name] = (task, executor["container"])
     return named
 
 
@@ -43,3 +46,12 @@ def test_gpu_package_gives_one_gpu_to_the_torch_steps_only(tmp_path):
             assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1", name
         else:
             assert accelerator is None, name
+
+
+def test_studio_package_places_its_tasks_too():
+    named = tasks_and_executors(studio.PACKAGE_PATH)
+    assert set(named) == set(studio.RESOURCES) == {"edit-studio", "edit-evalset", "edit-evaluate"}
+    for name, (task, container) in named.items():
+        assert container["resources"]["resourceMemoryLimit"] == studio.RESOURCES[name][3], name
+        assert "retryPolicy" in task, name
+        assert task.get("cachingOptions", {}).get("enableCache", False) == (name != "edit-studio"), name
