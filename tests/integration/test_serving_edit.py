@@ -114,3 +114,36 @@ def test_a_photo_without_a_product_is_refused_with_422(served):
     Image.new("RGB", (400, 400), (128, 128, 128)).save(blank, format="JPEG")
     status, _, body = post(served, blank.getvalue(), "amazon-main")
     assert status == 422 and b"refused" in body, body[:300]
+
+
+def test_the_serve_start_step_serves_an_edit_archive_with_its_upload_limit(tmp_path, clothing_dir):
+    """`productstudio serve start --mar …studio-edit.mar`: the step names the model after the file and sets
+    TorchServe's body limit to edit.max_upload_bytes, so a photo is served and a bigger body gets 413."""
+    import yaml
+
+    from productstudio.cli import main
+
+    limit = 2_000_000
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
+    params["serve"].update(dict(zip(names, free_ports(len(names)))))
+    params["edit"]["max_upload_bytes"] = limit
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    edit = load_params(tmp_path / "params.yaml").edit
+    mar = build_archive(weights_root(), tmp_path / "store", "studio-edit", task="edit",
+                        provenance={"edit": section_dict(edit)})
+    state = tmp_path / "state"
+    assert main(["serve", "start", "--params", str(tmp_path / "params.yaml"), "--state", str(state),
+                 "--mar", str(mar)]) == 0
+    try:
+        handle = server.running_handle(state)
+        assert handle.model == "studio-edit"
+        status, content_type, body = post(handle, _photo(clothing_dir), "instagram-4x5")
+        assert (status, content_type) == (200, "image/jpeg"), body[:300]
+        assert Image.open(io.BytesIO(body)).size == (1080, 1350)
+        status, _, _ = post(handle, b"\xff\xd8\xff" + bytes(limit + 100_000), "instagram-4x5")
+        assert status == 413
+        status, _, _ = post(handle, _photo(clothing_dir), "instagram-4x5")
+        assert status == 200  # and it keeps serving
+    finally:
+        assert main(["serve", "stop", "--state", str(state)]) == 0
