@@ -147,3 +147,18 @@ def test_the_serve_start_step_serves_an_edit_archive_with_its_upload_limit(tmp_p
         assert status == 200  # and it keeps serving
     finally:
         assert main(["serve", "stop", "--state", str(state)]) == 0
+
+
+def test_a_multipart_upload_with_a_preset_form_field(served, clothing_dir):
+    boundary = "productstudio-test-boundary"
+    parts = [
+        (b'Content-Disposition: form-data; name="data"; filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n',
+         _photo(clothing_dir)),
+        (b'Content-Disposition: form-data; name="preset"\r\n\r\n', b"instagram-4x5"),
+    ]
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + head + content + b"\r\n" for head, content in parts)
+    body += b"--" + boundary.encode() + b"--\r\n"
+    status, content_type, answer = post(served, body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert (status, content_type) == (200, "image/jpeg"), answer[:300]
+    assert Image.open(io.BytesIO(answer)).size == (1080, 1350)  # the form's preset, not the archive's default
+    assert read_provenance(answer)["preset"] == "instagram-4x5"

@@ -1,7 +1,7 @@
 """The ``edit`` task, free of TorchServe: a product photo in, its studio exports out (``editing.studio``).
 
 Request: the photo's bytes as the body (``curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'``), or a
-multipart upload (form fields are read too; only the header form is tested); the presets in an ``X-Preset:
+multipart upload (the file in a ``data`` part); the presets in an ``X-Preset:
 amazon-main,instagram-4x5`` header or a ``preset`` form field (TorchServe does not pass a POST's query string to
 the worker); default: the archive's ``edit.presets``.
 
