@@ -32,7 +32,7 @@ Commands (``python -m pipelines.product_studio --help``)::
 
 Each task carries its cluster resources (``RESOURCES``: CPU and memory requests and limits), a retry policy
 when its outputs depend only on its inputs (``RETRIED``) and KFP caching except where a step must rerun
-(``UNCACHED``: ingest, register, promote). kfp.local ignores the resources (with a warning) and honours retries.
+(``UNCACHED``: ingest, register, promote). kfp.local ignores the resources (with a warning) and runs retries.
     run-local    run the pipeline here with kfp.local's SubprocessRunner (this interpreter)
     run-cluster  submit the compiled package to a Kubeflow Pipelines endpoint
 """
