@@ -21,7 +21,6 @@ DVC) and ``examples.png`` (clean | damaged | best method, one row per defect).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -133,7 +132,7 @@ def harm_on_clean(method: Method, params: dict, clean: list[np.ndarray], product
     return {"clean_psnr": psnr, "clean_delta_e": round(shift, 3)}
 
 
-def examples_sheet(rows: list[dict], clean: list[np.ndarray], examples: dict, thumb: int = 160) -> Image.Image:
+def examples_sheet(clean: list[np.ndarray], examples: dict, thumb: int = 160) -> Image.Image:
     """One row per defect: clean | damaged | best method's output (the first test crop)."""
     sheet = Image.new("RGB", (3 * thumb, len(examples) * (thumb + 16)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -209,5 +208,5 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
     write_json_atomic(out_dir / "metrics.json", metrics)
     (out_dir / "table.md").write_text(markdown_table(rows))
     if examples:
-        examples_sheet(rows, test_clean, examples).save(out_dir / "examples.png")
+        examples_sheet(test_clean, examples).save(out_dir / "examples.png")
     return report
