@@ -42,12 +42,47 @@ def start_resolution(image_size: int) -> tuple[int, int]:
     return start, ups
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d that data-parallel training can switch (``sync``) to statistics over all ranks' batches."""
+
+    sync = False  # a class default: weights load and copy as nn.BatchNorm2d's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return synced_batch_norm(self, x) if self.sync and self.training else super().forward(x)
+
+
+def synced_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``norm`` in training mode with the mean and variance of the batches of all ranks together.
+
+    torch's SyncBatchNorm refuses CPU tensors; this sums per-channel moments with an all-reduce that
+    autograd sees through, so each rank's gradients include the other ranks' share of the statistics.
+    Equal batches on every rank give what one process computes on the whole batch.
+    """
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_reduce
+
+    local = x.shape[0] * x.shape[2] * x.shape[3]
+    moments = all_reduce(torch.stack([x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3))]))
+    count = local * dist.get_world_size()
+    mean = moments[0] / count
+    var = moments[1] / count - mean.square()
+    with torch.no_grad():  # running statistics as nn.BatchNorm2d keeps them (unbiased variance)
+        momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked + 1)
+        norm.running_mean.lerp_(mean.detach(), momentum)
+        norm.running_var.lerp_(var.detach() * count / (count - 1), momentum)
+        norm.num_batches_tracked += 1
+    out = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + norm.eps)
+    if norm.affine:
+        out = out * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
+    return out
+
+
 class ConditionalBatchNorm(nn.Module):
     """Batch norm whose scale and shift are chosen by the category."""
 
     def __init__(self, features: int, num_classes: int):
         super().__init__()
-        self.norm = nn.BatchNorm2d(features, affine=False)
+        self.norm = BatchNorm2d(features, affine=False)
         self.gain = nn.Embedding(num_classes, features)
         self.bias = nn.Embedding(num_classes, features)
         nn.init.ones_(self.gain.weight)

@@ -19,6 +19,8 @@ def run(params, processed: Path, out: Path, plots: Path, device: str, no_mlflow:
 
 def format(result: dict) -> str:
     manifest, out = result["manifest"], result["out"]
+    if "rank" in manifest:
+        return ""  # under torchrun rank 0 reports for all
     s = manifest["summary"]
     lines = [f"trained {manifest['params']['model']} for {s['steps']} steps in {s['minutes']:.1f} min (stopped by {s['stopped_by']})",
              f"generator: {out}/generator   sample grid: {out}/{manifest['sample_grid']}"]
@@ -36,7 +38,11 @@ STEP = Step(
     "train.max_minutes. Checkpoints are atomic and rotated under OUT/checkpoints; running the same command "
     "again continues from the newest one. Logs params, loss curves, sample grids (one row per category) and "
     "the final generator to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db), and the loss curve "
-    "as a CSV for 'dvc plots'.",
+    "as a CSV for 'dvc plots'.\n\n"
+    "Data-parallel (PyTorch DDP; gloo on CPUs, NCCL on GPUs): start it under torchrun, e.g.\n"
+    "  torchrun --nproc_per_node=2 --master_addr=127.0.0.1 --master_port=29500 $(which productstudio) train\n"
+    "train.batch_size stays the global batch (each of N processes takes batch_size/N) and the learning rates "
+    "stay as they are; rank 0 alone writes checkpoints, logs, samples and the generator.",
     run=run,
     format=format,
     params=("train",),  # with --baseline also 'baseline' (its DVC stage declares both)

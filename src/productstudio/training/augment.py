@@ -1,6 +1,7 @@
 """Differentiable augmentation (Zhao et al. 2020) applied to real and fake images before the discriminator.
 
-Every random draw comes from the caller's torch.Generator, so a resumed run repeats it exactly.
+Every random draw comes from the caller's torch.Generator (on the CPU, then moved: the same numbers on any
+device), so a resumed run repeats it exactly.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ POLICIES = ("color", "translation", "cutout")
 
 def brightness_contrast(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n = len(x)
-    shift = (torch.rand(n, 1, 1, 1, generator=g, device=x.device) - 0.5) * 0.5
-    scale = torch.rand(n, 1, 1, 1, generator=g, device=x.device) + 0.5
+    shift = (torch.rand(n, 1, 1, 1, generator=g).to(x.device) - 0.5) * 0.5
+    scale = torch.rand(n, 1, 1, 1, generator=g).to(x.device) + 0.5
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return (x - mean) * scale + mean + shift
 
@@ -24,8 +25,8 @@ def translation(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125) -> to
     n, _, h, w = x.shape
     pad = max(1, int(h * ratio + 0.5))
     padded = F.pad(x, (pad, pad, pad, pad), value=-1.0)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=x.device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
     shifted = padded.gather(2, rows)
     cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :].expand(n, x.shape[1], h, w)
@@ -35,8 +36,8 @@ def translation(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125) -> to
 def cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    cy = torch.randint(0, h + (1 - ch % 2), (n,), generator=g, device=x.device)
-    cx = torch.randint(0, w + (1 - cw % 2), (n,), generator=g, device=x.device)
+    cy = torch.randint(0, h + (1 - ch % 2), (n,), generator=g).to(x.device)
+    cx = torch.randint(0, w + (1 - cw % 2), (n,), generator=g).to(x.device)
     ys = torch.arange(h, device=x.device)[None, :, None]
     xs = torch.arange(w, device=x.device)[None, None, :]
     inside = ((ys - cy[:, None, None]).abs() <= ch // 2) & ((xs - cx[:, None, None]).abs() <= cw // 2)

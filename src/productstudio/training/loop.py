@@ -4,6 +4,10 @@ Resumable: every ``checkpoint_every`` steps a checkpoint holds the models, optim
 torch.Generator that drives every random draw (batches, latents, augmentation) and the time spent.
 Checkpoints are written atomically and rotated; running the same command again after a crash (even
 ``kill -9``) continues from the newest one and reproduces the uninterrupted run on the CPU.
+
+Data-parallel under ``torchrun`` (``training/distributed.py``): every rank trains on its share of the
+global batch; rank 0 alone writes checkpoints, logs, sample grids, KID points and the generator, and
+talks to MLflow. All ranks read the same checkpoint (on one node, or a volume all nodes share).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from productstudio.config import TrainSettings, section_dict
 from productstudio.data import store
 from productstudio.imaging import resolve_device, to_float
 from productstudio.models.io import save_generator
-from productstudio.models.cvae import ConditionalVAE
+from productstudio.models.cvae import ConditionalVAE, elbo_loss
 from productstudio.models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
 from productstudio.models.sampling import sample_grid
 from productstudio.training.augment import diff_augment
+from productstudio.training.distributed import ALONE, Distributed, from_environment, sync_batchnorm
 
 CHECKPOINTS = "checkpoints"
 GENERATOR = "generator"
@@ -55,6 +60,21 @@ class TrainState:
     seconds: float = 0.0
     mlflow_run_id: str | None = None
     extra: dict = field(default_factory=dict)
+    dist: Distributed = ALONE
+    wrapped: dict[str, torch.nn.Module] = field(default_factory=dict)  # DDP around the modules that train
+
+    def net(self, key: str) -> torch.nn.Module:
+        """The module to call in a training step: its DDP wrapper under torchrun, else the module."""
+        return self.wrapped.get(key, self.modules[key])
+
+    def distribute(self, dist: Distributed) -> None:
+        """Wrap the training modules in DDP (after a checkpoint is loaded: DDP copies rank 0's weights)."""
+        self.dist = dist
+        if dist.active:
+            for key in ("generator", "discriminator", "vae"):
+                if key in self.modules:
+                    sync_batchnorm(self.modules[key])
+                    self.wrapped[key] = dist.wrap(self.modules[key])
 
     def state_dict(self) -> dict:
         return {
@@ -145,12 +165,18 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, device) -> dict:
-    g, d, ema = state.modules["generator"], state.modules["discriminator"], state.modules["ema"]
+    """One discriminator and one generator update on this rank's share (x, y) of the global batch."""
+    g, d, ema = state.net("generator"), state.net("discriminator"), state.modules["ema"]
     opt_g, opt_d = state.optimizers["generator"], state.optimizers["discriminator"]
-    n = len(x)
-    z = torch.randn(n, settings.latent_dim, generator=state.rng).to(device)
-    y_fake = torch.randint(0, g.config.num_classes, (n,), generator=state.rng).to(device)
-    augment = (lambda t: diff_augment(t, settings.augment, state.rng)) if settings.augment else (lambda t: t)
+    n, shard = settings.batch_size, state.dist.shard  # latents are drawn for the global batch, then shared out
+    z = shard(torch.randn(n, settings.latent_dim, generator=state.rng)).to(device)
+    y_fake = shard(torch.randint(0, state.modules["generator"].config.num_classes, (n,), generator=state.rng)).to(device)
+    augment_rng = state.rng
+    if settings.augment and state.dist.active:
+        # One shared draw keeps every rank's generator in step; each rank augments its share with its own stream.
+        seed = int(torch.randint(0, 2**62, (1,), generator=state.rng)) + state.dist.rank
+        augment_rng = torch.Generator().manual_seed(seed)
+    augment = (lambda t: diff_augment(t, settings.augment, augment_rng)) if settings.augment else (lambda t: t)
 
     fake = g(z, y_fake)
     d_loss = hinge_d_loss(d(augment(x), y), d(augment(fake.detach()), y_fake))
@@ -163,13 +189,14 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     g_loss.backward()
     opt_g.step()
     # Warm-up: early on the EMA follows the generator closely, or it would lag at the random init.
-    update_ema(ema, g, min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
+    update_ema(ema, state.modules["generator"], min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
 
 
 def vae_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, device) -> dict:
-    vae, opt = state.modules["vae"], state.optimizers["vae"]
-    losses = vae.loss(x, y, generator=state.rng)
+    vae, opt = state.net("vae"), state.optimizers["vae"]
+    noise = state.dist.shard(torch.randn(settings.batch_size, settings.latent_dim, generator=state.rng)).to(device)
+    losses = elbo_loss(x, *vae(x, y, noise=noise))
     opt.zero_grad(set_to_none=True)
     losses["loss"].backward()
     opt.step()
@@ -243,15 +270,23 @@ def train(
     is on disk, so a test can kill the process at a known checkpoint.
     """
     out, plots = Path(out_dir), Path(plots_dir)
-    dev = resolve_device(device)
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    dist = from_environment(resolve_device(device))
+    try:
+        return _train(settings, processed_dir, out, plots, dist, dist.device(resolve_device(device)), track,
+                      real_stats_dir, clock, on_checkpoint)
+    finally:
+        dist.close()
+
+
+def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, dev: torch.device, track: bool,
+           real_stats_dir, clock, on_checkpoint) -> dict:
+    torch.set_num_threads(dist.threads(settings.threads))
+    local_batch = dist.local_batch(settings.batch_size)
     images, labels = store.load_split(processed_dir, "train")
     categories = store.categories(processed_dir)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)  # uint8 stays uint8 until batched
     state = build(settings, len(categories), tuple(images.shape[1:]), dev)
 
-    for partial in (out / CHECKPOINTS).glob("*.tmp"):
-        partial.unlink()  # left by a run killed while writing; the previous checkpoint is intact
     # What a checkpoint must share with this run to be resumed: the data and every setting that
     # changes the result. Budgets (steps, minutes) and logging frequencies may differ.
     from productstudio import tracking
@@ -264,27 +299,28 @@ def train(
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint)
         if json.loads(saved.get("identity", "{}")) != identity:
-            print(f"{checkpoint.parent} holds checkpoints of other data or train params: starting afresh")
-            for old in (out / CHECKPOINTS).glob("step-*.pt"):
-                old.unlink()
             checkpoint = None
+            if dist.is_main:
+                print(f"{out / CHECKPOINTS} holds checkpoints of other data or train params: starting afresh")
     if checkpoint is not None:
         state.load_state_dict(saved)
-        print(f"resuming from {checkpoint} (step {state.step}, {state.seconds / 60:.1f} min spent)")
-    elif out.exists():
-        for stale in (out / GENERATOR, out / SAMPLES):
-            if stale.exists():
-                for f in stale.iterdir():
-                    f.unlink()
+        if dist.is_main:
+            print(f"resuming from {checkpoint} (step {state.step}, {state.seconds / 60:.1f} min spent)")
+    dist.barrier()  # every rank has read the checkpoint before rank 0 tidies the directory
+    if dist.is_main:
+        _tidy(out, fresh=checkpoint is None)
+    state.distribute(dist)
+    main = dist.is_main
     plots.mkdir(parents=True, exist_ok=True)
     log_path, kid_path = plots / LOSS_LOG, plots / KID_LOG
-    if checkpoint is None:
-        log_path.unlink(missing_ok=True)
-        kid_path.unlink(missing_ok=True)
-    _truncate_log(log_path, state.step)
-    _truncate_log(kid_path, state.step)
+    if main:
+        if checkpoint is None:
+            log_path.unlink(missing_ok=True)
+            kid_path.unlink(missing_ok=True)
+        _truncate_log(log_path, state.step)
+        _truncate_log(kid_path, state.step)
     kid_tracker = None
-    if settings.kid_every and real_stats_dir is not None:
+    if main and settings.kid_every and real_stats_dir is not None:
         from productstudio.training.kid_curve import TrainingKID
 
         try:
@@ -293,7 +329,7 @@ def train(
             print(f"periodic KID off: {error}")
 
     run = None
-    if track:
+    if track and main:
         import mlflow
 
         tags = {
@@ -306,7 +342,8 @@ def train(
         state.mlflow_run_id = run.info.run_id
         if checkpoint is None:
             mlflow.log_params(tracking.flatten("train", section_dict(settings)))
-            mlflow.log_params({"data.train_images": len(images), "data.categories": ",".join(categories), "device": str(dev)})
+            mlflow.log_params({"data.train_images": len(images), "data.categories": ",".join(categories),
+                               "device": str(dev), "processes": dist.world_size})
 
     step_fn = gan_step if settings.model == "gan" else vae_step
     for module in state.modules.values():
@@ -314,34 +351,40 @@ def train(
     if "ema" in state.modules:
         state.modules["ema"].eval()
     budget = settings.max_minutes * 60
-    progress = tqdm(total=settings.max_steps, initial=state.step, desc=f"train {settings.model}", unit="step", disable=None)
+    progress = tqdm(total=settings.max_steps, initial=state.step, desc=f"train {settings.model}", unit="step",
+                    disable=None if main else True)
     window_start, window_images, rate = clock(), 0, 0.0
     new_file = not log_path.exists()
     try:
-        with open(log_path, "a", newline="") as log_handle:
+        with open(log_path, "a", newline="") if main else open(os.devnull, "w") as log_handle:
             log = csv.writer(log_handle)
             while state.step < settings.max_steps and state.seconds < budget:
                 started = clock()
-                index = torch.randint(0, len(x_all), (settings.batch_size,), generator=state.rng)
+                index = dist.shard(torch.randint(0, len(x_all), (settings.batch_size,), generator=state.rng))
                 x = to_float(x_all[index].to(dev))
                 y = y_all[index].to(dev)
                 losses = step_fn(state, x, y, settings, dev)
                 state.step += 1
-                state.seconds += clock() - started
-                window_images += len(x)
+                # Rank 0's clock decides for all ranks, or they could disagree on when the budget ends.
+                state.seconds = dist.from_main(state.seconds + clock() - started)
+                window_images += local_batch * dist.world_size
                 progress.update(1)
                 if state.step % settings.log_every == 0:
+                    losses = dist.mean(losses)
                     now = clock()
                     rate = window_images / (now - window_start)
                     window_start, window_images = now, 0
-                    if new_file:
-                        log.writerow(["step", *losses, "images_per_s"])
-                        new_file = False
-                    log.writerow([state.step, *(f"{v:.5f}" for v in losses.values()), f"{rate:.1f}"])
-                    log_handle.flush()
-                    progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+                    if main:
+                        if new_file:
+                            log.writerow(["step", *losses, "images_per_s"])
+                            new_file = False
+                        log.writerow([state.step, *(f"{v:.5f}" for v in losses.values()), f"{rate:.1f}"])
+                        log_handle.flush()
+                        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
                     if run is not None:
                         mlflow.log_metrics({**losses, "images_per_s": rate}, step=state.step)
+                if not main:
+                    continue
                 grid_due = state.step % settings.sample_every == 0
                 kid_due = kid_tracker is not None and state.step % settings.kid_every == 0
                 if grid_due or kid_due:
@@ -355,6 +398,11 @@ def train(
                     if on_checkpoint is not None:
                         on_checkpoint(state.step, saved_path)
         progress.close()
+        stopped = "max_steps" if state.step >= settings.max_steps else "max_minutes"
+        summary = {"steps": state.step, "minutes": round(state.seconds / 60, 3), "stopped_by": stopped,
+                   "images_per_s": round(rate, 1), "processes": dist.world_size}
+        if not main:
+            return {"summary": summary, "rank": dist.rank}
         save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
         generator = sampling_generator(state)
         grid_path = _save_grid(generator, state, settings, out, dev, run)
@@ -362,8 +410,6 @@ def train(
             _log_kid(kid_tracker, generator, state, kid_path, run)
         encoder = state.modules["vae"].encoder if "vae" in state.modules else None  # for reconstruction metrics
         save_generator(generator, out / GENERATOR, encoder=encoder, categories=categories, kind=settings.model, step=state.step)
-        stopped = "max_steps" if state.step >= settings.max_steps else "max_minutes"
-        summary = {"steps": state.step, "minutes": round(state.seconds / 60, 3), "stopped_by": stopped, "images_per_s": round(rate, 1)}
         manifest = write_manifest(
             out,
             "trained-generator",
@@ -384,6 +430,20 @@ def train(
     finally:
         if run is not None:
             mlflow.end_run()
+
+
+def _tidy(out: Path, fresh: bool) -> None:
+    """Remove what an interrupted run left: partial checkpoints; for a fresh start also old checkpoints and outputs."""
+    for partial in (out / CHECKPOINTS).glob("*.tmp"):
+        partial.unlink()  # left by a run killed while writing; the previous checkpoint is intact
+    if not fresh:
+        return
+    for old in (out / CHECKPOINTS).glob("step-*.pt"):
+        old.unlink()
+    for stale in (out / GENERATOR, out / SAMPLES):
+        if stale.exists():
+            for f in stale.iterdir():
+                f.unlink()
 
 
 def _save_grid(generator: Generator, state: TrainState, settings: TrainSettings, out: Path, device, run) -> Path:
