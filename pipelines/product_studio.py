@@ -28,11 +28,20 @@ it from the repository root, like ``dvc repro``); in a cluster it is the contain
 Commands (``python -m pipelines.product_studio --help``)::
 
     compile      write pipelines/product_studio.yaml (the committed package; `make pipeline-yaml`); --gpu
-                 for a package whose torch steps each ask for one GPU
+                 for a package whose torch steps each ask for one GPU; --train-on trainjob for
+                 pipelines/product_studio_trainjob.yaml, whose train task hands training to a TrainJob
 
 Each task carries its cluster resources (``RESOURCES``: CPU and memory requests and limits), a retry policy
 when its outputs depend only on its inputs (``RETRIED``) and KFP caching except where a step must rerun
 (``UNCACHED``: ingest, register, promote). kfp.local ignores the resources (with a warning) and runs retries.
+
+With ``compile --train-on trainjob`` the train task (``components/train_trainjob.py``) does not train: it pushes
+its dataset to the DVC remote, creates a Kubeflow Trainer TrainJob rendered from params ``trainjob`` and ``train``
+(``productstudio.deploy.trainjob``, the renderer 'productstudio deploy trainjob' uses), waits for it and copies the
+generator its node 0 published back into its ``model`` output; evaluate, quantize and register read it as before.
+That task asks for little (``LAUNCHER_RESOURCES``, never a GPU); the TrainJob's nodes ask for
+``trainjob.resources_per_node``. It needs a cluster with Kubeflow Trainer, so it is compiled and checked here,
+not run.
     run-local    run the pipeline here with kfp.local's SubprocessRunner (this interpreter)
     run-cluster  submit the compiled package to a Kubeflow Pipelines endpoint
 """
@@ -51,9 +60,12 @@ from typing import Iterator, NamedTuple, Optional
 from kfp import compiler, dsl
 
 from components import evaluate, ingest, preprocess, promote, quantize, real_stats, register, train, train_classifier, validate
+from components.train_trainjob import train_trainjob
 
 PIPELINE_NAME = "product-studio"
 PACKAGE_PATH = Path(__file__).resolve().with_name("product_studio.yaml")
+TRAINJOB_PACKAGE_PATH = PACKAGE_PATH.with_name("product_studio_trainjob.yaml")  # compile --train-on trainjob
+TRAIN_ON = ("pod", "trainjob")  # where the train task trains: in its own pod, or on a Kubeflow Trainer TrainJob
 
 # What each task asks of a cluster (kfp.local ignores these, with a warning): CPU request/limit and memory
 # request/limit. Starting points for the default data: this 2-core, 24 GiB machine runs every step; train,
@@ -83,6 +95,8 @@ RETRIES, RETRY_BACKOFF = 2, "60s"
 UNCACHED = ("ingest", "register", "promote")
 # With ``compile --gpu``: one NVIDIA GPU for the steps that run networks in torch.
 GPU_TASKS = ("train", "train-baseline", "train-classifier", "real-stats", "evaluate", "evaluate-baseline")
+# With ``compile --train-on trainjob``: the train task only launches the TrainJob and waits (no GPU either).
+LAUNCHER_RESOURCES = {"train": ("250m", "500m", "512Mi", "1Gi")}
 
 
 def place(task, name: str, resources: dict, retried: tuple = (), uncached: tuple = (), gpu: bool = False):
@@ -114,15 +128,21 @@ class Outputs(NamedTuple):
     baseline_evaluation: dsl.Artifact
 
 
-def build_pipeline(gpu: bool = False):
-    """The pipeline function (decorated: KFP traces its body here). ``gpu``: GPU_TASKS each ask for one GPU."""
+def build_pipeline(gpu: bool = False, train_on: str = "pod"):
+    """The pipeline function (decorated: KFP traces its body here). ``gpu``: GPU_TASKS each ask for one GPU.
+    ``train_on``: "pod" trains in the train task itself, "trainjob" hands it to a Kubeflow Trainer TrainJob."""
+    if train_on not in TRAIN_ON:
+        raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
+    description = ("Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors, "
+                   "train a generator (and a CVAE baseline) and a product classifier, cache the real Inception features, "
+                   "evaluate both (FID/KID), quantize the generator to int8 with its measured speed-up and quality cost, "
+                   "register and promote it in MLflow.")
+    if train_on == "trainjob":
+        description += " The generator trains on a Kubeflow Trainer TrainJob (params trainjob)."
 
     @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Product images: ingest a source, validate it (Great Expectations), preprocess it into tensors, "
-        "train a generator (and a CVAE baseline) and a product classifier, cache the real Inception features, "
-        "evaluate both (FID/KID), quantize the generator to int8 with its measured speed-up and quality cost, "
-        "register and promote it in MLflow.",
+        name=PIPELINE_NAME if train_on == "pod" else f"{PIPELINE_NAME}-trainjob",
+        description=description,
     )
     def product_studio(params_yaml: str = "", quarantine: bool = False, mlflow_tracking_uri: str = "") -> Outputs:
         """Ingest -> validate -> preprocess -> {train, train-baseline, train-classifier, real-stats} -> evaluate ... promote.
@@ -149,8 +169,14 @@ def build_pipeline(gpu: bool = False):
         classifier_task = placed(gpu, train_classifier(params_yaml=params_yaml, dataset=dataset), "train-classifier")
         real_stats_task = placed(gpu, real_stats(params_yaml=params_yaml, dataset=dataset), "real-stats")
         stats = real_stats_task.outputs["stats"]
-        train_task = placed(gpu, train(params_yaml=params_yaml, dataset=dataset, stats=stats,
-                                  mlflow_tracking_uri=mlflow_tracking_uri), "train")
+        if train_on == "trainjob":
+            # Same outputs (model, loss) as the in-pod train task; the TrainJob's nodes do the work.
+            train_task = place(train_trainjob(params_yaml=params_yaml, dataset=dataset,
+                                              mlflow_tracking_uri=mlflow_tracking_uri),
+                               "train", LAUNCHER_RESOURCES, RETRIED, UNCACHED)
+        else:
+            train_task = placed(gpu, train(params_yaml=params_yaml, dataset=dataset, stats=stats,
+                                      mlflow_tracking_uri=mlflow_tracking_uri), "train")
         evaluate_task = placed(gpu, evaluate(
             params_yaml=params_yaml,
             model=train_task.outputs["model"],
@@ -207,12 +233,15 @@ def build_pipeline(gpu: bool = False):
 product_studio = build_pipeline()
 
 
-def compile_pipeline(path: str | Path = PACKAGE_PATH, gpu: bool = False) -> Path:
+def compile_pipeline(path: str | Path | None = None, gpu: bool = False, train_on: str = "pod") -> Path:
     """Compile the pipeline to a KFP package (YAML). Deterministic: same code, same bytes. ``gpu``: the
-    GPU_TASKS each ask for one NVIDIA GPU."""
-    path = Path(path)
+    GPU_TASKS each ask for one NVIDIA GPU. ``train_on="trainjob"``: the train task hands training to a TrainJob.
+    ``path`` defaults to PACKAGE_PATH (TRAINJOB_PACKAGE_PATH for a TrainJob package)."""
+    path = Path(path or (TRAINJOB_PACKAGE_PATH if train_on == "trainjob" else PACKAGE_PATH))
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=build_pipeline(gpu) if gpu else product_studio, package_path=str(path))
+    default = not gpu and train_on == "pod"
+    compiler.Compiler().compile(pipeline_func=product_studio if default else build_pipeline(gpu, train_on),
+                                package_path=str(path))
     return path
 
 
@@ -323,10 +352,16 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     compile_cmd = commands.add_parser("compile", help="compile the pipeline to YAML (what `make pipeline-yaml` does)")
     compile_cmd.add_argument(
-        "--output", type=Path, default=PACKAGE_PATH, help="where to write the package (default: %(default)s)"
+        "--output", type=Path, default=None,
+        help=f"where to write the package (default: {PACKAGE_PATH}, or {TRAINJOB_PACKAGE_PATH} with --train-on trainjob)"
     )
     compile_cmd.add_argument("--gpu", action="store_true",
                              help="each of " + ", ".join(GPU_TASKS) + " asks for one NVIDIA GPU (nvidia.com/gpu)")
+    compile_cmd.add_argument(
+        "--train-on", choices=TRAIN_ON, default="pod",
+        help="pod: the train task trains in its own pod; trainjob: it creates a Kubeflow Trainer TrainJob from "
+        "params trainjob/train (productstudio deploy trainjob --help), waits for it and passes its generator on; "
+        "the TrainJob's nodes get trainjob.resources_per_node, not --gpu (default: %(default)s)")
 
     local_cmd = commands.add_parser(
         "run-local",
@@ -374,7 +409,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "compile":
-        print(compile_pipeline(args.output, gpu=args.gpu))
+        print(compile_pipeline(args.output, gpu=args.gpu, train_on=args.train_on))
     elif args.command == "run-local":
         outputs = run_local(args.params, args.root, quarantine=args.quarantine, mlflow_tracking_uri=args.mlflow_tracking_uri)
         print(json.dumps(outputs, indent=2, sort_keys=True))

@@ -275,6 +275,38 @@ class DeploySettings(_Section):
         return self
 
 
+class NodeResources(_Section):
+    """What each training node (pod) asks for: requests equal limits, so a node is never squeezed mid-run."""
+
+    cpu: str = Field(default="4", pattern=_QUANTITY)
+    memory: str = Field(default="8Gi", pattern=_QUANTITY)
+    gpu: int = Field(default=0, ge=0)  # nvidia.com/gpu per node; > 0 needs an image with CUDA torch
+
+
+class TrainJobSettings(_Section):
+    """A Kubeflow Trainer TrainJob running 'productstudio train' under torchrun (productstudio.deploy.trainjob).
+    The rendered manifest is checked against the CRD and the rules it lacks (image tag, GPU vs processes, secrets)."""
+
+    name: str = Field(default="product-studio-train", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str = Field(default="product-studio", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    runtime: str = "torch-distributed"  # the ClusterTrainingRuntime named in spec.runtimeRef
+    image: str = "ghcr.io/productstudio/productstudio:0.1.0"  # deploy/docker/Dockerfile's image; a tag or digest
+    num_nodes: int = Field(default=2, ge=1)
+    proc_per_node: int = Field(default=1, ge=1)  # torchrun processes per node (at most one per GPU)
+    resources_per_node: NodeResources = NodeResources()
+    # The DVC remote that 'dvc push' fills; each node pulls data/processed from it by its hash (dvc.lock).
+    data_remote: str = Field(default="s3://product-studio-dvc", pattern=r"^(s3|gs|azure|https?)://.+")
+    # Node 0 copies its training directory to <output_uri>/<TrainJob name>/ when training ends.
+    output_uri: str = Field(default="s3://product-studio-models/trainjobs", pattern=r"^(s3|gs|az)://.+")
+    mlflow_tracking_uri: str = "http://mlflow.product-studio.svc.cluster.local:5000"  # "": no tracking
+    s3_endpoint_url: Optional[str] = None  # AWS_ENDPOINT_URL for an S3-compatible store (MinIO); null: AWS
+    # A Secret in the namespace; each key below becomes the same-named env variable (never a literal value).
+    credentials_secret: str = Field(default="product-studio-s3", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    secret_keys: list[str] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    env: dict[str, str] = {}  # more literal env variables for the trainer (no secrets: they are refused)
+    timeout_minutes: int = Field(default=120, ge=1)  # activeDeadlineSeconds, and how long KFP waits
+
+
 class CutoutSettings(_Section):
     """Background removal (productstudio.editing.cutout): the salient-object net, then clean-up."""
 
@@ -399,6 +431,7 @@ class Params(_Section):
     promote: PromoteSettings = PromoteSettings()
     serve: ServeSettings = ServeSettings()
     deploy: DeploySettings = DeploySettings()
+    trainjob: TrainJobSettings = TrainJobSettings()
     edit: EditSettings = EditSettings()
     # The baseline the GAN is weighed against: keys of 'train' that differ for it (train --baseline).
     baseline: dict[str, Any] = {"model": "cvae", "max_minutes": 3.0}
@@ -435,6 +468,18 @@ def _section_models() -> dict[str, type[BaseModel]]:
     return {field.alias or name: field.annotation for name, field in Params.model_fields.items()}
 
 
+def _nested_model(loc: tuple) -> type[BaseModel] | None:
+    """The settings class at ``loc`` (section, sub-section, ...), or None when ``loc`` is not a chain of them."""
+    model: type[BaseModel] = Params
+    for part in loc:
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        annotation = fields[part].annotation if part in fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
 def _one_line(error: ValidationError, source: str, raw: dict) -> str:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"])
@@ -445,6 +490,9 @@ def _one_line(error: ValidationError, source: str, raw: dict) -> str:
         sections = _section_models()
         section_name = loc.rpartition(".")[0]
         allowed = sections[section_name].model_fields if section_name in sections else sections
+        nested = _nested_model(first["loc"][:-1])
+        if nested is not None and len(first["loc"]) > 2:  # a key inside a sub-section (trainjob.resources_per_node)
+            allowed = nested.model_fields
         if loc in MOVED_KEYS:
             return f"{source}: unknown key '{loc}': it moved to '{MOVED_KEYS[loc]}'"
         return f"{source}: unknown key '{loc}' (allowed: {', '.join(allowed)})"

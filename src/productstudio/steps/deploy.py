@@ -1,4 +1,5 @@
-"""Commands 'deploy <target>': KServe manifests, and a local canary (champion and challenger behind nginx)."""
+"""Commands 'deploy <target>': KServe manifests, a Kubeflow Trainer TrainJob, and a local canary (champion and
+challenger behind nginx)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from productstudio import paths
 from productstudio.errors import ParamsError
 from productstudio.steps.step import Arg, Step
 
-HELP = "deploy registered versions: Kubernetes (KServe) manifests; canary through nginx"
-DESCRIPTION = "Deployment of registered model versions. 'deploy kserve' writes KServe InferenceService manifests."
+HELP = "deploy registered versions: Kubernetes (KServe) manifests; canary through nginx; a TrainJob for training"
+DESCRIPTION = ("Deployment of registered model versions. 'deploy kserve' writes KServe InferenceService manifests; "
+               "'deploy trainjob' a Kubeflow Trainer TrainJob that trains on a cluster.")
 
 STATE = Arg("--state", "both TorchServe state dirs, nginx's, deploy.json", paths.DEPLOY_STATE)
 
@@ -70,6 +72,67 @@ KSERVE = Step(
         Arg("--out", "directory for the YAML files", paths.KSERVE_OUT),
         Arg("--crd", "InferenceService CRD to validate against (default: ../shared/schemas/kserve/...)"),
         Arg("--example", "render the committed examples (fixed versions 3 and 4, no registry) instead", action="store_true"),
+    ),
+)
+
+
+TRAINJOB_OUT = Path("deploy/kubeflow-trainer/trainjob.yaml")
+
+
+def run_trainjob(params, out: Path, data_md5: str | None, crd: Path | None, runtimes: Path | None,
+                 example: bool) -> dict:
+    from productstudio.config import section_dict
+    from productstudio.deploy import trainjob
+
+    if example:  # the committed example: a fixed data hash, so it does not follow dvc.lock
+        data_md5 = trainjob.EXAMPLE_DATA_MD5
+    elif data_md5 is None:
+        data_md5 = trainjob.data_md5_from_lock(Path("dvc.lock"))
+    manifest = trainjob.render_trainjob(params.trainjob, section_dict(params.train), data_md5)
+    crd, runtimes = crd or trainjob.default_crd_path(), runtimes or trainjob.default_runtimes_path()
+    path = trainjob.write_trainjob(out, manifest, crd, runtimes, flags=" --example" if example else "")
+    return {"path": path, "crd": Path(crd), "runtimes": Path(runtimes), "settings": params.trainjob, "data_md5": data_md5}
+
+
+def format_trainjob(r: dict) -> str:
+    s = r["settings"]
+    return "\n".join([
+        f"wrote {r['path']} (checked against {r['crd'].name} and {r['runtimes'].name})",
+        f"TrainJob {s.namespace}/{s.name}: {s.num_nodes} node(s) x {s.proc_per_node} process(es) on runtime {s.runtime}, "
+        f"data {r['data_md5']} from {s.data_remote}, result to {s.output_uri.rstrip('/')}/{s.name}/",
+        f"apply with: kubectl apply -f {r['path']}",
+    ])
+
+
+TRAINJOB = Step(
+    name="trainjob",
+    help="write a Kubeflow Trainer TrainJob that runs 'productstudio train' under torchrun on N nodes",
+    description="Write OUT: a TrainJob (trainer.kubeflow.org/v1alpha1) on the torch-distributed "
+    "ClusterTrainingRuntime (params.yaml trainjob.runtime) with trainjob.num_nodes pods of "
+    "trainjob.resources_per_node (requests = limits) from trainjob.image. Each pod runs a bash script: it writes the "
+    "'train' params into params.yaml, pulls data/processed by its DVC hash (--data-md5, default: dvc.lock's) from "
+    "the DVC remote trainjob.data_remote, runs 'torchrun --module productstudio.cli train' (torchrun takes nodes, "
+    "processes per node, node rank and master address from the runtime's PET_* variables; "
+    "trainjob.proc_per_node processes per node), and on node 0 copies the training directory and loss curves to "
+    "<trainjob.output_uri>/<name>/. MLflow: MLFLOW_TRACKING_URI = trainjob.mlflow_tracking_uri (empty: "
+    "--no-mlflow). Credentials (trainjob.secret_keys) come from the Secret trainjob.credentials_secret, never "
+    "literal. The manifest is validated against the TrainJob CRD's schema (--crd) and the rules it lacks (a DNS-1035 "
+    "name, at least one node, processes per node at most the GPUs (or CPUs) per node, resource quantities, an image "
+    "with a tag or digest and not :latest, valid env names, no literal secrets, a runtimeRef naming a "
+    "ClusterTrainingRuntime in --runtimes) before it is written. Nothing is applied: 'kubectl apply -f OUT'.",
+    run=run_trainjob,
+    format=format_trainjob,
+    params=("trainjob", "train"),
+    args=(
+        Arg("--out", "the TrainJob YAML to write", TRAINJOB_OUT),
+        Arg("--data-md5", "DVC hash (<md5>.dir) of the processed data to train on (default: data/processed's in "
+            "./dvc.lock; push it first with 'dvc push')", type=str),
+        Arg("--crd", "TrainJob CRD to validate against (default: "
+            "../shared/schemas/kubeflow-trainer/trainer.kubeflow.org_trainjobs.yaml)"),
+        Arg("--runtimes", "ClusterTrainingRuntime manifest the runtimeRef must name a runtime of (default: "
+            "../shared/schemas/kubeflow-trainer/torch_distributed.yaml)"),
+        Arg("--example", "render the committed example deploy/kubeflow-trainer/trainjob.yaml (a fixed data hash, "
+            "no dvc.lock needed) instead", action="store_true"),
     ),
 )
 
@@ -242,4 +305,4 @@ STOP = Step(
     args=(STATE,),
 )
 
-TARGETS = (KSERVE, CANARY, STATUS, ANALYZE, PROMOTE, ROLLBACK, RENEW_KEYS, STOP)
+TARGETS = (KSERVE, TRAINJOB, CANARY, STATUS, ANALYZE, PROMOTE, ROLLBACK, RENEW_KEYS, STOP)
