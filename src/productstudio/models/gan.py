@@ -58,11 +58,16 @@ def synced_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     autograd sees through, so each rank's gradients include the other ranks' share of the statistics.
     Equal batches on every rank give what one process computes on the whole batch.
     """
+    import warnings
+
     import torch.distributed as dist
     from torch.distributed.nn.functional import all_reduce
 
     local = x.shape[0] * x.shape[2] * x.shape[3]
-    moments = all_reduce(torch.stack([x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3))]))
+    with warnings.catch_warnings():
+        # Deprecated in favour of functional collectives, whose all_reduce has no autograd (torch 2.14).
+        warnings.simplefilter("ignore", FutureWarning)
+        moments = all_reduce(torch.stack([x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3))]))
     count = local * dist.get_world_size()
     mean = moments[0] / count
     var = moments[1] / count - mean.square()
