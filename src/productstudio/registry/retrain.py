@@ -5,7 +5,8 @@ The fingerprint of "what a model was trained on" is the pair (``data.version``, 
 version's tags: equal means nothing to do (and no torch import, so the check takes seconds);
 otherwise it runs the pipeline (``dvc repro``, whose register and promote stages register and judge the
 new model) and then makes sure the result is registered and judged, also when DVC found those stages up
-to date (e.g. against another tracking store).
+to date (e.g. against another tracking store). On a fresh clone the processed data is missing: it is first
+pulled from the DVC remote (only that output), so a data version that is already registered is not retrained.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from productstudio.config import load_params
-from productstudio.data import store
+from productstudio.data import remote, store
 from productstudio.errors import ServiceError
 
 
@@ -32,6 +33,13 @@ def dvc_repro() -> None:
     result = subprocess.run([sys.executable, "-m", "dvc", "repro"], text=True)
     if result.returncode != 0:
         raise ServiceError(f"dvc repro failed with exit code {result.returncode}")
+
+
+def dvc_pull(processed_dir: Path) -> None:
+    try:
+        remote.pull([processed_dir])
+    except ServiceError as error:
+        raise ServiceError(f"{error}; --no-pull rebuilds the data instead (dvc repro)") from None
 
 
 def what_changed(params_path: str | Path, processed_dir: str | Path) -> tuple[str | None, object | None, dict]:
@@ -55,9 +63,16 @@ def what_changed(params_path: str | Path, processed_dir: str | Path) -> tuple[st
 
 
 def retrain_if_changed(params_path: str | Path = "params.yaml", processed_dir: str | Path = "data/processed",
-                       repro: Callable[[], None] = dvc_repro, after: Callable[[], dict] | None = None) -> RetrainResult:
-    """Run ``repro`` (then ``after``: register + promote) only when data or params changed."""
+                       repro: Callable[[], None] = dvc_repro, after: Callable[[], dict] | None = None,
+                       pull: Callable[[Path], None] | None = dvc_pull) -> RetrainResult:
+    """Run ``repro`` (then ``after``: register + promote) only when data or params changed; ``pull`` fetches
+    a missing ``processed_dir`` first (None: compare without it, which means retrain)."""
     why, latest, current = what_changed(params_path, processed_dir)
+    if pull is not None and latest is not None and current["data.version"] is None:
+        # A fresh clone: the data version dvc.lock names may be the registered one. Pulling it (seconds to
+        # minutes) is far cheaper than a retrain; without a registered version there is nothing to compare.
+        pull(Path(processed_dir))
+        why, latest, current = what_changed(params_path, processed_dir)
     if why is None:
         return RetrainResult(False, f"nothing changed since version {latest.version} "
                                     f"(data {current['data.version'][:12]}, params {current['params.hash'][:12]})")

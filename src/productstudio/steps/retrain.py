@@ -9,10 +9,10 @@ from productstudio.steps import promote, register
 from productstudio.steps.step import DEVICE, Arg, Step
 
 
-def run(params: Path, if_changed: bool, processed: Path, generator: Path, evaluation: Path, int8: Path | None, cache: Path,
-        promote_out: Path, work: Path, device: str) -> dict:
+def run(params: Path, if_changed: bool, no_pull: bool, processed: Path, generator: Path, evaluation: Path, int8: Path | None,
+        cache: Path, promote_out: Path, work: Path, device: str) -> dict:
     from productstudio.config import load_params
-    from productstudio.registry.retrain import dvc_repro, retrain_if_changed
+    from productstudio.registry.retrain import dvc_pull, dvc_repro, retrain_if_changed
 
     settings = load_params(params)  # params: the file's path (retrain_if_changed hashes its sections)
 
@@ -33,7 +33,8 @@ def run(params: Path, if_changed: bool, processed: Path, generator: Path, evalua
         dvc_repro()
         register_and_promote()
         return {"message": ""}
-    return {"message": retrain_if_changed(params, processed, repro=dvc_repro, after=register_and_promote).message}
+    result = retrain_if_changed(params, processed, repro=dvc_repro, after=register_and_promote, pull=None if no_pull else dvc_pull)
+    return {"message": result.message}
 
 
 def format(result: dict) -> str:
@@ -46,13 +47,16 @@ STEP = Step(
     description="With --if-changed: compare the current data version (sha256 of data/processed/manifest.json) "
     "and params hash (preprocess + train) with the tags of the newest registered version; when equal, say so "
     "and exit 0 in seconds. Otherwise run 'dvc repro' (whose register and promote stages register the new "
-    "model and judge it), then make sure it is registered and judged. Run 'dvc pull' first on a fresh checkout.",
+    "model and judge it), then make sure it is registered and judged. On a fresh checkout (no processed data) it "
+    "first pulls only the processed data from the default DVC remote (e.g. S3), unless --no-pull.",
     run=run,
     format=format,
     args=(
         # Its own --params: --if-changed hashes the file's sections, in seconds and without torch.
         Arg("--params", "params file", paths.PARAMS),
         Arg("--if-changed", "do nothing when data and params equal the last registered version's", action="store_true"),
+        Arg("--no-pull", "with --if-changed: do not pull a missing processed dataset from the DVC remote "
+            "(then a missing one means retrain)", action="store_true"),
         Arg("--processed", "processed dataset", paths.PROCESSED),
         Arg("--generator", "generator directory", paths.GENERATOR),
         Arg("--evaluation", "metrics.json + evaluation.json", paths.EVALUATION),
