@@ -190,3 +190,24 @@ def test_split_status_rollback_promote(canary, processed, tmp_path, monkeypatch,
 def test_stopped_proxy_is_one_line(canary, tmp_path, capsys):
     assert main(["deploy", "promote", "--state", str(tmp_path)]) == 2
     assert "no canary deployment in" in capsys.readouterr().err
+
+
+def test_every_listener_of_the_canary_is_loopback(canary):
+    """Both TorchServes (inference, management, metrics, gRPC inference and management) and nginx, as `deploy canary`
+    starts them from params.yaml: every listening socket of their process trees is on 127.0.0.1 (issue 13)."""
+    from productstudio.deploy.nginx_proxy import CanaryProxy
+    from tests.integration.exposure import exposed, listening
+
+    state, params = canary["state"], canary["params"]
+    serve, dep = params.serve, params.deploy
+    expected = {
+        server._pid(state / "stable"): {serve.inference_port, serve.management_port, serve.metrics_port,
+                                        serve.grpc_inference_port, serve.grpc_management_port},
+        server._pid(state / "canary"): {dep.canary_inference_port, dep.canary_management_port, dep.canary_metrics_port,
+                                        dep.canary_grpc_inference_port, dep.canary_grpc_management_port},
+        CanaryProxy(state / "proxy").pid(): {dep.proxy_port},
+    }
+    for pid, ports in expected.items():
+        assert pid is not None
+        assert {port for _, port in listening(pid)} == ports, pid  # the right processes, and no other listener
+        assert exposed(pid) == set(), pid
