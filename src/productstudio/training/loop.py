@@ -16,6 +16,7 @@ import copy
 import csv
 import json
 import os
+import pickle
 import re
 import tempfile
 import time
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from productstudio.artifacts import write_manifest
 from productstudio.config import TrainSettings, section_dict
+from productstudio.errors import DataError
 from productstudio.data import store
 from productstudio.imaging import resolve_device, to_float
 from productstudio.models.io import save_generator
@@ -129,7 +131,15 @@ def save_checkpoint(state: TrainState, directory: Path, keep: int) -> Path:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint holds tensors, numbers and strings only: torch's weights-only unpickler refuses anything else
+    (a planted pickle that would run code). Its message invites a full unpickle; ours says what to do instead."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if not line.startswith("Check the documentation")), "")
+        raise DataError(f"{path}: refused, not a checkpoint this trainer wrote ({reason}); "
+                        "delete it to train afresh") from None
 
 
 def build(settings: TrainSettings, num_classes: int, shape: tuple[int, int, int], device: torch.device) -> TrainState:
