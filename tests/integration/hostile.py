@@ -12,6 +12,7 @@ a huge size.
 
 from __future__ import annotations
 
+import io
 import shutil
 import struct
 import zlib
@@ -201,3 +202,93 @@ def gray16_source(clothing_dir: Path) -> np.ndarray:
     photo = _photos(clothing_dir, "train", "pants")[GOOD_PER_CATEGORY + 1]
     gray = np.asarray(_rgb(photo).convert("L"), np.float64)
     return ((gray - gray.min()) / (gray.max() - gray.min()) * 255.0).round().astype(np.uint8)
+
+
+# --- Hostile uploads for the served endpoints ------------------------------------------------------------------
+# Each builder takes a real photo (a PIL image) and returns the bytes a client would send.
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_with_chunks(photo: Image.Image, *chunks: tuple[bytes, bytes]) -> bytes:
+    """The photo as a PNG with extra chunks right after IHDR (signature 8 bytes + IHDR 25)."""
+    data = _encoded(photo, "PNG")
+    return data[:33] + b"".join(_chunk(kind, body) for kind, body in chunks) + data[33:]
+
+
+def text_bomb_png(photo: Image.Image, inflated: int = 64_000_000) -> bytes:
+    """A zTXt chunk of 64 MB of zeros, compressed to about 64 KB."""
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(bytes(1_000_000)) for _ in range(inflated // 1_000_000)) + packer.flush()
+    return png_with_chunks(photo, (b"zTXt", b"Comment\x00\x00" + body))
+
+
+def icc_bomb_png(photo: Image.Image, inflated: int = 50_000_000) -> bytes:
+    """An ICC profile (iCCP) that inflates to 50 MB."""
+    return png_with_chunks(photo, (b"iCCP", b"icc\x00\x00" + zlib.compress(bytes(inflated), 9)))
+
+
+def _tiff_header_and_ifd(entries: list[tuple[int, int, int, int]], next_ifd: int = 0) -> bytes:
+    """EXIF data (little-endian TIFF) with one IFD at offset 8: (tag, type, count, value or offset) entries."""
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *entry) for entry in entries)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", next_ifd)
+
+
+def exif_loop() -> bytes:
+    """IFD0's Exif and GPS pointers and its next-IFD offset all point back at IFD0: a parser that follows them loops."""
+    return _tiff_header_and_ifd([(0x0112, 3, 1, 6), (0x8769, 4, 1, 8), (0x8825, 4, 1, 8)], next_ifd=8)
+
+
+def exif_huge_counts(entries: int = 4000) -> bytes:
+    """Thousands of tags, each declaring 4 GB of data: a parser that trusts the counts allocates terabytes."""
+    return _tiff_header_and_ifd([(1 + i % 65000, 7, 0xFFFFFFFF, 8) for i in range(entries)])
+
+
+def jpeg_with_exif(photo: Image.Image, exif: bytes) -> bytes:
+    data = _encoded(photo, "JPEG", quality=90)
+    app1 = b"Exif\x00\x00" + exif
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+
+
+def rgb16_png(photo: Image.Image) -> bytes:
+    """A 48-bit PNG (16 bits per channel; Pillow cannot write one), written row by row."""
+    pixels = np.asarray(photo.convert("RGB"), np.uint16) * 257
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    return png_bytes(width, height, color_type=2, bit_depth=16, idat=zlib.compress(rows))
+
+
+def gray16_png(photo: Image.Image) -> bytes:
+    return _encoded(Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257), "PNG")
+
+
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def hostile_uploads(photo_bytes: bytes) -> dict[str, tuple[bytes, str]]:
+    """{case: (body, Content-Type the client claims)} for every kind of hostile image in issue 13."""
+    photo = Image.open(io.BytesIO(photo_bytes)).convert("RGB")
+    return {
+        "decompression bomb (100,000 px square PNG)": (png_bytes(BOMB_SIDE, BOMB_SIDE), "image/png"),
+        "20,000 px square": (png_bytes(20_000, 20_000), "image/png"),
+        "20,000 x 1 strip": (_encoded(Image.new("RGB", (20_000, 1), (200, 30, 30)), "PNG"), "image/png"),
+        "zTXt text bomb": (text_bomb_png(photo), "image/png"),
+        "iCCP profile bomb": (icc_bomb_png(photo), "image/png"),
+        "truncated JPEG": (photo_bytes[: len(photo_bytes) // 2], "image/jpeg"),
+        "PDF labelled PNG": (PDF, "image/png"),
+        "text labelled JPEG": (b"This is the product description, not its photo.\n" * 20, "image/jpeg"),
+        "EXIF IFD loop": (jpeg_with_exif(photo, exif_loop()), "image/jpeg"),
+        "EXIF with 4 GB tags": (jpeg_with_exif(photo, exif_huge_counts()), "image/jpeg"),
+        "16-bit grey PNG": (gray16_png(photo), "image/png"),
+        "16-bit RGB PNG": (rgb16_png(photo), "image/png"),
+        "CMYK JPEG": (_encoded(photo.convert("CMYK"), "JPEG", quality=90), "image/jpeg"),
+        "1x1 PNG": (_encoded(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG"), "image/png"),
+    }

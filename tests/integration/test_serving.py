@@ -134,6 +134,20 @@ def test_oversized_body_gets_413(served):
     assert_good(served)
 
 
+def test_an_image_body_is_not_a_generate_request(served, clothing_dir):
+    """The generate endpoint takes JSON only: a hostile image (issue 13) is never decoded, it is "not JSON" (400),
+    or over max_request_size (413, from the frontend)."""
+    from tests.integration.hostile import hostile_uploads
+
+    photo = sorted((clothing_dir / "test" / "t-shirt").glob("*.jpg"))[0].read_bytes()
+    small = {case: upload for case, upload in hostile_uploads(photo).items() if len(upload[0]) < 4096}
+    assert len(small) >= 5  # the bombs, the PDF, the text, the 1x1 and the strip
+    for case, (body, content_type) in small.items():
+        got, _, answer = post(served, body, {"Content-Type": content_type})
+        assert got == 400 and "the body is not JSON" in json.loads(answer)["message"], (case, got, answer[:200])
+    assert_good(served)
+
+
 def test_no_token_is_refused(served):
     got, _, answer = post(served, {"category": 1}, key=False)
     # TorchServe 0.12 answers a missing or wrong token with 400 (InvalidKeyException), not 401.

@@ -162,3 +162,83 @@ def test_a_multipart_upload_with_a_preset_form_field(served, clothing_dir):
     assert (status, content_type) == (200, "image/jpeg"), answer[:300]
     assert Image.open(io.BytesIO(answer)).size == (1080, 1350)  # the form's preset, not the archive's default
     assert read_provenance(answer)["preset"] == "instagram-4x5"
+
+
+def _worker(handle):
+    """The model worker process (TorchServe runs one per model here) under the frontend."""
+    import psutil
+
+    workers = [p for p in psutil.Process(server._pid(handle.state_dir)).children(recursive=True)
+               if "model_service_worker" in " ".join(p.cmdline())]
+    assert len(workers) == 1, workers
+    return workers[0]
+
+
+def _memory_mb(process) -> dict:
+    """VmRSS (now) and VmHWM (the peak so far) of a process, in MB, from /proc/<pid>/status."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{process.pid}/status").read().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) // 1024 for key in ("VmRSS", "VmHWM")}
+
+
+# Issue 13: what each hostile image gets from the served edit task (tests/integration/hostile.py builds them).
+HOSTILE_ANSWERS = {
+    "decompression bomb (100,000 px square PNG)": (413, "decompression bomb"),
+    "20,000 px square": (413, "decompression bomb"),
+    "zTXt text bomb": (413, "decompression bomb"),
+    "iCCP profile bomb": (413, "decompression bomb"),
+    "truncated JPEG": (400, "truncated"),
+    "PDF labelled PNG": (400, "not an image"),
+    "text labelled JPEG": (400, "not an image"),
+    "20,000 x 1 strip": (422, "refused: the product covers"),  # decoded (20,000 pixels), nothing to cut out
+    "1x1 PNG": (422, "refused: the product covers"),
+    # Valid pixels with hostile metadata or an unusual mode: served like any photo.
+    "EXIF IFD loop": (200, ""),
+    "EXIF with 4 GB tags": (200, ""),
+    "16-bit grey PNG": (200, ""),
+    "16-bit RGB PNG": (200, ""),
+    "CMYK JPEG": (200, ""),
+}
+# Peak RSS the worker may add: uploads refused from their header (400, 413) before any pixel is decoded, and the
+# photos that are decoded and edited, up to one at the pixel limit (edit.max_pixels, 40 MP: about 16 bytes a pixel).
+REFUSED_PEAK_MB = 64
+DECODED_PEAK_MB = 1200
+
+
+def test_hostile_images_get_their_answer_with_bounded_memory_and_the_worker_survives(served, clothing_dir):
+    from tests.integration.hostile import hostile_uploads
+
+    worker = _worker(served)
+    assert post(served, _photo(clothing_dir), "amazon-main")[0] == 200  # warm: the peak of an ordinary photo
+    before = _memory_mb(worker)
+    uploads = hostile_uploads(_photo(clothing_dir))
+    assert set(uploads) == set(HOSTILE_ANSWERS)
+    # 20,000 px wide at exactly edit.max_pixels: decoded and edited (nothing to cut out in a plain grey frame).
+    at_limit = io.BytesIO()
+    Image.new("RGB", (20_000, 2_000), (235, 235, 235)).save(at_limit, "JPEG", quality=80)
+    uploads["20,000 x 2,000 at max_pixels"] = (at_limit.getvalue(), "image/jpeg")
+    expected = {**HOSTILE_ANSWERS, "20,000 x 2,000 at max_pixels": (422, "refused: the product covers")}
+
+    refused_first = sorted(uploads, key=lambda case: expected[case][0] not in (400, 413))
+    wrong, memory = {}, {}
+    for case in refused_first:
+        body, content_type = uploads[case]
+        status, answer_type, answer = post(served, body, "amazon-main", {"Content-Type": content_type})
+        want, phrase = expected[case]
+        if status != 200:
+            message = json.loads(answer)["message"]
+            ok = status == want and phrase in message and "\n" not in message
+        else:
+            ok = want == 200 and answer_type == "image/jpeg" and Image.open(io.BytesIO(answer)).size == (1600, 1600)
+        if not ok:
+            wrong[case] = (status, answer[:200])
+        memory[case] = _memory_mb(worker)
+    assert not wrong, wrong
+    refused_peak = max(memory[case]["VmHWM"] for case in uploads if expected[case][0] in (400, 413))
+    after = _memory_mb(worker)
+    print(f"worker MB: before {before}, peak after the refused uploads {refused_peak}, after all {after}")
+    assert refused_peak - before["VmHWM"] < REFUSED_PEAK_MB, memory
+    assert after["VmHWM"] - before["VmHWM"] < DECODED_PEAK_MB, memory
+
+    # The same worker (not a restarted one) still serves a photo.
+    assert post(served, _photo(clothing_dir, index=2), "studio-1024")[0] == 200
+    assert _worker(served).pid == worker.pid

@@ -38,6 +38,11 @@ def open_image(path: str | Path | bytes, max_pixels: int) -> Image.Image:
             raise BadImage("not an image: no known image format in the file's content") from None
         except OSError as error:
             raise BadImage(f"unreadable: {error}") from None
+        except ValueError as error:
+            # Pillow caps what compressed PNG text, XMP and ICC chunks may inflate to and raises ValueError past
+            # the cap (a zTXt/iCCP bomb), before any pixel; anything else it raises as ValueError is unreadable.
+            bomb = "too large" in str(error) or "Too much memory" in str(error)
+            raise BadImage(f"{'decompression bomb' if bomb else 'unreadable'}: {error}") from None
         width, height = image.size
         if width * height > max_pixels:
             image.close()
