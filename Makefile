@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install nginx run studio serve serve-stop test test-fast pipeline-yaml bench clean
+.PHONY: install nginx postgresql run studio serve serve-stop registry registry-stop test test-fast pipeline-yaml bench clean
 
 install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
 
@@ -22,6 +22,9 @@ $(STAMP): constraints.txt pyproject.toml
 
 nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked); a no-op when present
 	bash scripts/install-nginx
+
+postgresql:  ## Debian's PostgreSQL server binaries (apt-get install postgresql when root and missing); prints their dir
+	bash scripts/install-postgresql
 
 run: install  ## the main job: dvc repro (ingest ... train, evaluate, quantize, register, promote) on Fashion-MNIST, then a summary
 	dvc repro
@@ -44,7 +47,15 @@ serve: install  ## package the champion (else models/train/generator) and start 
 serve-stop:  ## stop what 'make serve' started
 	productstudio serve stop
 
-test: install nginx  ## the whole suite, slow end-to-end tests included
+# A team registry: MLflow's server on PostgreSQL with artifacts in S3 (a local stand-in unless
+# REGISTRY_FLAGS='--artifacts-destination s3://bucket/prefix'), on 127.0.0.1:5000; prints what to export.
+registry: install postgresql  ## start the team MLflow server (PostgreSQL + S3) on 127.0.0.1:5000
+	productstudio registry start $(REGISTRY_FLAGS)
+
+registry-stop:  ## stop what 'make registry' started
+	productstudio registry stop
+
+test: install nginx postgresql  ## the whole suite, slow end-to-end tests included
 	bash scripts/pytest-strict tests --durations=25
 
 test-fast: install  ## the unit tests (tests/unit): no services, a few minutes

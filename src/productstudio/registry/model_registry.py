@@ -6,7 +6,8 @@
   ``params.hash``, ``model.sha256``) and the evaluation metrics with their protocol, and gives it the
   alias ``challenger``. An int8 variant (a directory from the quantization step) is logged as a second
   artifact, ``int8``, of the *same* version: one version is one trained model, whatever its precision.
-  Registering the same weights, data, params and commit again returns the existing version.
+  Registering the same weights, data, params and commit again returns the existing version. Two processes
+  registering at once (a shared server) stay consistent: see ``register``.
 - ``load_registered("models:/<name>@champion")`` downloads a version and loads it with the library's own
   loader (``productstudio.models.loader.load``).
 - ``version_with_alias`` finds the 'champion' or 'challenger'; promotion itself (measuring both, the
@@ -104,6 +105,38 @@ def _versions(mlflow_client, name: str) -> list:
     return sorted(found, key=lambda mv: int(mv.version))
 
 
+def _identity(mv_tags: dict) -> tuple | None:
+    """What makes two versions the same model; None for a version registered by other means (no lineage tags)."""
+    key = tuple(mv_tags.get(k) for k in (*IDENTITY, "model.int8_sha256"))
+    return key if mv_tags.get("model.sha256") else None
+
+
+def _distinct(versions: list) -> list:
+    """The versions (oldest first) that are not a younger twin of an older version with the same identity."""
+    seen, kept = set(), []
+    for mv in versions:
+        key = _identity(mv.tags)
+        if key is None or key not in seen:
+            kept.append(mv)
+        seen.add(key)
+    return kept
+
+
+def _hand_challenger(mlflow_client, name: str, attempts: int = 5):
+    """Give 'challenger' to the newest distinct version; returns it.
+
+    MLflow's REST API has no compare-and-set for aliases, so two processes registering at once could each
+    write their own version last. Instead each writes the newest version it sees, then looks again: the last
+    writer's second look sees every version created before its write, so the alias ends on the newest."""
+    newest = None
+    for _ in range(attempts):
+        newest = _distinct(_versions(mlflow_client, name))[-1]
+        mlflow_client.set_registered_model_alias(name, CHALLENGER, str(newest.version))
+        if _distinct(_versions(mlflow_client, name))[-1].version == newest.version:
+            break
+    return newest
+
+
 def latest_version(name: str, mlflow_client=None):
     """The newest version of ``name`` (with its tags), or None."""
     versions = _versions(mlflow_client or client(), name)
@@ -128,7 +161,12 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
              int8_dir: str | Path | None = None, task: str = "generate") -> Registered:
     """Register the generator (and its int8 variant, when ``int8_dir`` exists) as a new version with
     the alias ``challenger``, logged as ``task``'s pyfunc; the same weights/data/params/commit return the
-    existing version."""
+    existing version.
+
+    Safe when several processes register at once against one store, without a lock (none reaches through
+    MLflow's REST API): a version is created with its identity tags in one step, so if two calls with the same
+    model both get past the first check, the older version is the model's and the younger twin is deleted
+    again (both calls return the older one); 'challenger' goes to the newest distinct version."""
     import mlflow
     import pandas as pd
 
@@ -145,8 +183,8 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
     if int8:
         tags["model.int8_sha256"] = directory_sha256(int8)
     mlflow_client = client()
-    for mv in reversed(_versions(mlflow_client, name)):
-        if all(mv.tags.get(key) == tags.get(key) for key in (*IDENTITY, "model.int8_sha256")):
+    for mv in _versions(mlflow_client, name):  # oldest first: a twin being deleted is never the answer
+        if _identity(mv.tags) == _identity(tags):
             return Registered(name, str(mv.version), mv.run_id, False, dict(mv.tags))
 
     artifacts = {"generator": str(generator_dir)}
@@ -154,20 +192,23 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
         artifacts["int8"] = str(int8)
     with tracking.start_run("register", tags={k: tags[k] for k in IDENTITY}) as run:
         mlflow.log_artifacts(str(evaluation_dir), "evaluation")
-        model_info = mlflow.pyfunc.log_model(
+        mlflow.pyfunc.log_model(
             name=ARTIFACT,
             python_model=str(pyfunc.code),
             artifacts=artifacts,
             signature=pyfunc.signature(info),
             input_example=pd.DataFrame(pyfunc.input_example),
             pip_requirements=_pip_requirements(int8 is not None),
-            registered_model_name=name,
         )
-    version = str(model_info.registered_model_version)
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(name, version, key, value)
-    mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
-    return Registered(name, version, run.info.run_id, True, tags)
+    # The tags travel with the creation (one transaction in the store): no version is ever seen without its identity.
+    created = mlflow.register_model(f"runs:/{run.info.run_id}/{ARTIFACT}", name, tags=tags)
+    first = next((mv for mv in _versions(mlflow_client, name) if _identity(mv.tags) == _identity(tags)), created)
+    if str(first.version) != str(created.version):  # registered meanwhile by another process: keep theirs
+        mlflow_client.delete_model_version(name, str(created.version))
+        mlflow_client.delete_run(run.info.run_id)
+        return Registered(name, str(first.version), first.run_id, False, dict(first.tags))
+    _hand_challenger(mlflow_client, name)
+    return Registered(name, str(created.version), run.info.run_id, True, tags)
 
 
 def resolve(uri: str, mlflow_client=None):

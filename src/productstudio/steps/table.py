@@ -24,6 +24,7 @@ from productstudio.steps import (
     retrain,
     serve,
     summary,
+    team_registry,
     train,
     train_classifier,
     validate,
@@ -50,6 +51,7 @@ COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP)
 GROUPS = {
     "deploy": (deploy.HELP, deploy.DESCRIPTION, deploy.TARGETS),
     "edit": (edit.HELP, edit.DESCRIPTION, edit.TARGETS),
+    "registry": (team_registry.HELP, team_registry.DESCRIPTION, team_registry.TARGETS),
 }
 
 
