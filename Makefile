@@ -63,6 +63,7 @@ test-fast: install  ## the unit tests (tests/unit): no services, a few minutes
 
 pipeline-yaml: install  ## recompile pipelines/product_studio.yaml after changing components
 	python -m pipelines.product_studio compile
+	python -m pipelines.product_studio compile --train-on trainjob
 	python -m pipelines.studio compile
 
 bench: install  ## benchmarks: print tables, write bench/results/*.json

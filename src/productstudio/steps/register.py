@@ -21,14 +21,22 @@ def run(params, generator: Path, evaluation: Path, processed: Path, int8: Path |
         from productstudio.artifacts import write_json_atomic
 
         write_json_atomic(out / "registered.json", record)
-    return {"notes": notes, "created": result.created, "name": result.name, "version": result.version, "tags": result.tags}
+    # Another process may have registered a newer model meanwhile (a shared server): say who holds the alias.
+    from productstudio.registry.model_registry import CHALLENGER, client, version_with_alias
+
+    holder = version_with_alias(client(), result.name, CHALLENGER)
+    return {"notes": notes, "created": result.created, "name": result.name, "version": result.version, "tags": result.tags,
+            "challenger": str(holder.version) if holder is not None else None}
 
 
 def format(report: dict) -> str:
     lines = list(report["notes"])
     tags = report["tags"]
     if report["created"]:
-        lines.append(f"registered {report['name']} version {report['version']} ({tags['variants']}) with alias 'challenger'; "
+        holder = report.get("challenger", report["version"])
+        alias = ("with alias 'challenger'" if holder == report["version"]
+                 else f"('challenger' is on version {holder}, registered meanwhile)")
+        lines.append(f"registered {report['name']} version {report['version']} ({tags['variants']}) {alias}; "
                      f"data {tags['data.version'][:12]}, params {tags['params.hash'][:12]}")
     else:
         lines.append(f"{report['name']} version {report['version']} already holds these weights, data, params and commit: "
