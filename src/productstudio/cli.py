@@ -1,5 +1,5 @@
 """The command-line door: ``productstudio <step> --help``. Built from the table of steps; parses flags, calls
-the step, prints its report. A ``UserError`` is printed as one line; anything else is a bug and shows its traceback."""
+the step, prints its report. A ``UserError`` (or a full disk) is printed as one line; anything else is a bug and shows its traceback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from productstudio import __version__, paths
-from productstudio.errors import UserError
+from productstudio.artifacts import is_disk_full
+from productstudio.errors import DiskFull, UserError
 from productstudio.steps import table
 from productstudio.steps.step import Step
 
@@ -54,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(error.one_line(f"productstudio {args.step}"), file=sys.stderr)
         return error.exit_code
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        # A full disk is never a bug. The artifact writers raise DiskFull (above) saying what is intact; this
+        # catches a write outside them (a log line, a cache) so that it is one line too.
+        where = f" writing {error.filename}" if getattr(error, "filename", None) else ""
+        print(f"productstudio {args.step}: error: no space left on device{where}; free some space and run it again",
+              file=sys.stderr)
+        return DiskFull.exit_code
     text = step.format(report)
     if text:
         print(text)

@@ -44,6 +44,11 @@ class ServiceError(UserError, RuntimeError):
     or failed; the message says which and where its log is."""
 
 
+class DiskFull(UserError, OSError):
+    """No space left on the device while writing an artifact; the message names the file and says that what was
+    there before is intact (``artifacts.write_atomic`` and ``artifacts.staged_directory`` make sure it is)."""
+
+
 class BadRequest(UserError, ValueError):
     """A request a served model or the registry refuses; carries an HTTP status."""
 

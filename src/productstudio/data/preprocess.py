@@ -7,7 +7,6 @@ and a seeded stratified split where the source has none. Same inputs and params,
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from productstudio.errors import MissingInput
-from productstudio.artifacts import sha256_file, write_manifest
+from productstudio.artifacts import sha256_file, staged_directory, write_manifest
 from productstudio.config import PreprocessSettings, section_dict
 from productstudio.data import images as img
 from productstudio.data import store
@@ -117,32 +116,31 @@ def preprocess(raw_dir: str | Path, validation_dir: str | Path, out_dir: str | P
     items, removed = _drop_exact_duplicates(items)
     items = items.assign(split=_assign_splits(items, settings))
 
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    channels = 1 if settings.mode == "L" else 3
-    splits = {}
-    for split in store.SPLITS:
-        part = items[items["split"] == split].sort_values("path", kind="stable")
-        images = np.stack(part["pixels"].to_list()) if len(part) else np.zeros((0, channels, settings.image_size, settings.image_size), np.uint8)
-        labels = part["label"].to_numpy(np.int64)
-        splits[split] = {
-            "count": int(len(part)),
-            "per_category": {name: int((labels == i).sum()) for i, name in enumerate(raw.categories)},
-            "shards": store.write_split(out, split, images, labels, settings.shard_size),
-        }
-    (out / "duplicates_removed.json").write_text(json.dumps(removed, indent=2, sort_keys=True) + "\n")
-    return write_manifest(
-        out,
-        store.KIND,
-        inputs={
-            "raw_manifest_sha256": sha256_file(raw.root / "manifest.json"),
-            "validation_metadata_sha256": sha256_file(validation_dir / "metadata.csv"),
-        },
-        params=section_dict(settings),
-        categories=raw.categories,
-        image_shape=[channels, settings.image_size, settings.image_size],
-        splits=splits,
-        counts={"input": int(len(table)), "usable": int(len(items) + len(removed)), "duplicates_removed": len(removed), "kept": int(len(items))},
-    )
+    # Written beside out_dir and swapped in whole: a full disk or a crash half-way leaves the previous dataset as it
+    # was, and the training step never reads shards without their manifest.
+    with staged_directory(out_dir) as staging:
+        channels = 1 if settings.mode == "L" else 3
+        splits = {}
+        for split in store.SPLITS:
+            part = items[items["split"] == split].sort_values("path", kind="stable")
+            images = np.stack(part["pixels"].to_list()) if len(part) else np.zeros((0, channels, settings.image_size, settings.image_size), np.uint8)
+            labels = part["label"].to_numpy(np.int64)
+            splits[split] = {
+                "count": int(len(part)),
+                "per_category": {name: int((labels == i).sum()) for i, name in enumerate(raw.categories)},
+                "shards": store.write_split(staging, split, images, labels, settings.shard_size),
+            }
+        (staging / "duplicates_removed.json").write_text(json.dumps(removed, indent=2, sort_keys=True) + "\n")
+        return write_manifest(
+            staging,
+            store.KIND,
+            inputs={
+                "raw_manifest_sha256": sha256_file(raw.root / "manifest.json"),
+                "validation_metadata_sha256": sha256_file(validation_dir / "metadata.csv"),
+            },
+            params=section_dict(settings),
+            categories=raw.categories,
+            image_shape=[channels, settings.image_size, settings.image_size],
+            splits=splits,
+            counts={"input": int(len(table)), "usable": int(len(items) + len(removed)), "duplicates_removed": len(removed), "kept": int(len(items))},
+        )

@@ -5,6 +5,7 @@ Plain .npy because it is byte-deterministic, memory-mappable and loads at disk s
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,8 @@ def write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray, s
     shards = []
     for index, start in enumerate(range(0, max(len(images), 1), shard_size)):
         stem = f"{split}-{index:05d}"
-        np.save(out / f"{stem}.images.npy", np.ascontiguousarray(images[start : start + shard_size]))
-        np.save(out / f"{stem}.labels.npy", np.ascontiguousarray(labels[start : start + shard_size].astype(np.int64)))
+        (out / f"{stem}.images.npy").write_bytes(_npy(images[start : start + shard_size]))
+        (out / f"{stem}.labels.npy").write_bytes(_npy(labels[start : start + shard_size].astype(np.int64)))
         shards.append({
             "images": f"{stem}.images.npy",
             "labels": f"{stem}.labels.npy",
@@ -35,6 +36,14 @@ def write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray, s
             "sha256": sha256_file(out / f"{stem}.images.npy"),
         })
     return shards
+
+
+def _npy(array: np.ndarray) -> bytes:
+    """The .npy bytes of ``array``. Built in memory and written by Python: numpy writing to a file itself turns a
+    full disk into "N requested and M written", which no longer says ENOSPC."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def load_split(processed_dir: str | Path, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from productstudio.artifacts import write_json_atomic
+from productstudio.artifacts import staged_directory, write_json_atomic
 from productstudio.errors import MissingInput
 from productstudio.models.cvae import Encoder
 from productstudio.models.gan import GANConfig, Generator
@@ -31,15 +31,15 @@ def save_generator(model: Generator, directory: str | Path, encoder: Encoder | N
     reconstructions with it; ``load_generator`` ignores it.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     info.setdefault("kind", "gan" if encoder is None else "cvae")  # what models.loader.load dispatches on
-    _save_state(model, directory / WEIGHTS)
-    if encoder is not None:
-        _save_state(encoder, directory / ENCODER)
-        info = {**info, "encoder": ENCODER}
-    else:
-        (directory / ENCODER).unlink(missing_ok=True)  # never pair a generator with another model's encoder
-    write_json_atomic(directory / CONFIG, {"model": model.config.to_dict(), **info})
+    # Written beside the previous generator and swapped in whole: a full disk or a crash half-way leaves the
+    # previous one as it was (never its config with new weights), and never another model's encoder beside it.
+    with staged_directory(directory) as staging:
+        _save_state(model, staging / WEIGHTS)
+        if encoder is not None:
+            _save_state(encoder, staging / ENCODER)
+            info = {**info, "encoder": ENCODER}
+        write_json_atomic(staging / CONFIG, {"model": model.config.to_dict(), **info})
     return directory
 
 

@@ -25,12 +25,11 @@ from __future__ import annotations
 import math
 import os
 import platform
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from productstudio import paths
-from productstudio.artifacts import read_manifest, sha256_file, write_json_atomic, write_manifest
+from productstudio.artifacts import read_manifest, sha256_file, staged_directory, write_json_atomic, write_manifest
 from productstudio.config import QuantizeSettings, section_dict
 from productstudio.errors import ParamsError
 from productstudio.imaging import to_uint8_array
@@ -74,65 +73,66 @@ def quantize(
     trained = generator_dir.parent / "manifest.json"
     run_id = read_manifest(generator_dir.parent).get("mlflow_run_id") if trained.exists() else None
     if out.exists() and any(out.iterdir()):
-        ours = {INT8_FILE, FP32_FILE, CONFIG, REPORT, "manifest.json"}  # a previous (or interrupted) run's files
+        ours = {INT8_FILE, FP32_FILE, CONFIG, REPORT, "manifest.json"}  # a previous run's files
         if not {p.name for p in out.iterdir()} <= ours:
             raise ParamsError(f"{out} holds other files: refusing to replace it (give an empty or new directory)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
-    candidate, pruning = prune_generator(fp32, settings.prune, settings.prune_amount)
-    if settings.prune != "none":
-        say(f"pruned ({settings.prune}, amount {settings.prune_amount}): {pruning['zero_fraction']:.1%} of the weights are zero")
-    say("exporting to ONNX (torch.export, dynamic batch) and checking it against the module ...")
-    export_onnx(candidate, out / FP32_FILE)
-    say(f"quantizing to int8 (ONNX Runtime static, QDQ), calibrated on {settings.calibration_samples} latents ...")
-    from productstudio.quantization.int8 import quantize_onnx
+    # Built beside out and swapped in whole at the end: until then (minutes of measuring) the previous int8 model
+    # stays servable, and a full disk or a failure half-way leaves it as it was.
+    with staged_directory(out) as work:
+        candidate, pruning = prune_generator(fp32, settings.prune, settings.prune_amount)
+        if settings.prune != "none":
+            say(f"pruned ({settings.prune}, amount {settings.prune_amount}): {pruning['zero_fraction']:.1%} of the weights are zero")
+        say("exporting to ONNX (torch.export, dynamic batch) and checking it against the module ...")
+        export_onnx(candidate, work / FP32_FILE)
+        say(f"quantizing to int8 (ONNX Runtime static, QDQ), calibrated on {settings.calibration_samples} latents ...")
+        from productstudio.quantization.int8 import quantize_onnx
 
-    quantize_onnx(out / FP32_FILE, out / INT8_FILE, fp32.config, settings)
-    int8 = OnnxGenerator(out / INT8_FILE, info, threads=settings.threads)
+        quantize_onnx(work / FP32_FILE, work / INT8_FILE, fp32.config, settings)
+        int8 = OnnxGenerator(work / INT8_FILE, info, threads=settings.threads)
 
-    say(f"timing fp32 vs int8 at batch 1 and {THROUGHPUT_BATCH} ({settings.threads or 'all'} thread(s), {settings.timing_rounds} interleaved rounds) ...")
-    speed = speed_report(fp32, out / FP32_FILE, int8, info, settings.threads, settings.timing_rounds)
+        say(f"timing fp32 vs int8 at batch 1 and {THROUGHPUT_BATCH} ({settings.threads or 'all'} thread(s), {settings.timing_rounds} interleaved rounds) ...")
+        speed = speed_report(fp32, work / FP32_FILE, int8, info, settings.threads, settings.timing_rounds)
 
-    count = max([settings.psnr_samples] + [_spec(name).num_generated for name in settings.metrics])
-    say(f"comparing outputs on {count} identical inputs (seed {seed}) ...")
-    outputs = paired_outputs({"fp32": fp32, "int8": int8}, fp32.config, count, seed, batch_size)
-    report_fidelity = {**fidelity(outputs["fp32"], outputs["int8"]), "seed": seed}
+        count = max([settings.psnr_samples] + [_spec(name).num_generated for name in settings.metrics])
+        say(f"comparing outputs on {count} identical inputs (seed {seed}) ...")
+        outputs = paired_outputs({"fp32": fp32, "int8": int8}, fp32.config, count, seed, batch_size)
+        report_fidelity = {**fidelity(outputs["fp32"], outputs["int8"]), "seed": seed}
 
-    weights = {"fp32": weights_sha256, "int8": sha256_file(out / INT8_FILE)}
-    quality = _quality(outputs, weights, settings, processed_dir, cache_dir, features_dir, seed, batch_size,
-                       kid_subset_size, kid_subsets, say)
+        weights = {"fp32": weights_sha256, "int8": sha256_file(work / INT8_FILE)}
+        quality = _quality(outputs, weights, settings, processed_dir, cache_dir, features_dir, seed, batch_size,
+                           kid_subset_size, kid_subsets, say)
 
-    sizes = {
-        "fp32_safetensors": weights_size,
-        "fp32_onnx": (out / FP32_FILE).stat().st_size,
-        "int8_onnx": (out / INT8_FILE).stat().st_size,
-    }
-    sizes["int8_vs_fp32_onnx"] = sizes["int8_onnx"] / sizes["fp32_onnx"]
-    report = {
-        "generator": str(generator_dir),
-        "model": info["model"],
-        "backend": _backend(),
-        "settings": section_dict(settings),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": settings.threads or os.cpu_count()},
-        **speed,
-        "size_bytes": sizes,
-        "fidelity": report_fidelity,
-        "quality": quality,
-        "pruning": pruning,
-        "target": _target(speed, quality, settings),
-        "files": {"int8": INT8_FILE, "fp32": FP32_FILE},
-    }
-    write_json_atomic(out / REPORT, report)
-    write_json_atomic(out / CONFIG, {**info, "quantization": {"format": "onnx-qdq-int8", "file": INT8_FILE,
-                                                             "backend": report["backend"], "settings": report["settings"]}})
-    write_manifest(
-        out, KIND,
-        inputs={"generator_sha256": weights_sha256, "mlflow_run_id": run_id},
-        params=section_dict(settings),
-        int8_sha256=sha256_file(out / INT8_FILE),
-    )
-    return report
+        sizes = {
+            "fp32_safetensors": weights_size,
+            "fp32_onnx": (work / FP32_FILE).stat().st_size,
+            "int8_onnx": (work / INT8_FILE).stat().st_size,
+        }
+        sizes["int8_vs_fp32_onnx"] = sizes["int8_onnx"] / sizes["fp32_onnx"]
+        report = {
+            "generator": str(generator_dir),
+            "model": info["model"],
+            "backend": _backend(),
+            "settings": section_dict(settings),
+            "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": settings.threads or os.cpu_count()},
+            **speed,
+            "size_bytes": sizes,
+            "fidelity": report_fidelity,
+            "quality": quality,
+            "pruning": pruning,
+            "target": _target(speed, quality, settings),
+            "files": {"int8": INT8_FILE, "fp32": FP32_FILE},
+        }
+        write_json_atomic(work / REPORT, report)
+        write_json_atomic(work / CONFIG, {**info, "quantization": {"format": "onnx-qdq-int8", "file": INT8_FILE,
+                                                                 "backend": report["backend"], "settings": report["settings"]}})
+        write_manifest(
+            work, KIND,
+            inputs={"generator_sha256": weights_sha256, "mlflow_run_id": run_id},
+            params=section_dict(settings),
+            int8_sha256=sha256_file(work / INT8_FILE),
+        )
+        return report
 
 
 def _spec(name: str):

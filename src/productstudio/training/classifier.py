@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from productstudio.artifacts import write_manifest
+from productstudio.artifacts import staged_directory, write_manifest
 from productstudio.data import store
 from productstudio.imaging import to_float
 from productstudio.models.classifier import ClassifierConfig, ProductClassifier, save_classifier
@@ -48,10 +48,11 @@ def train_classifier(processed_dir: str | Path, out_dir: str | Path, epochs: int
         loss.backward()
         optimizer.step()
     test_accuracy = accuracy(model, test_images, test_labels)
-    save_classifier(model, out_dir, categories=categories, test_accuracy=test_accuracy)
-    return write_manifest(
-        out_dir, "product-classifier",
-        inputs={"processed_manifest_sha256": data_version(processed_dir)},
-        params={"epochs": epochs, "batch_size": batch_size, "seed": seed, "max_images": max_images},
-        test_accuracy=test_accuracy, categories=categories,
-    )
+    with staged_directory(out_dir) as staging:  # swapped in whole: a full disk leaves the previous classifier intact
+        save_classifier(model, staging, categories=categories, test_accuracy=test_accuracy)
+        return write_manifest(
+            staging, "product-classifier",
+            inputs={"processed_manifest_sha256": data_version(processed_dir)},
+            params={"epochs": epochs, "batch_size": batch_size, "seed": seed, "max_images": max_images},
+            test_accuracy=test_accuracy, categories=categories,
+        )

@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from productstudio.artifacts import write_manifest
+from productstudio.artifacts import write_atomic, write_manifest
 from productstudio.config import TrainSettings, section_dict
 from productstudio.errors import DataError
 from productstudio.data import store
@@ -117,14 +116,12 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def save_checkpoint(state: TrainState, directory: Path, keep: int) -> Path:
-    """Write to a temporary file, fsync, rename: a crash leaves the old checkpoint or the new one, never half."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write to a temporary file, fsync, rename: a crash leaves the old checkpoint or the new one, never half.
+    A full disk is a one-line DiskFull naming the previous checkpoint, which is intact (rotation comes after)."""
     target = directory / f"step-{state.step:08d}.pt"
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
-        torch.save(state.state_dict(), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, target)
+    previous = latest_checkpoint(directory) if directory.is_dir() else None
+    kept = f"the previous checkpoint {previous.name} is intact" if previous not in (None, target) else None
+    write_atomic(target, lambda handle: torch.save(state.state_dict(), handle), kept=kept)
     for old in sorted(directory.glob("step-*.pt"))[:-keep]:
         old.unlink()
     return target
@@ -459,8 +456,8 @@ def _tidy(out: Path, fresh: bool) -> None:
 def _save_grid(generator: Generator, state: TrainState, settings: TrainSettings, out: Path, device, run) -> Path:
     grid = sample_grid(generator, settings.seed + 1, device)
     path = out / SAMPLES / f"step-{state.step:08d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.Resampling.NEAREST).save(path)
+    image = Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.Resampling.NEAREST)
+    write_atomic(path, lambda handle: image.save(handle, format="PNG"))  # the manifest names the last one
     if run is not None:
         import mlflow
 
