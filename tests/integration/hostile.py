@@ -56,6 +56,17 @@ EXIF_TOP_LEVEL, EXIF_BOTTOM_LEVEL = 40, 170
 BOMB_SIDE = 100_000
 
 
+# What the upload parser (and so the served edit task) answers each hostile file it refuses: (status, phrase).
+REFUSED_ANSWERS = {
+    "decompression bomb (100,000 px square PNG)": (413, "decompression bomb"),
+    "20,000 px square": (413, "decompression bomb"),
+    "zTXt text bomb": (413, "decompression bomb"),
+    "iCCP profile bomb": (413, "decompression bomb"),
+    "truncated JPEG": (400, "truncated"),
+    "PDF labelled PNG": (400, "not an image"),
+    "text labelled JPEG": (400, "not an image"),
+}
+
 def expected_status(kind: str) -> str:
     if kind in QUARANTINED_KINDS:
         return "quarantined"

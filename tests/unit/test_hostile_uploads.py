@@ -8,21 +8,13 @@ import pytest
 
 from productstudio.errors import BadRequest
 from productstudio.serving.tasks.edit import decode_photo
-from tests.integration.hostile import hostile_uploads
+from tests.integration.hostile import REFUSED_ANSWERS, hostile_uploads
 
 MAX_BYTES, MAX_PIXELS = 3_000_000, 40_000_000
 # Pillow warns once per skipped EXIF tag (thousands here) and goes on: the warning is expected.
 pytestmark = pytest.mark.filterwarnings("ignore:Tag data larger than file")
 
-REFUSED = {  # case -> (status, phrase of the reason)
-    "decompression bomb (100,000 px square PNG)": (413, "decompression bomb"),
-    "20,000 px square": (413, "decompression bomb"),
-    "zTXt text bomb": (413, "decompression bomb"),
-    "iCCP profile bomb": (413, "decompression bomb"),
-    "truncated JPEG": (400, "truncated"),
-    "PDF labelled PNG": (400, "not an image"),
-    "text labelled JPEG": (400, "not an image"),
-}
+REFUSED = REFUSED_ANSWERS  # case -> (status, phrase of the reason)
 DECODED = {  # case -> (height, width) of the upright RGB photo
     "20,000 x 1 strip": (1, 20_000),
     "EXIF IFD loop": (400, 533),  # its orientation tag (6) is still applied

@@ -270,6 +270,12 @@ def _metadata_problems(metadata: dict) -> list[str]:
     name = metadata.get("name")
     if not isinstance(name, str) or not DNS_1035.match(name) or len(name) > 63:
         problems.append(f"metadata.name = {name!r}: must be a lowercase DNS-1035 label of at most 63 characters")
+    return problems + label_problems(metadata)
+
+
+def label_problems(metadata: dict) -> list[str]:
+    """What the API server refuses in any object's labels and annotations (the CRD schemas leave them open)."""
+    problems = []
     for key, value in (metadata.get("labels") or {}).items():
         if not QUALIFIED_KEY.match(str(key)):
             problems.append(f"metadata.labels.{key}: not a valid label key")

@@ -44,7 +44,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from productstudio.deploy.kserve import LABEL_VALUE, QUALIFIED_KEY, unknown_fields
+from productstudio.deploy.kserve import label_problems, unknown_fields
 from productstudio.errors import DataError, MissingInput, ParamsError, ServiceError
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
@@ -345,16 +345,7 @@ def _metadata_problems(metadata: dict) -> list[str]:
     namespace = metadata.get("namespace")
     if namespace is not None and (not isinstance(namespace, str) or not DNS_1123.match(namespace) or len(namespace) > 63):
         problems.append(f"metadata.namespace = {namespace!r}: must be a DNS-1123 label")
-    for key, value in (metadata.get("labels") or {}).items():
-        if not QUALIFIED_KEY.match(str(key)):
-            problems.append(f"metadata.labels.{key}: not a valid label key")
-        if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-            problems.append(f"metadata.labels.{key} = {value!r}: label values are strings of at most 63 "
-                            "alphanumerics, '-', '_' or '.'")
-    for key, value in (metadata.get("annotations") or {}).items():
-        if not isinstance(value, str):
-            problems.append(f"metadata.annotations.{key} = {value!r}: annotation values must be strings")
-    return problems
+    return problems + label_problems(metadata)
 
 
 def rule_problems(manifest: dict, runtimes: set[str]) -> list[str]:
