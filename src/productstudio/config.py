@@ -256,6 +256,15 @@ class DeploySettings(_Section):
     min_p95_increase_ms: float = Field(default=50.0, ge=0)  # ... and at least this much slower (p95 is noisy)
     kid_samples: int = Field(default=100, ge=0)  # images drawn from each side for KID; 0: no image check
     max_kid_increase: float = Field(default=0.01, ge=0)  # canary KID - stable KID vs the real test features
+    # nginx's limits for clients (productstudio.deploy.nginx_proxy.ProxyLimits): a slow or flooding client
+    # holds a connection, never a model worker, and never for long.
+    proxy_client_timeout_s: int = Field(default=10, ge=1)  # header, body and send: the longest pause between two reads/writes
+    proxy_keepalive_timeout_s: int = Field(default=15, ge=0)  # an idle keep-alive connection is closed after this
+    proxy_connections_per_client: int = Field(default=64, ge=1)  # concurrent requests per client address; more: 429
+    proxy_max_connections: int = Field(default=4096, ge=64)  # nginx's worker_connections (clients + upstreams)
+    # deploy watch: a side is down when its TorchServe is gone, or /ping fails this many checks in a row.
+    watch_every_s: float = Field(default=5.0, gt=0)
+    watch_failures: int = Field(default=3, ge=1)
     # KServe: the .mar and config.properties are published under <prefix>/<model>/<version>/.
     kserve_storage_prefix: str = Field(default="s3://product-studio-models", pattern=r"^(s3|gs|pvc|https?)://.+")
     kserve_namespace: str = Field(default="product-studio", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -5,6 +5,7 @@
     analyze(params, ".scratch/deploy")                    # error rate, p95, KID -> promote | rollback | wait
     promote(".scratch/deploy") / rollback(".scratch/deploy")
     renew_keys(".scratch/deploy")                         # before TorchServe's tokens expire
+    watch(".scratch/deploy", every_s=5, failures=3)       # rolls back when the challenger's side goes down
     stop_canary(".scratch/deploy")
 
 Layout of the state directory: ``stable/`` and ``canary/`` (TorchServe state dirs, see server.py), ``proxy/``
@@ -32,7 +33,7 @@ from productstudio import paths
 from productstudio.config import DeploySettings, Params, ProtocolSettings
 from productstudio.errors import BadRequest, MissingInput, ServiceError
 from productstudio.serving import server
-from productstudio.deploy.nginx_proxy import SIDES, CanaryProxy
+from productstudio.deploy.nginx_proxy import SIDES, CanaryProxy, ProxyLimits
 
 DEPLOY_FILE = "deploy.json"
 CLIENT_KEY = "client_key"
@@ -100,7 +101,8 @@ def start_canary(params: Params, state_dir: str | Path, percent: float, archives
         url = proxy.start(handles["stable"].inference_url, handles["canary"].inference_url, percent,
                           params.deploy.proxy_port, archives["stable"][1], archives["canary"][1],
                           max_body_bytes=params.serve.max_request_size, client_key=client_key,
-                          upstream_keys={side: h.inference_key for side, h in handles.items()})
+                          upstream_keys={side: h.inference_key for side, h in handles.items()},
+                          limits=ProxyLimits.from_settings(params.deploy))
     except BaseException:
         for side in SIDES:
             server.stop(state / side)
@@ -187,6 +189,16 @@ def side_stats(records: list[dict]) -> dict:
 
 
 _METRIC = re.compile(r" - (\w+)\.\w+:([0-9.eE+-]+)\|")
+# What TorchServe's frontend logs (ts_log.log) when a model worker process dies; it then starts a new one.
+_WORKER_DIED = "backend worker process died"
+
+
+def worker_deaths(logs_dir: str | Path) -> int:
+    """How many times a model worker of this TorchServe died since it started (its logs/ is per start)."""
+    path = Path(logs_dir) / "ts_log.log"
+    if not path.is_file():
+        return 0
+    return sum(1 for line in path.read_text(errors="replace").splitlines() if _WORKER_DIED in line)
 
 
 def torchserve_metrics(logs_dir: str | Path) -> dict:
@@ -202,7 +214,7 @@ def torchserve_metrics(logs_dir: str | Path) -> dict:
                     values.setdefault(match[1], []).append(float(match[2]))
     latency = [v / 1000 for v in values.get("ts_inference_latency_microseconds", [])]
     prediction = values.get("PredictionTime", [])
-    return {"requests": int(sum(values.get("ts_inference_requests_total", []))),
+    return {"requests": int(sum(values.get("ts_inference_requests_total", []))), "worker_deaths": worker_deaths(logs_dir),
             "errors_4xx": int(sum(values.get("Requests4XX", []))), "errors_5xx": int(sum(values.get("Requests5XX", []))),
             "latency_p50_ms": percentile(latency, 50), "latency_p95_ms": percentile(latency, 95),
             "prediction_p50_ms": percentile(prediction, 50), "prediction_p95_ms": percentile(prediction, 95)}
@@ -215,17 +227,49 @@ def deploy_status(state_dir: str | Path, since: int = 0) -> dict:
     stats = side_stats(proxy.records(since))
     for side in SIDES:
         stats[side]["version"] = record[f"{side}_version"]
-        stats[side]["torchserve"] = {"running": server._pid(state / side) is not None,
-                                     **torchserve_metrics(state / side / "logs")}
+        stats[side]["torchserve"] = {**side_health(state / side), **torchserve_metrics(state / side / "logs")}
     running = proxy.pid() is not None
-    return {**record, "running": running, "percent": proxy.settings()["percent"] if running else None, "sides": stats}
+    status = {**record, "running": running, "percent": proxy.settings()["percent"] if running else None, "sides": stats}
+    return {**status, "alerts": side_alerts(status)}
+
+
+def side_health(side_dir: str | Path) -> dict:
+    """Is this side's TorchServe running, and does it answer /ping (a worker of the model ready)?"""
+    handle = server.load_handle(side_dir)
+    running = server._pid(Path(side_dir)) is not None
+    return {"running": running, "healthy": bool(running and handle and server.ping(handle))}
+
+
+def side_alerts(status: dict) -> list[str]:
+    """One line per side that is down or lost a worker, saying what traffic it still gets and what to do."""
+    lines = []
+    percent = status["percent"] if status["percent"] is not None else 0
+    for side in SIDES:
+        ts = status["sides"][side]["torchserve"]
+        share = percent if side == "canary" else 100 - percent
+        traffic = (f"nginx still sends it {share:g} % of requests" if status["running"] and share
+                   else "it gets no traffic")
+        remedy = {"canary": "productstudio deploy rollback (deploy watch does it by itself)",
+                  "stable": "restart the canary (productstudio deploy stop; deploy canary)"}[side]
+        if not ts["running"]:
+            lines.append(f"{side} side v{status[side + '_version']} is DOWN: its TorchServe is not running; {traffic}"
+                         + (f": {remedy}" if status["running"] and share else ""))
+        elif not ts["healthy"]:
+            lines.append(f"{side} side v{status[side + '_version']} is not ready: TorchServe runs but /ping fails "
+                         f"(no model worker ready); {traffic}")
+        if ts.get("worker_deaths"):
+            lines.append(f"{side} side v{status[side + '_version']}: TorchServe lost its model worker "
+                         f"{ts['worker_deaths']} time(s) and restarted it" + ("; deploy analyze will not promote it"
+                                                                             if side == "canary" else ""))
+    return lines
 
 
 def format_status(status: dict) -> str:
     def ms(value):
         return "-" if value is None else f"{value:.1f}"
 
-    lines = [f"canary of {status['model']}: {status['url']} ({'running' if status['running'] else 'stopped'}), "
+    lines = [*status.get("alerts", []),
+             f"canary of {status['model']}: {status['url']} ({'running' if status['running'] else 'stopped'}), "
              f"{'-' if status['percent'] is None else status['percent']} % to the challenger; client key in {status['key_file']}",
              f"{'side':<7} {'version':>7} {'requests':>9} {'errors':>7} {'err rate':>8} {'p50 ms':>8} {'p95 ms':>8} "
              f"{'p99 ms':>8} {'TS requests':>12} {'TS 5xx':>7} {'TS p95 ms':>10} {'model p95 ms':>13}"]
@@ -253,7 +297,13 @@ class CanaryDecision:
 
 def canary_decision(stable: dict, canary: dict, policy: DeploySettings) -> CanaryDecision:
     """Judge the canary against stable. Each side: {"requests", "error_rate", "p95_ms", "kid"} (kid may be None:
-    not measured). Rollback on the first failing rule; wait while the canary has too few requests."""
+    not measured; optional "running"/"worker_deaths" from TorchServe). Rollback on the first failing rule; wait
+    while the canary has too few requests. A side that crashed is never promoted, however few requests it lost."""
+    if canary.get("running") is False:
+        return CanaryDecision("rollback", "the canary's TorchServe is not running")
+    if canary.get("worker_deaths"):
+        return CanaryDecision("rollback", f"the canary's TorchServe lost its model worker {canary['worker_deaths']} "
+                                          "time(s) (a crash or out of memory): not promoted")
     if canary["requests"] < policy.min_requests:
         return CanaryDecision("wait", f"canary served {canary['requests']} requests, fewer than min_requests {policy.min_requests}")
     error_gap = (canary["error_rate"] or 0.0) - (stable["error_rate"] or 0.0)
@@ -337,8 +387,10 @@ def analyze(params: Params, state_dir: str | Path, processed_dir: str | Path = "
     if not status["running"]:
         raise MissingInput(f"the canary proxy in {state_dir} is not running (productstudio deploy canary)")
     samples = params.deploy.kid_samples if samples is None else samples
-    kid = served_kid(state_dir, processed_dir, real_cache, samples, params.protocol) if samples else {}
-    sides = {side: {**{k: status["sides"][side][k] for k in ("requests", "error_rate", "p95_ms")}, "kid": kid.get(side)}
+    both_up = all(status["sides"][side]["torchserve"]["healthy"] for side in SIDES)  # KID needs both to answer
+    kid = served_kid(state_dir, processed_dir, real_cache, samples, params.protocol) if samples and both_up else {}
+    sides = {side: {**{k: status["sides"][side][k] for k in ("requests", "error_rate", "p95_ms")}, "kid": kid.get(side),
+                    **{k: status["sides"][side]["torchserve"][k] for k in ("running", "worker_deaths")}}
              for side in SIDES}
     decision = canary_decision(sides["stable"], sides["canary"], params.deploy)
     return {"model": status["model"], "stable_version": status["stable_version"],
@@ -352,21 +404,67 @@ def analyze(params: Params, state_dir: str | Path, processed_dir: str | Path = "
 
 
 def promote(state_dir: str | Path) -> dict:
-    """All traffic to the challenger; the champion alias moves to the challenger's version."""
+    """The champion alias moves to the challenger's version, then all traffic goes to the challenger.
+
+    The registry first: when MLflow cannot be reached nothing has changed (traffic included); a rerun
+    after a failed reload sets the same alias again and finishes."""
     from productstudio.registry.model_registry import CHAMPION, client
 
     record = load_deploy(state_dir)
-    _running_proxy(state_dir).set_percent(100)
+    proxy = _running_proxy(state_dir)
     client().set_registered_model_alias(record["registered_model"], CHAMPION, record["canary_version"])
+    proxy.set_percent(100)
     return {**_record_percent(state_dir, record, 100), "champion": record["canary_version"]}
 
 
 def rollback(state_dir: str | Path, reason: str = "manual rollback") -> dict:
-    """All traffic back to the champion; the challenger version gets a tag saying so (the champion stays)."""
+    """All traffic back to the champion; the challenger version gets a tag saying so (the champion stays).
+
+    Traffic first: a rollback must work while MLflow is down. If the tag cannot be written the error says
+    that traffic is already back on the champion; a rerun writes the tag."""
     from productstudio.registry.model_registry import client
 
     record = load_deploy(state_dir)
     _running_proxy(state_dir).set_percent(0)
+    record = _record_percent(state_dir, record, 0)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    client().set_model_version_tag(record["registered_model"], record["canary_version"], ROLLBACK_TAG, f"{when}: {reason}")
-    return {**_record_percent(state_dir, record, 0), "champion": record["stable_version"]}
+    try:
+        client().set_model_version_tag(record["registered_model"], record["canary_version"], ROLLBACK_TAG, f"{when}: {reason}")
+    except Exception as error:  # noqa: BLE001  (MLflow's errors are many; the traffic part is done either way)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ServiceError(f"all traffic is back on v{record['stable_version']}, but the registry tag on "
+                           f"v{record['canary_version']} was not written ({first[:200]}): rerun deploy rollback") from None
+    return {**record, "champion": record["stable_version"]}
+
+
+def watch(state_dir: str | Path, every_s: float = 5.0, failures: int = 3, rounds: int | None = None, say=print) -> dict:
+    """Check both sides every ``every_s`` seconds; roll back as soon as the challenger's side is down (its
+    TorchServe gone at once, or /ping failing ``failures`` checks in a row: a worker TorchServe restarts
+    answers again within a few seconds). Returns after a rollback, or after ``rounds`` checks (None: never).
+    The stable side going down is said once per outage: there is nothing to fall back to."""
+    state = Path(state_dir)
+    misses = dict.fromkeys(SIDES, 0)
+    checks = 0
+    while True:
+        proxy = _running_proxy(state)
+        record = load_deploy(state)
+        percent = proxy.settings()["percent"]
+        why = {}
+        for side in SIDES:
+            health = side_health(state / side)
+            misses[side] = failures if not health["running"] else (0 if health["healthy"] else misses[side] + 1)
+            if misses[side] >= failures:
+                why[side] = "its TorchServe is not running" if not health["running"] else \
+                    f"/ping failed {misses[side]} checks in a row"
+        if "canary" in why and percent > 0:
+            reason = f"deploy watch: canary side v{record['canary_version']} down ({why['canary']})"
+            result = rollback(state, reason)
+            say(f"{time.strftime('%H:%M:%S')} {reason}: rolled back, all traffic to v{record['stable_version']}")
+            return {**result, "action": "rollback", "reason": reason}
+        if "stable" in why and misses["stable"] == failures:  # said once, when it crosses the line
+            say(f"{time.strftime('%H:%M:%S')} stable side v{record['stable_version']} down ({why['stable']}); "
+                f"{100 - percent:g} % of requests still go to it")
+        checks += 1
+        if rounds is not None and checks >= rounds:
+            return {**record, "percent": percent, "action": "none", "down": sorted(why)}
+        time.sleep(every_s)

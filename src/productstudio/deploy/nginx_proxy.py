@@ -28,6 +28,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,30 @@ SIDES = ("stable", "canary")
 TORCHSERVE_MAX_REQUEST_SIZE = 6553500
 STATUS_PATH = "/__canary"  # answered by nginx itself: the percent in force (not proxied, not logged)
 REPO_NGINX = Path(__file__).resolve().parents[3] / ".tools" / "nginx" / "bin" / "nginx"
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    """What nginx allows a client (params.yaml deploy.proxy_*). A slow client (slowloris: headers or a body
+    trickled in) is cut off after ``client_timeout_s`` of silence with 408; a flood from one address gets 429
+    beyond ``connections_per_client`` requests in flight. Neither ties up a model worker: TorchServe sees a
+    request only once nginx has started forwarding it."""
+
+    client_timeout_s: int = 10
+    keepalive_timeout_s: int = 15
+    connections_per_client: int = 64
+    max_connections: int = 4096
+
+    @classmethod
+    def from_settings(cls, deploy) -> "ProxyLimits":
+        return cls(deploy.proxy_client_timeout_s, deploy.proxy_keepalive_timeout_s,
+                   deploy.proxy_connections_per_client, deploy.proxy_max_connections)
+
+
+def _json_error(code: int, message: str) -> str:
+    """A named location answering ``code`` with the same one-line JSON body TorchServe's handler uses."""
+    return (f"location @error{code} {{\n            default_type application/json;\n"
+            f"            return {code} '{{\"code\":{code},\"message\":\"{message}\"}}';\n        }}")
 
 
 def _host_port(url: str) -> str:
@@ -65,7 +90,8 @@ def _quote(value: str) -> str:
 def render_nginx_conf(stable: str, canary: str, percent: float, port: int, state_dir: str | Path,
                       stable_version: str = "stable", canary_version: str = "canary",
                       max_body_bytes: int = TORCHSERVE_MAX_REQUEST_SIZE, key: str = "$request_id",
-                      client_key: str | None = None, upstream_keys: dict | None = None) -> str:
+                      client_key: str | None = None, upstream_keys: dict | None = None,
+                      limits: ProxyLimits = ProxyLimits()) -> str:
     """nginx.conf listening on 127.0.0.1:``port`` that sends ``percent`` % of requests to ``canary``.
 
     All paths (pid, logs, temporary files) are under ``state_dir``. ``percent`` 0 and 100 render a single
@@ -96,15 +122,27 @@ def render_nginx_conf(stable: str, canary: str, percent: float, port: int, state
                           ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""# Rendered by productstudio.deploy.nginx_proxy: canary {p:g}% of requests.
 worker_processes 1;
+worker_rlimit_nofile {2 * limits.max_connections};
 pid {state / 'nginx.pid'};
 error_log {state / 'error.log'} warn;
 events {{
-    worker_connections 1024;
+    worker_connections {limits.max_connections};
 }}
 http {{
     # Nothing under /var: temporary files live in the state directory.
     {temp}
     server_tokens off;
+
+    # Clients that go quiet (slowloris) are cut off with 408; one address gets 429 beyond its share.
+    client_header_timeout {limits.client_timeout_s}s;
+    client_body_timeout {limits.client_timeout_s}s;
+    send_timeout {limits.client_timeout_s}s;
+    keepalive_timeout {limits.keepalive_timeout_s}s;
+    keepalive_requests 1000;
+    reset_timedout_connection on;
+    limit_conn_zone $binary_remote_addr zone=per_client:1m;
+    limit_conn_status 429;
+    limit_conn_log_level warn;
 
     split_clients "{key}" $ps_side {{
         {branches}
@@ -136,6 +174,16 @@ http {{
         client_body_buffer_size 1m;
         proxy_request_buffering off;
         proxy_max_temp_file_size 0;
+        limit_conn per_client {limits.connections_per_client};
+        # What nginx answers itself says why in one JSON line, like the model server's own 4xx.
+        error_page 413 @error413;
+        error_page 429 @error429;
+        error_page 502 @error502;
+        error_page 504 @error504;
+        # On every answer, including nginx's own errors.
+        add_header X-Model-Side $ps_side always;
+        add_header X-Model-Version $ps_version always;
+        add_header X-Request-ID $request_id always;
 
         location = {STATUS_PATH} {{
             access_log off;
@@ -152,11 +200,14 @@ http {{
             proxy_set_header X-Request-ID $request_id;
             # A failed canary request is reported, never silently retried on stable.
             proxy_next_upstream off;
+            proxy_connect_timeout 5s;
+            proxy_send_timeout {limits.client_timeout_s}s;
             proxy_read_timeout 120s;
-            add_header X-Model-Side $ps_side always;
-            add_header X-Model-Version $ps_version always;
-            add_header X-Request-ID $request_id always;
         }}
+        {_json_error(413, f"request body over {int(max_body_bytes)} bytes")}
+        {_json_error(429, f"more than {limits.connections_per_client} requests in flight from one client: retry later")}
+        {_json_error(502, "the model server of this side is not answering")}
+        {_json_error(504, "the model server of this side did not answer in time")}
     }}
 }}
 """
@@ -225,7 +276,8 @@ class CanaryProxy:
         conf = render_nginx_conf(settings["stable"], settings["canary"], settings["percent"], settings["port"],
                                  self.state_dir, settings["stable_version"], settings["canary_version"],
                                  settings["max_body_bytes"], client_key=settings.get("client_key"),
-                                 upstream_keys=settings.get("upstream_keys"))
+                                 upstream_keys=settings.get("upstream_keys"),
+                                 limits=ProxyLimits(**settings.get("limits", {})))
         previous = self.conf.read_text() if self.conf.is_file() else None
         self.conf.write_text(conf)
         check = self._nginx("-t", "-q")
@@ -285,14 +337,16 @@ class CanaryProxy:
     # -- the API the deploy commands use ---------------------------------------------------------------
     def start(self, stable_url: str, canary_url: str, percent: float, port: int, stable_version: str = "stable",
               canary_version: str = "canary", max_body_bytes: int = TORCHSERVE_MAX_REQUEST_SIZE,
-              client_key: str | None = None, upstream_keys: dict | None = None) -> str:
+              client_key: str | None = None, upstream_keys: dict | None = None,
+              limits: ProxyLimits = ProxyLimits()) -> str:
         """Start nginx on 127.0.0.1:``port``; returns its URL. Fails if one already runs in ``state_dir``.
-        ``client_key``/``upstream_keys``: see ``render_nginx_conf``."""
+        ``client_key``/``upstream_keys``/``limits``: see ``render_nginx_conf``."""
         if self.pid():
             raise ServiceError(f"a canary proxy already runs from {self.state_dir} (pid {self.pid()}): stop it first")
         self._write({"stable": stable_url, "canary": canary_url, "percent": _percent(percent), "port": int(port),
                      "stable_version": str(stable_version), "canary_version": str(canary_version),
-                     "max_body_bytes": int(max_body_bytes), "client_key": client_key, "upstream_keys": upstream_keys})
+                     "max_body_bytes": int(max_body_bytes), "client_key": client_key, "upstream_keys": upstream_keys,
+                     "limits": asdict(limits)})
         started = self._nginx()  # daemonizes: returns once the master is up and listening
         if started.returncode != 0:
             raise ServiceError(f"nginx failed to start: {started.stderr.strip()}")

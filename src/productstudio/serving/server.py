@@ -246,6 +246,10 @@ def start(settings: ServeSettings, mar: str | Path, state_dir: str | Path, model
     config = state_dir / "config.properties"
     config.write_text(config_properties(settings, store, mar, model))
     (state_dir / KEY_FILE).unlink(missing_ok=True)
+    logs = state_dir / "logs"
+    if logs.is_dir():  # logs/ is this start's (status counts its requests and worker deaths); keep one previous
+        shutil.rmtree(state_dir / "logs.previous", ignore_errors=True)
+        logs.rename(state_dir / "logs.previous")
     command = [_torchserve(), "--start", "--ts-config", str(config), "--model-store", str(store), "--ncs"]
     if settings.enable_model_api:
         command.append("--enable-model-api")

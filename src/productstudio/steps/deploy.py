@@ -290,6 +290,37 @@ RENEW_KEYS = Step(
 )
 
 
+def run_watch(params, state: Path, once: bool) -> dict:
+    from productstudio.deploy import local_canary
+
+    d = params.deploy
+    if not once:
+        print(f"watching {state}: both sides every {d.watch_every_s:g} s; rolls back when the challenger's side is down",
+              flush=True)
+    return local_canary.watch(state, d.watch_every_s, d.watch_failures, rounds=1 if once else None)
+
+
+def format_watch(r: dict) -> str:
+    if r["action"] == "rollback":
+        return f"rolled back: {r['reason']}"
+    return "both sides up" if not r["down"] else f"down: {', '.join(r['down'])} side (see productstudio deploy status)"
+
+
+WATCH = Step(
+    name="watch",
+    help="watch both sides; roll back at once when the challenger's TorchServe goes down",
+    description="Checks each side's TorchServe every deploy.watch_every_s seconds (running, and /ping with its key). "
+    "When the challenger's side is gone, or fails deploy.watch_failures checks in a row, all traffic goes back to "
+    "the champion and the challenger's version is tagged, as 'deploy rollback' does. Runs until it rolls back; "
+    "--once checks once (for cron). Exits 4 when it rolled back or a side is down.",
+    run=run_watch,
+    format=format_watch,
+    exit_code=lambda r: 4 if r["action"] == "rollback" or r.get("down") else 0,
+    params=("deploy",),
+    args=(STATE, Arg("--once", "check once and exit", action="store_true")),
+)
+
+
 def run_stop(state: Path) -> dict:
     from productstudio.deploy import local_canary
 
@@ -305,4 +336,4 @@ STOP = Step(
     args=(STATE,),
 )
 
-TARGETS = (KSERVE, TRAINJOB, CANARY, STATUS, ANALYZE, PROMOTE, ROLLBACK, RENEW_KEYS, STOP)
+TARGETS = (KSERVE, TRAINJOB, CANARY, STATUS, ANALYZE, PROMOTE, ROLLBACK, WATCH, RENEW_KEYS, STOP)
