@@ -115,27 +115,29 @@ def describe(p: Provenance) -> str:
 
 
 def xmp_packet(p: Provenance) -> bytes:
-    """The XMP packet (UTF-8 bytes) for ``p``; ElementTree escapes every value."""
-    def qname(prefix: str, local: str) -> str:
-        return f"{{{NAMESPACES[prefix]}}}{local}"
+    """The XMP packet (UTF-8 bytes) for ``p``: every value escaped (``&``, ``<``, ``>``; no character XML forbids).
 
-    for prefix, uri in NAMESPACES.items():
-        ET.register_namespace(prefix, uri)
-    meta = ET.Element(qname("x", "xmpmeta"))
-    rdf = ET.SubElement(meta, qname("rdf", "RDF"))
-    description = ET.SubElement(rdf, qname("rdf", "Description"), {qname("rdf", "about"): ""})
-    for name, (prefix, local) in STANDARD_FIELDS.items():
-        value = getattr(p, name)
-        if value:
-            ET.SubElement(description, qname(prefix, local)).text = xml_text(value)
-    for key, value in p.extra.items():
-        ET.SubElement(description, qname("ps", key)).text = xml_text(value)
-    alt = ET.SubElement(ET.SubElement(description, qname("dc", "description")), qname("rdf", "Alt"))
-    ET.SubElement(alt, qname("rdf", "li"), {f"{{{XML_NS}}}lang": "x-default"}).text = xml_text(describe(p))
-    ET.indent(meta, space=" ")
-    body = ET.tostring(meta, encoding="unicode")
+    Written as text rather than through ElementTree, which took a third of a served image's time besides the
+    model (the served generate task stamps every image); ``parse_packet`` reads it with ElementTree.
+    """
+    properties = [(prefix, local, getattr(p, name)) for name, (prefix, local) in STANDARD_FIELDS.items()
+                  if getattr(p, name)]
+    properties += [("ps", key, value) for key, value in p.extra.items()]
+    used = {"x", "rdf", "dc"} | {prefix for prefix, _, _ in properties}
+    declarations = " ".join(f'xmlns:{prefix}="{NAMESPACES[prefix]}"' for prefix in sorted(used))
+    lines = [f"<x:xmpmeta {declarations}>", " <rdf:RDF>", '  <rdf:Description rdf:about="">']
+    lines += [f"   <{prefix}:{local}>{_escape(value)}</{prefix}:{local}>" if value else f"   <{prefix}:{local} />"
+              for prefix, local, value in properties]
+    lines += ["   <dc:description>", "    <rdf:Alt>",
+              f'     <rdf:li xml:lang="x-default">{_escape(describe(p))}</rdf:li>',
+              "    </rdf:Alt>", "   </dc:description>", "  </rdf:Description>", " </rdf:RDF>", "</x:xmpmeta>"]
+    body = "\n".join(lines)
     # The xpacket wrapper lets scanners find the packet; "w" marks it writable in place by other tools.
     return f'<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n{body}\n<?xpacket end="w"?>'.encode()
+
+
+def _escape(value: str) -> str:
+    return xml_text(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def parse_packet(packet: bytes) -> dict:
