@@ -189,8 +189,8 @@ def side_stats(records: list[dict]) -> dict:
 
 
 _METRIC = re.compile(r" - (\w+)\.\w+:([0-9.eE+-]+)\|")
-# What TorchServe's frontend logs (ts_log.log) when a model worker process dies; it then starts a new one.
-_WORKER_DIED = "backend worker process died"
+# What TorchServe's frontend logs (ts_log.log, INFO) when a model worker process goes away; it then starts a new one.
+_WORKER_DIED = " Worker disconnected. "
 
 
 def worker_deaths(logs_dir: str | Path) -> int:
