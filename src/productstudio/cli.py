@@ -1,5 +1,6 @@
 """The command-line door: ``productstudio <step> --help``. Built from the table of steps; parses flags, calls
-the step, prints its report. A ``UserError`` (or a full disk) is printed as one line; anything else is a bug and shows its traceback."""
+the step, prints its report. A ``UserError`` (or a full disk, or an MLflow server that does not answer) is printed as one
+line; anything else is a bug and shows its traceback."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from productstudio import __version__, paths
+from productstudio import __version__, paths, tracking
 from productstudio.artifacts import is_disk_full
 from productstudio.errors import DiskFull, UserError
 from productstudio.steps import table
@@ -57,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except Exception as error:
         if not is_disk_full(error):
-            raise
+            # register and promote say so themselves (tracking.server_calls); this catches any other MLflow call
+            # (deploy promote/rollback, package, train's logging) so that it is one line too.
+            server = tracking.server_error(error)
+            if server is None:
+                raise
+            print(server.one_line(f"productstudio {args.step}"), file=sys.stderr)
+            return server.exit_code
         # A full disk is never a bug. The artifact writers raise DiskFull (above) saying what is intact; this
         # catches a write outside them (a log line, a cache) so that it is one line too.
         where = f" writing {error.filename}" if getattr(error, "filename", None) else ""

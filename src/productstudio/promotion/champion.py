@@ -7,10 +7,14 @@ The generated images' features come from the generated-features cache that evalu
 (the challenger's fp32 and int8 features are usually there already), else from the copy kept in the
 version's MLflow run (``promotion/<file>``), else from Inception; a computed entry is kept in both, so a
 champion is never measured twice.
+
+The decision is recorded (the version's run, its tags) before the 'champion' alias moves: whatever point a failing
+server stops promotion at, no champion lacks its decision, and a rerun reaches the state of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -47,8 +51,9 @@ def _features(mlflow_client, mv, model, weights_sha256: str, count: int, seed: i
         try:
             mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=remote, dst_path=str(cache.root / "dl"))
             (cache.root / "dl" / remote).replace(file)
-        except Exception:  # noqa: BLE001  (absent: compute it)
-            pass
+        except Exception as error:  # noqa: BLE001  (absent: compute it)
+            if tracking.unreachable(error):  # but a server that does not answer will not take the result either
+                raise
     had = file.is_file()
     features = cache.features(key, count, lambda n: generated_batches(model, n, seed, cache.batch_size, cache.device))
     if not had:
@@ -85,9 +90,18 @@ def promote_challenger(params: Params, processed_dir: str | Path, real_cache: st
     """Judge the challenger against the champion and move ``champion`` when the policy says so.
 
     ``real_cache``: the real_stats output, only read (other counts go to ``features_dir/real``);
-    ``features_dir``: the generated-features cache. Writes ``out_dir/decision.json``; returns the same."""
+    ``features_dir``: the generated-features cache. Writes ``out_dir/decision.json``; returns the same.
+    The tracking server failing part way is a one-line ``ServiceError`` (``tracking.server_calls``)."""
     name = params.register.model_name
     mlflow_client = client()
+    with tracking.server_calls(f"promoting the challenger of '{name}'",
+                               "the 'champion' alias moves only once the decision is recorded"):
+        result = _promote(mlflow_client, name, params, processed_dir, real_cache, Path(features_dir), device)
+    write_json_atomic(Path(out_dir) / "decision.json", result)
+    return result
+
+
+def _promote(mlflow_client, name: str, params: Params, processed_dir, real_cache, features_dir: Path, device: str) -> dict:
     challenger = version_with_alias(mlflow_client, name, CHALLENGER)
     if challenger is None:
         raise MissingInput(f"'{name}' has no version with the alias '{CHALLENGER}' in {tracking.tracking_uri()}: "
@@ -95,31 +109,56 @@ def promote_challenger(params: Params, processed_dir: str | Path, real_cache: st
     champion = version_with_alias(mlflow_client, name, CHAMPION)
     result = {"model": name, "challenger": str(challenger.version), "champion_before": str(champion.version) if champion else None}
     if champion is not None and champion.version == challenger.version:
+        # Promoted already, perhaps by a run that failed before writing decision.json: the recorded decision.
+        recorded = _recorded_decision(mlflow_client, challenger)
+        if recorded is not None:
+            return recorded
         result.update(promoted=False, champion_after=str(champion.version),
                       reason=f"version {challenger.version} is already the champion: nothing to decide")
-        write_json_atomic(Path(out_dir) / "decision.json", result)
         return result
 
     dev = resolve_device(device)
     metric = promotion_metric(params.promote, params.evaluate)
-    features_dir = Path(features_dir)
     real = RealFeatures(processed_dir, real_cache, features_dir / "real", device=str(dev), batch_size=params.protocol.batch_size)
     ours = _measure_version(mlflow_client, challenger, params, metric, real, features_dir, dev)
     theirs = _measure_version(mlflow_client, champion, params, metric, real, features_dir, dev) if champion else None
     policy = {**params.promote.model_dump(), "metric": metric}
     decision = decide(ours, theirs, policy)
-    if decision.promoted:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, challenger.version)
     result.update(promoted=decision.promoted, reason=decision.reason,
                   champion_after=str(challenger.version) if decision.promoted else result["champion_before"],
                   decided_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   policy=policy, decision=decision.to_dict(), challenger_report=ours, champion_report=theirs)
-    tags = {"promotion.decision": "promoted" if decision.promoted else "refused",
-            "promotion.reason": decision.reason[:TAG_LIMIT],
-            "promotion.champion_before": result["champion_before"] or "none",
-            "promotion.metric": metric, "promotion.decided_at": result["decided_at"]}
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(name, challenger.version, key, value)
-    mlflow_client.log_dict(challenger.run_id, result, "promotion/decision.json")
-    write_json_atomic(Path(out_dir) / "decision.json", result)
+    commit_decision(mlflow_client, challenger, result)
     return result
+
+
+def commit_decision(mlflow_client, challenger, result: dict) -> None:
+    """Record the decision, then act on it: ``promotion/decision.json`` in the version's run and the
+    ``promotion.*`` tags first, the 'champion' alias last (the commit point). Stopped anywhere, the registry holds
+    no champion without its decision; every call is idempotent, so a rerun does it all again."""
+    tags = {"promotion.decision": "promoted" if result["promoted"] else "refused",
+            "promotion.reason": result["reason"][:TAG_LIMIT],
+            "promotion.champion_before": result["champion_before"] or "none",
+            "promotion.metric": result["policy"]["metric"], "promotion.decided_at": result["decided_at"]}
+    mlflow_client.log_dict(challenger.run_id, result, "promotion/decision.json")
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(result["model"], challenger.version, key, value)
+    if result["promoted"]:
+        mlflow_client.set_registered_model_alias(result["model"], CHAMPION, challenger.version)
+
+
+def _recorded_decision(mlflow_client, mv) -> dict | None:
+    """The decision that promoted ``mv`` (its run's ``promotion/decision.json``), or None (the alias came from
+    elsewhere, e.g. ``deploy promote``)."""
+    if mv.tags.get("promotion.decision") != "promoted":
+        return None
+    with tempfile.TemporaryDirectory(prefix="productstudio-decision-") as tmp:
+        try:
+            path = mlflow_client.download_artifacts(mv.run_id, "promotion/decision.json", tmp)
+        except Exception as error:  # noqa: BLE001  (not there: no recorded decision)
+            if tracking.unreachable(error):
+                raise
+            return None
+        recorded = json.loads(Path(path).read_text())
+    ours = recorded.get("model") == mv.name and recorded.get("challenger") == str(mv.version)
+    return recorded if ours and recorded.get("promoted") else None

@@ -50,7 +50,9 @@ class Registered:
 
 
 def client():
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    """An MlflowClient on ``MLFLOW_TRACKING_URI``, with the project's bounded retries and timeouts
+    (``tracking.bound_http``: a variable the user set wins)."""
+    tracking.bound_http()
     import mlflow
     from mlflow import MlflowClient
 
@@ -100,7 +102,9 @@ def _versions(mlflow_client, name: str) -> list:
 
     try:
         found = mlflow_client.search_model_versions(f"name='{name}'")
-    except MlflowException:
+    except MlflowException as error:
+        if tracking.unreachable(error):  # a server that does not answer is not a model without versions
+            raise
         return []
     return sorted(found, key=lambda mv: int(mv.version))
 
@@ -166,10 +170,12 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
     Safe when several processes register at once against one store, without a lock (none reaches through
     MLflow's REST API): a version is created with its identity tags in one step, so if two calls with the same
     model both get past the first check, the older version is the model's and the younger twin is deleted
-    again (both calls return the older one); 'challenger' goes to the newest distinct version."""
-    import mlflow
-    import pandas as pd
+    again (both calls return the older one); 'challenger' goes to the newest distinct version.
 
+    Safe when the server fails part way (down, hung, 5xx after ``tracking.bound_http``'s retries: one-line
+    ``ServiceError``): a version never exists without its weights (logged before it is created) or its tags
+    (created with it), and a rerun finishes the job: the version that exists already gets 'challenger' then.
+    What a failure can leave behind is a run that no version points to."""
     from productstudio.models.loader import load
     from productstudio.registry.pyfunc.tasks import PYFUNC_TASKS
 
@@ -183,8 +189,19 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
     if int8:
         tags["model.int8_sha256"] = directory_sha256(int8)
     mlflow_client = client()
+    with tracking.server_calls(f"registering '{name}'", "no version is left without its weights or tags"):
+        return _register(mlflow_client, name, tags, generator_dir, Path(evaluation_dir), int8, pyfunc, info)
+
+
+def _register(mlflow_client, name: str, tags: dict, generator_dir: Path, evaluation_dir: Path, int8: Path | None, pyfunc,
+              info) -> Registered:
+    import mlflow
+    import pandas as pd
+
     for mv in _versions(mlflow_client, name):  # oldest first: a twin being deleted is never the answer
         if _identity(mv.tags) == _identity(tags):
+            # A run that failed after creating this version did not hand it the alias: finish its job (idempotent).
+            _hand_challenger(mlflow_client, name)
             return Registered(name, str(mv.version), mv.run_id, False, dict(mv.tags))
 
     artifacts = {"generator": str(generator_dir)}
@@ -205,8 +222,11 @@ def register(generator_dir: str | Path, evaluation_dir: str | Path, processed_di
     first = next((mv for mv in _versions(mlflow_client, name) if _identity(mv.tags) == _identity(tags)), created)
     if str(first.version) != str(created.version):  # registered meanwhile by another process: keep theirs
         mlflow_client.delete_model_version(name, str(created.version))
-        mlflow_client.delete_run(run.info.run_id)
-        return Registered(name, str(first.version), first.run_id, False, dict(first.tags))
+        ours = first.run_id == run.info.run_id  # a retried create (its answer lost) made the twin from our own run
+        if not ours:
+            mlflow_client.delete_run(run.info.run_id)
+        _hand_challenger(mlflow_client, name)
+        return Registered(name, str(first.version), first.run_id, ours, dict(first.tags))
     _hand_challenger(mlflow_client, name)
     return Registered(name, str(created.version), run.info.run_id, True, tags)
 
@@ -226,7 +246,9 @@ def resolve(uri: str, mlflow_client=None):
         if alias:
             return mlflow_client.get_model_version_by_alias(name, alias)
         return mlflow_client.get_model_version(name, version)
-    except MlflowException:
+    except MlflowException as error:
+        if tracking.unreachable(error):
+            raise
         hint = " (no champion yet: run productstudio promote)" if alias == CHAMPION else ""
         what = f"version has the alias '{alias}'" if alias else f"version {version}"
         raise BadRequest(f"{uri}: no {what} of '{name}'{hint}") from None
@@ -277,7 +299,9 @@ def version_with_alias(mlflow_client, name: str, alias: str):
 
     try:
         return mlflow_client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    except MlflowException as error:
+        if tracking.unreachable(error):  # not "no such alias"
+            raise
         return None
 
 
