@@ -185,6 +185,8 @@ def test_split_status_rollback_promote(canary, processed, tmp_path, monkeypatch,
     assert main(["deploy", "promote", "--state", state]) == 0
     assert sides(canary, 200) == {"stable": 0, "canary": 200}
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    promoted = client.get_model_version(NAME, "2").tags  # the decision is on the version with the alias
+    assert promoted["promotion.decision"] == "promoted-by-canary" and promoted["promotion.champion_before"] == "1"
 
 
 def test_stopped_proxy_is_one_line(canary, tmp_path, capsys):

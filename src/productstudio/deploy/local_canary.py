@@ -412,7 +412,16 @@ def promote(state_dir: str | Path) -> dict:
 
     record = load_deploy(state_dir)
     proxy = _running_proxy(state_dir)
-    client().set_registered_model_alias(record["registered_model"], CHAMPION, record["canary_version"])
+    mlflow_client = client()
+    # The decision is recorded on the version before the alias moves (as promote_challenger does): a champion
+    # always says how it became one.
+    tags = {"promotion.decision": "promoted-by-canary",
+            "promotion.reason": f"deploy promote: the canary had {proxy.settings()['percent']:g} % of requests beside v{record['stable_version']}",
+            "promotion.champion_before": record["stable_version"],
+            "promotion.decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(record["registered_model"], record["canary_version"], key, value)
+    mlflow_client.set_registered_model_alias(record["registered_model"], CHAMPION, record["canary_version"])
     proxy.set_percent(100)
     return {**_record_percent(state_dir, record, 100), "champion": record["canary_version"]}
 
