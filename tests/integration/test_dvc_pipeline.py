@@ -1,68 +1,27 @@
 """The real DVC pipeline in a scratch copy of the project: repro, no-op repro, push and pull."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from productstudio.data.store import load_split
-from productstudio.models.pretrained import weights_root
-from tests.conftest import REPO_ROOT
+from tests.integration.dvc_project import DVC, make_project, run as _run
 
 pytestmark = pytest.mark.slow
-
-
-def _run(args, cwd, env):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 @pytest.fixture
 def project(tmp_path, fashion_dir, clothing_dir):
     """A git + DVC project holding this repo's pipeline files and a small-subset params.yaml."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copyfile(REPO_ROOT / name, root / name)
-    shutil.copytree(REPO_ROOT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    shutil.copytree(REPO_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["ingest"]["fashion_mnist_dir"] = str(fashion_dir)
-    params["ingest"]["limit_per_category"] = 40
-    # In this subset, train item 69 and test item 131 are near-identical (a real Fashion-MNIST leak).
-    params["validate"]["max_leak_fraction"] = 0.01
-    params["train"].update(max_steps=20, checkpoint_every=10, log_every=5, sample_every=10, g_width=8, d_width=8, latent_dim=16, batch_size=16,
-                           kid_every=10, kid_samples=10)
-    params["evaluate"].update(metrics=["fid20_test", "kid20_test"], classifier_epochs=1)
-    params["protocol"].update(kid_subset_size=10, kid_subsets=5)
-    params["quantize"].update(metrics=["fid20_test", "kid20_test"], psnr_samples=20, calibration_samples=64, timing_rounds=2)
-    # Editing beside it: 3 clothing test photos, a labelled set of 4 composites.
-    params["edit"].update(source=str(clothing_dir / "test"), limit=3, evalset_source=str(clothing_dir), evalset_size=4)
-    params["edit"]["restore_eval"].update(source=str(clothing_dir), tune_crops=2, test_crops=2)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "PRODUCTSTUDIO_WEIGHTS": str(weights_root()),  # the copied src/ has no .tools/ beside it
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost",
-    }
-    _run(["git", "init", "-q"], root, env)
-    return root, env
+    return make_project(tmp_path, fashion_dir, clothing_dir)
 
 
 def test_repro_then_noop_then_push_and_pull(project):
     root, env = project
-    dvc = [sys.executable, "-m", "dvc"]
+    dvc = DVC
     first = _run(dvc + ["repro"], root, env)
     for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "train_baseline",
                   "evaluate_baseline", "quantize", "register", "promote", "edit_evalset", "edit_evaluate", "edit_studio",
