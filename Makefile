@@ -72,6 +72,7 @@ bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_inception.py
 	python bench/bench_quantize.py
 	python bench/bench_serving.py
+	python bench/bench_serving_edit.py
 
 clean:
 	rm -rf data reports .scratch .dvc-remote
