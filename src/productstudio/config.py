@@ -221,7 +221,7 @@ class ServeSettings(_Section):
     model_name: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # null: register.model_name
     alias: str = "champion"  # the registry alias that 'productstudio package' archives
     variant: Literal["fp32", "int8"] = "fp32"
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=2, ge=1)  # one per core on the 2-core default machine
     threads: int = Field(default=1, ge=1)  # torch/ONNX Runtime threads per worker
     batch_size: int = Field(default=8, ge=1)  # dynamic batching: up to this many requests per forward pass
     max_batch_delay_ms: int = Field(default=20, ge=0)  # ... waiting at most this long to fill a batch

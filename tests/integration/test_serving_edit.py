@@ -32,7 +32,7 @@ def served(tmp_path_factory):
                         provenance={"edit": section_dict(edit)})
     assert archive_task(mar) == "edit"
     names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
-    settings = ServeSettings(**dict(zip(names, free_ports(len(names)))), max_request_size=MAX_UPLOAD + 1024,
+    settings = ServeSettings(**dict(zip(names, free_ports(len(names)))), workers=1, max_request_size=MAX_UPLOAD + 1024,
                              response_timeout_s=120)
     handle = server.start(settings, mar, root / "state", wait_s=240)
     yield handle
