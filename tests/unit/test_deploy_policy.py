@@ -1,5 +1,7 @@
 """The canary policy (deploy analyze): each rule in both directions, and the status arithmetic."""
 
+from pathlib import Path
+
 import pytest
 
 from productstudio.config import DeploySettings
@@ -74,3 +76,26 @@ def test_side_stats_from_access_log_records():
     assert stats["stable"]["p95_ms"] == pytest.approx(30.0) and stats["canary"]["p50_ms"] == pytest.approx(20.0)
     assert side_stats([])["canary"] == {"requests": 0, "errors": 0, "error_rate": None, "p50_ms": None,
                                         "p95_ms": None, "p99_ms": None}
+
+
+def test_watch_says_a_dead_stable_side_once_and_rolls_back_a_dead_canary(monkeypatch, tmp_path):
+    """deploy watch's loop on stand-in health checks: the stable side's outage is one line, not one per check;
+    the canary's side down rolls back at once."""
+    from productstudio.deploy import local_canary
+
+    health = {"stable": {"running": False, "healthy": False}, "canary": {"running": True, "healthy": True}}
+    proxy = type("Proxy", (), {"settings": lambda self: {"percent": 20}})()
+    monkeypatch.setattr(local_canary, "_running_proxy", lambda state: proxy)
+    monkeypatch.setattr(local_canary, "load_deploy", lambda state: {"stable_version": "1", "canary_version": "2"})
+    monkeypatch.setattr(local_canary, "side_health", lambda side_dir: health[Path(side_dir).name])
+    said = []
+    result = local_canary.watch(tmp_path, every_s=0, failures=3, rounds=4, say=said.append)
+    assert result["action"] == "none" and result["down"] == ["stable"]
+    assert len(said) == 1 and "stable side v1 down (its TorchServe is not running); 80 % of requests" in said[0]
+
+    health["canary"] = {"running": False, "healthy": False}
+    rolled = []
+    monkeypatch.setattr(local_canary, "rollback", lambda state, reason: rolled.append(reason) or {"percent": 0})
+    result = local_canary.watch(tmp_path, every_s=0, failures=3, rounds=4, say=said.append)
+    assert rolled == ["deploy watch: canary side v2 down (its TorchServe is not running)"]
+    assert result["action"] == "rollback"

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from productstudio import paths
+from productstudio import paths, tracking
 from productstudio.config import DeploySettings, Params, ProtocolSettings
 from productstudio.errors import BadRequest, MissingInput, ServiceError
 from productstudio.serving import server
@@ -439,10 +439,12 @@ def rollback(state_dir: str | Path, reason: str = "manual rollback") -> dict:
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         client().set_model_version_tag(record["registered_model"], record["canary_version"], ROLLBACK_TAG, f"{when}: {reason}")
-    except Exception as error:  # noqa: BLE001  (MLflow's errors are many; the traffic part is done either way)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:
+        down = tracking.server_error(error)  # MLflow not answering; anything else is a bug and keeps its traceback
+        if down is None:
+            raise
         raise ServiceError(f"all traffic is back on v{record['stable_version']}, but the registry tag on "
-                           f"v{record['canary_version']} was not written ({first[:200]}): rerun deploy rollback") from None
+                           f"v{record['canary_version']} was not written: {down}") from None
     return {**record, "champion": record["stable_version"]}
 
 
@@ -453,6 +455,7 @@ def watch(state_dir: str | Path, every_s: float = 5.0, failures: int = 3, rounds
     The stable side going down is said once per outage: there is nothing to fall back to."""
     state = Path(state_dir)
     misses = dict.fromkeys(SIDES, 0)
+    stable_said = False  # the stable side's outage is said once, until it is back
     checks = 0
     while True:
         proxy = _running_proxy(state)
@@ -470,9 +473,10 @@ def watch(state_dir: str | Path, every_s: float = 5.0, failures: int = 3, rounds
             result = rollback(state, reason)
             say(f"{time.strftime('%H:%M:%S')} {reason}: rolled back, all traffic to v{record['stable_version']}")
             return {**result, "action": "rollback", "reason": reason}
-        if "stable" in why and misses["stable"] == failures:  # said once, when it crosses the line
+        if "stable" in why and not stable_said:
             say(f"{time.strftime('%H:%M:%S')} stable side v{record['stable_version']} down ({why['stable']}); "
                 f"{100 - percent:g} % of requests still go to it")
+        stable_said = "stable" in why
         checks += 1
         if rounds is not None and checks >= rounds:
             return {**record, "percent": percent, "action": "none", "down": sorted(why)}
