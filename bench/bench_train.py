@@ -1,10 +1,16 @@
 """Benchmark: GAN training speed on this machine, and quality against wall-clock training time.
 
-1. Throughput: training images/s of the default generator (nearest-upsample + 3x3 conv) against a
-   reference measured in the same run: the same network with transposed convolutions instead
-   (the DCGAN habit), same widths, same discriminator. The ratio says which layer pays on a CPU.
-2. Time to quality (``--minutes M``): trains with params.yaml's train section in chunks of
-   ``--chunk`` minutes (each chunk resumes the last), and after each chunk evaluates the named
+1. Throughput: training images/s of the default GAN (nearest-upsample + 3x3 conv generator) against
+   references measured in the same run:
+   - the same network with transposed convolutions instead (the DCGAN habit), same widths, same
+     discriminator: the ratio says which layer pays on a CPU;
+   - the levers at equal settings otherwise: channels-last memory format, batch 128;
+   - where a step's time goes (generate, discriminator update, generator update, EMA; torch.profiler over
+     the labels gan_step sets), its FLOPs (torch's FlopCounterMode, forward + backward) and its FLOP
+     rate as a share of a plain fp32 matrix multiply timed on the same threads.
+2. Time to quality (``--minutes M``): trains with params.yaml's train section for a wall-clock budget
+   of M training minutes (instead of train.max_steps; the learning-rate decay runs over those minutes),
+   paused every ``--chunk`` minutes (each chunk resumes the last); after each chunk it evaluates the named
    metrics (``--metrics``, default kid1k_test), and after the last chunk also ``--final-metrics``
    (fid10k_test for the issue's target: about 20 min of Inception each time it is evaluated).
 
@@ -45,15 +51,59 @@ class TransposedUpBlock(nn.Module):
         return F.relu(self.norm(self.conv(x), y))
 
 
-def throughput(state, settings, images, labels, steps: int) -> float:
+def throughput(state, settings, images, labels, steps: int, channels_last: bool = False) -> float:
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    if channels_last:
+        for module in state.modules.values():
+            module.to(memory_format=torch.channels_last)
     rng = torch.Generator().manual_seed(0)
     for i in range(steps + 3):
         if i == 3:
             start = time.perf_counter()
         index = torch.randint(0, len(x_all), (settings.batch_size,), generator=rng)
-        gan_step(state, to_float(x_all[index]), y_all[index], settings, "cpu")
+        x = to_float(x_all[index])
+        gan_step(state, x.contiguous(memory_format=torch.channels_last) if channels_last else x, y_all[index], settings, "cpu")
     return steps * settings.batch_size / (time.perf_counter() - start)
+
+
+PHASES = ("generate", "discriminator_update", "generator_update", "ema")
+
+
+def step_profile(state, settings, images, labels, steps: int) -> dict:
+    """Share of a training step's wall time in each phase (torch.profiler, the labels gan_step sets)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    rng = torch.Generator().manual_seed(1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            index = torch.randint(0, len(x_all), (settings.batch_size,), generator=rng)
+            gan_step(state, to_float(x_all[index]), y_all[index], settings, "cpu")
+    totals = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key in PHASES}
+    whole = sum(totals.values())
+    return {phase: totals.get(phase, 0.0) / whole for phase in PHASES}
+
+
+def step_flops(state, settings, images, labels) -> int:
+    """FLOPs of one training step (forward and backward of both networks), as torch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = to_float(torch.from_numpy(images[: settings.batch_size]))
+    y = torch.from_numpy(labels[: settings.batch_size])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        gan_step(state, x, y, settings, "cpu")
+    return counter.get_total_flops()
+
+
+def matmul_flops_per_s(size: int = 1024, rounds: int = 20) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(rounds):
+        a @ b
+    return rounds * 2 * size**3 / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -74,23 +124,41 @@ def main() -> None:
     images, labels = store.load_split(args.processed, "train")
     categories = store.categories(args.processed)
 
-    ours = build(settings, len(categories), tuple(images.shape[1:]), torch.device("cpu"))
-    reference = build(settings, len(categories), tuple(images.shape[1:]), torch.device("cpu"))
+    shape = tuple(images.shape[1:])
+
+    def fresh(batch_size: int = settings.batch_size):
+        varied = settings.model_copy(update={"batch_size": batch_size})
+        return build(varied, len(categories), shape, torch.device("cpu")), varied
+
+    reference, _ = fresh()
     g = reference.modules["generator"]
     for i, block in enumerate(g.blocks):
         g.blocks[i] = TransposedUpBlock(block.conv.in_channels, block.conv.out_channels, len(categories))
     reference.modules["ema"] = copy.deepcopy(g).eval().requires_grad_(False)
     reference.optimizers["generator"] = torch.optim.Adam(g.parameters(), settings.lr_g, betas=(settings.beta1, settings.beta2))
 
-    ours_rate = throughput(ours, settings, images, labels, args.steps)
-    ref_rate = throughput(reference, settings, images, labels, args.steps)
-    print(f"\nGAN training throughput, batch {settings.batch_size}, {images.shape[1:]} images, {torch.get_num_threads()} threads")
-    print(f"{'generator':<36} {'images/s':>10}")
-    print(f"{'upsample + conv (ours)':<36} {ours_rate:>10.1f}")
-    print(f"{'transposed conv (reference)':<36} {ref_rate:>10.1f}")
-    print(f"ratio ours / reference: {ours_rate / ref_rate:.2f}\n")
+    ours_rate = throughput(*fresh(), images, labels, args.steps)
+    rows = {"upsample + conv (ours)": ours_rate,
+            "transposed conv (reference)": throughput(reference, settings, images, labels, args.steps),
+            "ours, channels-last": throughput(*fresh(), images, labels, args.steps, channels_last=True),
+            "ours, batch 128": throughput(*fresh(128), images, labels, max(1, args.steps // 2))}
+    state, _ = fresh()
+    profile = step_profile(state, settings, images, labels, max(5, args.steps // 3))
+    flops = step_flops(*fresh(), images, labels)
+    matmul = matmul_flops_per_s()
+    achieved = flops * ours_rate / settings.batch_size
+    print(f"\nGAN training throughput, batch {settings.batch_size}, {shape} images, {torch.get_num_threads()} threads")
+    print(f"{'variant':<36} {'images/s':>10} {'vs ours':>8}")
+    for name, rate in rows.items():
+        print(f"{name:<36} {rate:>10.1f} {rate / ours_rate:>8.2f}")
+    print("\nwhere a step's time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in profile.items()))
+    print(f"FLOPs per step {flops / 1e9:.2f} G; at {ours_rate:.0f} images/s that is {achieved / 1e9:.1f} GFLOP/s, "
+          f"{achieved / matmul:.1%} of a 1024x1024 fp32 matmul on the same threads ({matmul / 1e9:.1f} GFLOP/s)\n")
     result = {"batch_size": settings.batch_size, "threads": torch.get_num_threads(), "images_per_s": ours_rate,
-              "reference_transposed_images_per_s": ref_rate, "ratio": ours_rate / ref_rate, "curve": []}
+              "reference_transposed_images_per_s": rows["transposed conv (reference)"],
+              "ratio": ours_rate / rows["transposed conv (reference)"],
+              "variants_images_per_s": rows, "step_time_share": profile, "step_gflops": flops / 1e9,
+              "matmul_gflops_per_s": matmul / 1e9, "flop_efficiency_vs_matmul": achieved / matmul, "curve": []}
 
     if args.minutes > 0:
         from productstudio.metrics.evaluate import evaluate
@@ -110,8 +178,9 @@ def main() -> None:
         spent = 0.0
         while spent < args.minutes:
             spent = min(args.minutes, spent + args.chunk)
-            budget = settings.model_copy(update={"max_minutes": spent, "max_steps": 10**9})
-            manifest = train(budget, args.processed, work / "train", work / "plots", track=False, real_stats_dir=work / "real_stats")
+            timed = settings.model_copy(update={"max_minutes": None, "max_steps": 10**9})
+            manifest = train(timed, args.processed, work / "train", work / "plots", track=False, real_stats_dir=work / "real_stats",
+                             budget_minutes=args.minutes, pause_at_minutes=spent)
             report = evaluate(work / "train/generator", args.processed, work / "classifier", work / "real_stats",
                               work / "eval", final_settings if spent >= args.minutes else eval_settings, params.protocol, track=False)
             values = {r["metric"]: r["value"] for r in report["metrics"]}

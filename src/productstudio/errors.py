@@ -56,3 +56,8 @@ class BadRequest(UserError, ValueError):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+class TimeLimitReached(UserError):
+    """Training reached its optional wall-clock guard (train.max_minutes) before its step budget: it stops
+    loudly rather than ship a shorter run; the checkpoint is kept, so a rerun with a larger guard continues."""

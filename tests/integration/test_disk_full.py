@@ -197,7 +197,8 @@ def test_train_cli_says_one_line_and_keeps_the_checkpoint(small_disk, dataset, t
 
     def cli(max_steps: int) -> subprocess.CompletedProcess:
         params = tmp_path / "params.yaml"
-        params.write_text(yaml.safe_dump({"train": {**TINY, "max_steps": max_steps, "checkpoint_every": 10,
+        # lr_decay 0: with a constant learning rate a run may be extended (a decay's schedule depends on max_steps)
+        params.write_text(yaml.safe_dump({"train": {**TINY, "max_steps": max_steps, "lr_decay": 0, "checkpoint_every": 10,
                                                     "keep_checkpoints": 2, "sample_every": 1000}}))
         return subprocess.run([sys.executable, "-m", "productstudio.cli", "train", "--params", str(params),
                                "--processed", str(root / "processed"), "--out", str(out), "--plots", str(tmp_path / "plots"),

@@ -78,9 +78,15 @@ def test_evaluate_reports_metrics_with_protocol(trained, tmp_path, monkeypatch):
     assert 0.0 <= domain["classifier_accuracy_generated"] <= 1.0
     assert domain["classifier_accuracy_real_test"] > 0.5  # a real classifier, not chance
     assert 1.0 <= domain["classifier_score_generated"] <= 10.0
+    # Per category, beside the real test images of that category: recognition and within-category variety.
+    rows = domain["per_category"]
+    assert set(rows) == set(CATEGORIES) and all(r["num_generated"] == 3 for r in rows.values())
+    assert all(0 <= r["accuracy_generated"] <= 1 and r["pixel_std_real_test"] > 0.05 for r in rows.values())
+    assert domain["diversity_ratio_min"] == min(r["diversity_ratio"] for r in rows.values())
 
     flat = json.loads((tmp_path / "out/metrics.json").read_text())
     assert flat["fid30_test"] == fid["value"] and "kid30_test_std_error" in flat and "floor_fid" in flat
+    assert {"category_accuracy_shortfall_max", "diversity_ratio_mean", "diversity_ratio_min"} <= set(flat)
     assert report["reconstruction"] is None and "psnr_test_recon" not in flat  # a GAN has no encoder
     # The training run is not in this store: the metrics went to a new run, and the file says which.
     saved = json.loads((tmp_path / "out/evaluation.json").read_text())

@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from productstudio.config import parse_params
+from productstudio.errors import TimeLimitReached
 from productstudio.data.preprocess import preprocess
 from productstudio.data.raw import ingest
 from productstudio.models.io import load_generator
@@ -64,12 +65,58 @@ def test_gan_run_writes_generator_grid_checkpoints_and_mlflow(processed, tmp_pat
     assert "generator/generator.safetensors" in artifacts and "samples/step-00000030.png" in artifacts
 
 
-def test_time_budget_stops_the_run(processed, tmp_path):
+def test_time_guard_fails_loudly_keeps_the_checkpoint_and_a_larger_guard_continues(processed, tmp_path):
+    """train.max_minutes is a guard, not the stopping rule: reaching it before max_steps is an error, never a
+    shorter model; the rerun with a larger guard resumes and ends where an unguarded run ends."""
     ticks = itertools.count()  # a clock that moves 1 s each time it is read, twice per step: 1 s per step
-    manifest = train(_settings(max_steps=100000, max_minutes=0.1), processed, tmp_path / "out", tmp_path / "plots", track=False,
-                     clock=lambda: float(next(ticks)))
-    assert manifest["summary"]["stopped_by"] == "max_minutes"
-    assert manifest["summary"]["steps"] == 6 and manifest["summary"]["minutes"] == 0.1  # 6 steps of 1 s fill 0.1 min
+    clock = lambda: float(next(ticks))  # noqa: E731
+    out, plots = tmp_path / "out", tmp_path / "plots"
+    with pytest.raises(TimeLimitReached, match=r"train.max_minutes \(0.1\) reached at step 6 of 12 .*rerun with a larger"):
+        train(_settings(max_steps=12, max_minutes=0.1), processed, out, plots, track=False, clock=clock)
+    assert [p.name for p in (out / "checkpoints").glob("step-*.pt")] == ["step-00000006.pt"]
+    assert not (out / "generator").exists() or not list((out / "generator").iterdir())  # nothing shipped
+
+    manifest = train(_settings(max_steps=12, max_minutes=1), processed, out, plots, track=False, clock=clock)
+    assert manifest["summary"]["stopped_by"] == "max_steps" and manifest["summary"]["steps"] == 12
+    reference = train(_settings(max_steps=12), processed, tmp_path / "reference", tmp_path / "reference-plots", track=False)
+    assert reference["summary"]["steps"] == 12
+    expected = load_file(str(tmp_path / "reference/generator/generator.safetensors"))
+    got = load_file(str(out / "generator/generator.safetensors"))
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_learning_rates_decay_linearly_over_the_last_share_of_the_steps(processed, tmp_path, monkeypatch):
+    from productstudio.training import loop
+
+    assert [loop.lr_factor(p, 0.25) for p in (0.0, 0.75, 0.875, 1.0)] == [1.0, 1.0, 0.5, 0.0]
+    assert loop.lr_factor(0.99, 0.0) == 1.0
+    seen = []
+    original = loop.gan_step
+
+    def spy(state, *args):
+        seen.append((state.step, state.optimizers["generator"].param_groups[0]["lr"],
+                     state.optimizers["discriminator"].param_groups[0]["lr"]))
+        return original(state, *args)
+
+    monkeypatch.setattr(loop, "gan_step", spy)
+    train(_settings(max_steps=8, lr_decay=0.5, lr_g=1e-3, lr_d=2e-3), processed, tmp_path / "out", tmp_path / "plots", track=False)
+    # steps 0-4 at full rate, then 3/4, 1/2, 1/4 of it (step 8 would be 0: the run ends before)
+    assert [round(g / 1e-3, 6) for _, g, _ in seen] == [1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    assert all(abs(d - 2 * g) < 1e-12 for _, g, d in seen)
+
+
+def test_a_wall_clock_budget_is_the_benchmarks_door(processed, tmp_path):
+    """bench_train's mode: budget_minutes ends the run (and sets the schedule's length); pause_at_minutes returns
+    early with the generator so far, and the next call resumes where it paused."""
+    ticks = itertools.count()
+    clock = lambda: float(next(ticks))  # noqa: E731
+    settings = _settings(max_steps=10**9)
+    first = train(settings, processed, tmp_path / "out", tmp_path / "plots", track=False, clock=clock,
+                  budget_minutes=0.2, pause_at_minutes=0.1)
+    assert first["summary"]["stopped_by"] == "pause_at_minutes" and first["summary"]["steps"] == 6
+    second = train(settings, processed, tmp_path / "out", tmp_path / "plots", track=False, clock=clock, budget_minutes=0.2)
+    assert second["summary"]["stopped_by"] == "budget_minutes" and second["summary"]["steps"] == 12
 
 
 def test_cvae_baseline_learns(processed, tmp_path):

@@ -58,11 +58,39 @@ def evaluation_record(record: dict, latent_seed: int) -> dict:
     return out
 
 
+def pixel_diversity(images: np.ndarray) -> float:
+    """Within-set variety: the standard deviation over the images of each pixel (0..1 scale), averaged over
+    pixels. A generator that draws one typical item per category scores low whatever its sharpness."""
+    return float((images.astype(np.float64) / 255.0).std(axis=0).mean())
+
+
+def per_category_recognition(images, labels, predicted, real_images, real_labels, real_predicted, names) -> dict:
+    """Per category: how often the classifier names generated and real test images as that category, and the
+    within-category pixel variety of both (diversity_ratio: generated / real; 1 is real's variety)."""
+    out = {}
+    for index, name in enumerate(names):
+        gen, real = labels == index, real_labels == index
+        if not gen.any() or not real.any():
+            continue
+        gen_std = pixel_diversity(images[gen]) if gen.sum() > 1 else None
+        real_std = pixel_diversity(real_images[real]) if real.sum() > 1 else None
+        out[name] = {
+            "accuracy_generated": float((predicted[gen] == index).mean()),
+            "accuracy_real_test": float((real_predicted[real] == index).mean()),
+            "pixel_std_generated": gen_std, "pixel_std_real_test": real_std,
+            "diversity_ratio": gen_std / real_std if gen_std is not None and real_std else None,
+            "num_generated": int(gen.sum()), "num_real": int(real.sum()),
+        }
+    return out
+
+
 @torch.no_grad()
-def _classifier_metrics(classifier_dir: Path, images: np.ndarray, labels: np.ndarray, real_images: np.ndarray, real_labels: np.ndarray) -> dict:
+def _classifier_metrics(classifier_dir: Path, images: np.ndarray, labels: np.ndarray, real_images: np.ndarray,
+                        real_labels: np.ndarray, names: list[str]) -> dict:
     """Accuracy of the pipeline's own classifier on generated images (does a generated 'Sneaker' look like
-    one?), a classifier score (exp E[KL(p(y|x) || p(y))], the Inception Score's recipe on a domain
-    classifier: the FID Inception network here has no logits), and a Frechet distance in its features."""
+    one?), overall and per category beside real test images, with the within-category variety of both; a
+    classifier score (exp E[KL(p(y|x) || p(y))], the Inception Score's recipe on a domain classifier: the
+    FID Inception network here has no logits), and a Frechet distance in its features."""
     model, info = load_classifier(classifier_dir)
 
     def run(x: np.ndarray):
@@ -81,9 +109,17 @@ def _classifier_metrics(classifier_dir: Path, images: np.ndarray, labels: np.nda
 
     gen_f, gen_p = run(images)
     real_f, real_p = run(real_images)
+    categories = per_category_recognition(images, labels, gen_p.argmax(1), real_images, real_labels, real_p.argmax(1), names)
+    shortfalls = [c["accuracy_real_test"] - c["accuracy_generated"] for c in categories.values()]
+    ratios = [c["diversity_ratio"] for c in categories.values() if c["diversity_ratio"] is not None]
     return {
         "classifier_accuracy_generated": float((gen_p.argmax(1) == labels).mean()),
         "classifier_accuracy_real_test": float((real_p.argmax(1) == real_labels).mean()),
+        # The worst category: how far its generated images fall behind its real ones (negative: all above).
+        "category_accuracy_shortfall_max": float(max(shortfalls)) if shortfalls else None,
+        "diversity_ratio_mean": float(np.mean(ratios)) if ratios else None,
+        "diversity_ratio_min": float(min(ratios)) if ratios else None,
+        "per_category": categories,
         "classifier_score_generated": score(gen_p),
         "classifier_score_real_test": score(real_p),
         "classifier_frechet_distance": frechet_distance(FeatureStats.from_features(gen_f), FeatureStats.from_features(real_f)),
@@ -159,7 +195,7 @@ def evaluate(
             per_category[name] = _per_category(spec, opts, categories)
 
     test_images, test_labels = store.load_split(processed_dir, "test")
-    domain = _classifier_metrics(Path(classifier_dir), images, labels, test_images, test_labels)
+    domain = _classifier_metrics(Path(classifier_dir), images, labels, test_images, test_labels, categories)
     encoder = load_encoder(generator_dir, dev)
     # As many reconstructions as generated images for the metrics (the first of the test split).
     reconstruction = None if encoder is None else reconstruction_metrics(
@@ -167,7 +203,7 @@ def evaluate(
     floor_path = Path(cache_dir) / FLOOR
     floor = read_json(floor_path).get("floor") if floor_path.exists() else None
 
-    flat = {**summary(records), **{k: v for k, v in domain.items() if not isinstance(v, dict)}}
+    flat = {**summary(records), **{k: v for k, v in domain.items() if v is not None and not isinstance(v, dict)}}
     if reconstruction:
         flat.update({k: v for k, v in reconstruction.items() if k != "protocol"})
     if floor:

@@ -27,6 +27,11 @@ def format(report: dict) -> str:
     for key in ("classifier_accuracy_generated", "classifier_accuracy_real_test", "classifier_score_generated",
                 "classifier_score_real_test", "classifier_frechet_distance"):
         lines.append(f"{key:<34} {d[key]:>10.4f}")
+    if d.get("per_category"):
+        lines.append(f"{'per category (pipeline classifier)':<34} {'acc gen':>8} {'acc real':>9} {'variety gen/real':>17}")
+        for name, c in d["per_category"].items():
+            ratio = f"{c['diversity_ratio']:.2f}" if c["diversity_ratio"] is not None else "-"
+            lines.append(f"  {name:<32} {c['accuracy_generated']:>8.3f} {c['accuracy_real_test']:>9.3f} {ratio:>17}")
     if report.get("reconstruction"):  # a VAE: its reconstructions of real test images
         r, p = report["reconstruction"], report["reconstruction"]["protocol"]
         lines.append(f"{'psnr_test_recon (dB)':<34} {r['psnr_test_recon']:>10.4f}            {p['num_images']} {p['reference_split']} "

@@ -34,9 +34,11 @@ def format(result: dict) -> str:
 STEP = Step(
     name="train",
     help="train the class-conditional GAN (or the CVAE baseline); resumes after an interruption",
-    description="Train on the processed train split with params.yaml 'train' until train.max_steps or "
-    "train.max_minutes. Checkpoints are atomic and rotated under OUT/checkpoints; running the same command "
-    "again continues from the newest one. Logs params, loss curves, sample grids (one row per category) and "
+    description="Train on the processed train split with params.yaml 'train' for train.max_steps steps (a step "
+    "budget: the same data, params and code give the same weights on a busy machine or a quiet one; the learning "
+    "rates fall linearly to zero over the last train.lr_decay share). train.max_minutes is an optional guard: "
+    "reaching it first stops with an error and keeps the checkpoint. Checkpoints are atomic and rotated under "
+    "OUT/checkpoints; running the same command again continues from the newest one. Logs params, loss curves, sample grids (one row per category) and "
     "the final generator to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db), and the loss curve "
     "as a CSV for 'dvc plots'.\n\n"
     "Data-parallel (PyTorch DDP; gloo on CPUs, NCCL on GPUs): start it under torchrun, e.g.\n"
@@ -52,7 +54,7 @@ STEP = Step(
         Arg("--plots", "loss curve CSV for dvc plots", paths.TRAIN_REPORTS),
         DEVICE,
         NO_MLFLOW,
-        Arg("--baseline", "train the baseline instead: params.yaml 'train' overlaid with 'baseline' (default: a CVAE, 3 min)",
+        Arg("--baseline", "train the baseline instead: params.yaml 'train' overlaid with 'baseline' (default: a CVAE, 600 steps)",
             action="store_true"),
         Arg("--real-stats", "the real_stats stage's feature cache: measure KID every train.kid_every steps "
             "(time-to-quality curve)"),

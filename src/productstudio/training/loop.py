@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from productstudio.artifacts import write_atomic, write_manifest
 from productstudio.config import TrainSettings, section_dict
-from productstudio.errors import DataError
+from productstudio.errors import DataError, TimeLimitReached
 from productstudio.data import store
 from productstudio.imaging import resolve_device, to_float
 from productstudio.models.io import save_generator
@@ -46,7 +47,8 @@ LOSS_LOG = "train_loss.csv"
 CHECKPOINT_NAME = re.compile(r"step-(\d{8})\.pt$")
 KID_LOG = "train_kid.csv"
 # Settings that do not change the trained weights: a checkpoint made under other values is resumed.
-RESUMABLE_CHANGES = {"max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
+# (max_steps too when the learning rate is constant: with lr_decay the schedule depends on it.)
+RESUMABLE_CHANGES = {"max_minutes", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
                      "threads", "kid_every", "kid_samples"}
 
 
@@ -171,6 +173,21 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         target.copy_(source)
 
 
+def lr_factor(progress: float, decay: float) -> float:
+    """The learning-rate multiplier at ``progress`` (0..1 of the run): 1, then a straight line to 0 over
+    the last ``decay`` share (0: constant)."""
+    if decay <= 0 or progress <= 1.0 - decay:
+        return 1.0
+    return max(0.0, (1.0 - progress) / decay)
+
+
+def set_learning_rates(state: TrainState, settings: TrainSettings, factor: float) -> None:
+    base = {"generator": settings.lr_g, "discriminator": settings.lr_d, "vae": settings.lr_g}
+    for key, optimizer in state.optimizers.items():
+        for group in optimizer.param_groups:
+            group["lr"] = base[key] * factor
+
+
 def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, device) -> dict:
     """One discriminator and one generator update on this rank's share (x, y) of the global batch."""
     g, d, ema = state.net("generator"), state.net("discriminator"), state.modules["ema"]
@@ -185,18 +202,22 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         augment_rng = torch.Generator().manual_seed(seed)
     augment = (lambda t: diff_augment(t, settings.augment, augment_rng)) if settings.augment else (lambda t: t)
 
-    fake = g(z, y_fake)
-    d_loss = hinge_d_loss(d(augment(x), y), d(augment(fake.detach()), y_fake))
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
-
-    g_loss = hinge_g_loss(d(augment(fake), y_fake))
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
-    # Warm-up: early on the EMA follows the generator closely, or it would lag at the random init.
-    update_ema(ema, state.modules["generator"], min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
+    # The labels name the phases for a profiler (bench/bench_train.py's G/D split); without one they cost nothing.
+    with record_function("generate"):
+        fake = g(z, y_fake)
+    with record_function("discriminator_update"):
+        d_loss = hinge_d_loss(d(augment(x), y), d(augment(fake.detach()), y_fake))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+    with record_function("generator_update"):
+        g_loss = hinge_g_loss(d(augment(fake), y_fake))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+    with record_function("ema"):
+        # Warm-up: early on the EMA follows the generator closely, or it would lag at the random init.
+        update_ema(ema, state.modules["generator"], min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
 
 
@@ -251,6 +272,8 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
+    if not rows:  # stopped before its first row
+        return
     kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
     with open(path, "w", newline="") as handle:
         csv.writer(handle).writerows(kept)
@@ -266,11 +289,19 @@ def train(
     real_stats_dir: str | Path | None = None,
     clock: Callable[[], float] = time.perf_counter,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    budget_minutes: float | None = None,
+    pause_at_minutes: float | None = None,
 ) -> dict:
-    """Train until max_steps or max_minutes; resume from out_dir/checkpoints when one is there.
+    """Train until ``max_steps``; resume from out_dir/checkpoints when one is there. Reaching the optional
+    guard ``max_minutes`` first raises TimeLimitReached (after a checkpoint).
 
     With ``real_stats_dir`` (the real_stats stage's feature cache), KID is measured every
     ``kid_every`` steps, outside the time budget, into plots_dir/train_kid.csv and MLflow.
+
+    The benchmark's door (bench/bench_train.py): ``budget_minutes`` makes the run a wall-clock budget
+    instead (it ends at max_steps or after that many training minutes, and the learning-rate schedule
+    runs over whichever comes first); ``pause_at_minutes`` returns earlier with the generator so far, and
+    the next call resumes. Results then depend on the machine's speed, which is what a time budget measures.
 
     Test hooks: ``clock`` (seconds) measures the time budget and the images/s rate, so a test can
     drive time itself; ``on_checkpoint(step, path)`` is called right after each periodic checkpoint
@@ -280,13 +311,13 @@ def train(
     dist = from_environment(resolve_device(device))
     try:
         return _train(settings, processed_dir, out, plots, dist, dist.device(resolve_device(device)), track,
-                      real_stats_dir, clock, on_checkpoint)
+                      real_stats_dir, clock, on_checkpoint, budget_minutes, pause_at_minutes)
     finally:
         dist.close()
 
 
 def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, dev: torch.device, track: bool,
-           real_stats_dir, clock, on_checkpoint) -> dict:
+           real_stats_dir, clock, on_checkpoint, budget_minutes, pause_at_minutes) -> dict:
     torch.set_num_threads(dist.threads(settings.threads))
     local_batch = dist.local_batch(settings.batch_size)
     images, labels = store.load_split(processed_dir, "train")
@@ -298,7 +329,10 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
     # changes the result. Budgets (steps, minutes) and logging frequencies may differ.
     from productstudio import tracking
 
-    identity = {k: v for k, v in section_dict(settings).items() if k not in RESUMABLE_CHANGES}
+    resumable = RESUMABLE_CHANGES | ({"max_steps"} if settings.lr_decay == 0 or budget_minutes else set())
+    identity = {k: v for k, v in section_dict(settings).items() if k not in resumable}
+    if budget_minutes:
+        identity["budget_minutes"] = budget_minutes  # the schedule's length
     identity["data_version"] = store.data_version(processed_dir)
     identity["code"] = training_code_hash()
     state.extra["identity"] = identity
@@ -357,7 +391,10 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
         module.train()
     if "ema" in state.modules:
         state.modules["ema"].eval()
-    budget = settings.max_minutes * 60
+    budget_s = budget_minutes * 60 if budget_minutes else float("inf")
+    stop_s = min(budget_s, pause_at_minutes * 60 if pause_at_minutes else float("inf"))
+    guard_s = settings.max_minutes * 60 if settings.max_minutes else float("inf")
+    finished = False
     progress = tqdm(total=settings.max_steps, initial=state.step, desc=f"train {settings.model}", unit="step",
                     disable=None if main else True)
     window_start, window_images, rate = clock(), 0, 0.0
@@ -365,8 +402,18 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
     try:
         with open(log_path, "a", newline="") if main else open(os.devnull, "w") as log_handle:
             log = csv.writer(log_handle)
-            while state.step < settings.max_steps and state.seconds < budget:
+            while state.step < settings.max_steps and state.seconds < stop_s:
+                if state.seconds >= guard_s:
+                    if main:
+                        save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
+                    average = state.step * settings.batch_size / state.seconds
+                    raise TimeLimitReached(
+                        f"train.max_minutes ({settings.max_minutes:g}) reached at step {state.step} of {settings.max_steps} "
+                        f"({average:.0f} images/s on average; a busy machine?); the checkpoint is kept: rerun with a "
+                        "larger train.max_minutes (or null) to continue")
                 started = clock()
+                progress_share = max(state.step / settings.max_steps, state.seconds / budget_s)
+                set_learning_rates(state, settings, lr_factor(progress_share, settings.lr_decay))
                 index = dist.shard(torch.randint(0, len(x_all), (settings.batch_size,), generator=state.rng))
                 x = to_float(x_all[index].to(dev))
                 y = y_all[index].to(dev)
@@ -405,7 +452,8 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
                     if on_checkpoint is not None:
                         on_checkpoint(state.step, saved_path)
         progress.close()
-        stopped = "max_steps" if state.step >= settings.max_steps else "max_minutes"
+        stopped = ("max_steps" if state.step >= settings.max_steps
+                   else "budget_minutes" if state.seconds >= budget_s else "pause_at_minutes")
         summary = {"steps": state.step, "minutes": round(state.seconds / 60, 3), "stopped_by": stopped,
                    "images_per_s": round(rate, 1), "processes": dist.world_size}
         if not main:
@@ -427,6 +475,7 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
             mlflow_run_id=state.mlflow_run_id,
             sample_grid=str(grid_path.relative_to(out)),
         )
+        finished = True
         if run is not None:
             mlflow.log_metrics({"train_minutes": state.seconds / 60, "train_steps": state.step})
             mlflow.log_artifacts(str(out / GENERATOR), GENERATOR)
@@ -436,7 +485,7 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
         return manifest
     finally:
         if run is not None:
-            mlflow.end_run()
+            mlflow.end_run("FINISHED" if finished else "FAILED")
 
 
 def _tidy(out: Path, fresh: bool) -> None:
