@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install nginx postgresql run studio serve serve-stop registry registry-stop test test-fast pipeline-yaml bench clean
+.PHONY: install nginx postgresql run colour studio serve serve-stop registry registry-stop test test-fast pipeline-yaml bench clean
 
 install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
 
@@ -29,6 +29,11 @@ postgresql:  ## Debian's PostgreSQL server binaries (apt-get install postgresql 
 run: install  ## the main job: dvc repro (ingest ... train, evaluate, quantize, register, promote) on Fashion-MNIST, then a summary
 	dvc repro
 	@productstudio summary
+
+# Generation on colour catalogue photos (clothing-dataset-small at 64 px RGB) with configs/clothing-64.yaml, into
+# runs/clothing-64/: the same steps as the main job, registered as product-studio-clothing-64.
+colour: install  ## the generation steps on colour photos at 64 px (configs/clothing-64.yaml) into runs/clothing-64
+	bash scripts/run-params configs/clothing-64.yaml runs/clothing-64
 
 # Editing: the clothing test photos -> marketplace exports (reports/edit/studio: <preset>/ folders, report.json,
 # index.html), and the cut-outs measured on the labelled set (reports/edit/evaluate). Stages of dvc.yaml.

@@ -88,3 +88,16 @@ def test_baseline_overlays_train():
     baseline = params.baseline_train
     assert (baseline.model, baseline.max_minutes, baseline.batch_size) == ("cvae", 2, 32)
     assert params.train.model == "gan"
+
+
+def test_committed_configs_load():
+    # configs/*.yaml are whole params files for other data (make colour): a typo there must fail here, not an hour in.
+    from productstudio.config import Params
+
+    configs = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+    assert configs, "configs/ holds at least the colour configuration"
+    for path in configs:
+        params = load_params(path)
+        assert params != Params(), path
+    colour = load_params(REPO_ROOT / "configs/clothing-64.yaml")
+    assert (colour.ingest.source, colour.preprocess.mode, colour.preprocess.image_size) == ("image-folder", "RGB", 64)
