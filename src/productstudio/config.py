@@ -101,8 +101,8 @@ class TrainSettings(_Section):
     g_width: int = Field(default=32, ge=4)  # generator channels at full resolution
     d_width: int = Field(default=32, ge=4)  # discriminator (or VAE encoder) channels at full resolution
     batch_size: int = Field(default=64, ge=2)
-    lr_g: float = Field(default=2e-4, gt=0)
-    lr_d: float = Field(default=4e-4, gt=0)
+    lr_g: float = Field(default=4e-4, gt=0)
+    lr_d: float = Field(default=8e-4, gt=0)
     beta1: float = Field(default=0.0, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
@@ -112,7 +112,7 @@ class TrainSettings(_Section):
     # the machine is. 1,600 steps take about 12 minutes on 2 quiet cores.
     max_steps: int = Field(default=1600, ge=1)
     # Learning rates fall linearly to zero over this last share of the run (0: constant).
-    lr_decay: float = Field(default=0.33, ge=0, le=1)
+    lr_decay: float = Field(default=0.0, ge=0, le=1)
     # An optional guard, summed over resumes: reaching it before max_steps stops with an error (the
     # checkpoint is kept, so a rerun with a larger value continues); it never ships a shorter run.
     max_minutes: float | None = Field(default=None, gt=0)
