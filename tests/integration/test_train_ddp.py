@@ -73,7 +73,9 @@ def _losses(path) -> np.ndarray:
 
 @pytest.mark.parametrize("model", ["gan", "cvae"])
 def test_two_ranks_log_the_losses_of_one_rank_with_the_same_global_batch(processed, tmp_path, model):
-    settings = {**TINY, "model": model, "max_steps": 5, "checkpoint_every": 1000, "ema_decay": 0.0}
+    # Learning rates pinned: the float drift between one and two ranks (reduction order) grows with them, and the
+    # tolerance below was set at these.
+    settings = {**TINY, "model": model, "max_steps": 5, "checkpoint_every": 1000, "ema_decay": 0.0, "lr_g": 2e-4, "lr_d": 4e-4}
     train(parse_params({"train": settings}).train, processed, tmp_path / "one/out", tmp_path / "one/plots", device="cpu", track=False)
     two = torchrun(tmp_path, "two", processed, settings)
     assert two.returncode == 0, two.stdout + two.stderr
