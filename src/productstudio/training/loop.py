@@ -326,12 +326,12 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
     state = build(settings, len(categories), tuple(images.shape[1:]), dev)
 
     # What a checkpoint must share with this run to be resumed: the data and every setting that
-    # changes the result. Budgets (steps, minutes) and logging frequencies may differ.
+    # changes the result. Budgets and logging frequencies may differ (max_steps only without a decay).
     from productstudio import tracking
 
     resumable = RESUMABLE_CHANGES | ({"max_steps"} if settings.lr_decay == 0 or budget_minutes else set())
     identity = {k: v for k, v in section_dict(settings).items() if k not in resumable}
-    if budget_minutes:
+    if budget_minutes and settings.lr_decay:
         identity["budget_minutes"] = budget_minutes  # the schedule's length
     identity["data_version"] = store.data_version(processed_dir)
     identity["code"] = training_code_hash()
