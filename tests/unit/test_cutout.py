@@ -179,3 +179,23 @@ def test_a_half_salient_part_loses_to_the_part_the_net_is_sure_of():
     pair[40:60, 55:90] = 0.95
     cleaned = clean_mask(pair)
     assert cleaned[50, 20] == 1.0 and cleaned[50, 70] == 0.95
+
+
+def test_clutter_joined_to_the_product_is_split_off_at_higher_confidence():
+    probability = np.zeros((100, 100), np.float32)
+    probability[:30, :30] = 0.92  # a white shoe cut by the top and left edges: sure in places, unsure where
+    probability[:20, :20] = 1.0  # it meets the product
+    probability[10:70, 30:75] = 1.0  # the product, touching the shoe: one part at 0.5
+    cleaned = clean_mask(probability)
+    assert cleaned[40, 50] == 1.0 and cleaned[5, 5] == 0.0 and cleaned[25, 10] == 0.0
+    assert cleaned[12, 31] == 1.0  # the product's own pixels next to the shoe stay
+    # the same scene without the split (the shoe as sure as the product) cannot be told apart: left whole
+    joined = np.where(probability > 0, 1.0, 0.0).astype(np.float32)
+    assert (clean_mask(joined) == joined).all()
+    # a garment filling the frame whose sure core splits (a sleeve in a corner) keeps every piece: its largest
+    # piece's share already reaches two edges, so nothing is clutter
+    filling = np.full((100, 100), 0.92, np.float32)
+    filling[:, 40:60] = 1.0
+    filling[:20, :20] = 1.0
+    cleaned = clean_mask(filling)
+    assert (cleaned > 0.9).all()
