@@ -12,11 +12,13 @@ def edit_restore_eval(
     photos: dsl.Input[dsl.Dataset],
     table: dsl.Output[dsl.Artifact],
     metrics: dsl.Output[dsl.Metrics],
+    restorer: dsl.Input[dsl.Model] = None,
     defects: str = "",
     mlflow_tracking_uri: str = "",
 ):
     """Every defect of params edit.restore_eval on crops of ``photos`` (train/validation/test folders), every
-    classical method tuned on train/validation and measured on test: table.md, rows.json and examples.png in
+    classical method tuned on train/validation and measured on test (and ``restorer``, a trained model from
+    edit_restore_train, beside them when given): table.md, rows.json and examples.png in
     ``table``, the best PSNR per defect in ``metrics``."""
     import os
     from pathlib import Path
@@ -30,7 +32,8 @@ def edit_restore_eval(
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
     report = step.run(params, photos=Path(photos.path), out=Path(table.path), defects=defects or None,
-                      metrics=None, no_mlflow=not mlflow_tracking_uri)
+                      restorer=Path(restorer.path) if restorer else None, metrics=None,
+                      no_mlflow=not mlflow_tracking_uri)
     print(step.format(report))
     for name, value in report["metrics"].items():
         metrics.log_metric(name, value)

@@ -353,6 +353,25 @@ class RestoreEvalSettings(_Section):
     seed: int = 0  # the defects' generators: (seed, crop, defect)
 
 
+class RestorerSettings(_Section):
+    """The learned restorer (productstudio edit restore-train): a blind residual CNN for noise and JPEG."""
+
+    source: str = "../shared/data/clothing-dataset-small"  # trains on train/, draws its curve on validation/
+    defects: list[str] = ["noise15", "noise25", "noise50", "jpeg10", "jpeg20", "jpeg30"]
+    clean_share: float = Field(default=0.1, ge=0, lt=1)  # patches left clean: the model must leave those alone
+    photos: int = Field(default=400, ge=1)  # training photos held in memory (spread over the sorted list)
+    patch: int = Field(default=96, ge=16, multiple_of=2)
+    batch_size: int = Field(default=16, ge=1)
+    width: int = Field(default=48, ge=4)
+    depth: int = Field(default=8, ge=1)
+    lr: float = Field(default=1e-3, gt=0)  # Adam, cosine-decayed to zero over max_steps
+    max_steps: int = Field(default=2400, ge=1)  # the stopping rule (a step budget: reproducible)
+    curve_every: int = Field(default=300, ge=1)  # validation PSNR per defect every N steps (the gain curve)
+    curve_crops: int = Field(default=12, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+    seed: int = 0
+
+
 class C2paSettings(_Section):
     """C2PA Content Credentials on studio exports (productstudio.editing.content_credentials)."""
 
@@ -421,6 +440,7 @@ class EditSettings(_Section):
     evalset_seed: int = 0
     evalset_extra_hard: int = Field(default=12, ge=0)  # see-through and reflective composites after the others
     restore_eval: RestoreEvalSettings = RestoreEvalSettings()
+    restorer: RestorerSettings = RestorerSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

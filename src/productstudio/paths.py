@@ -30,6 +30,7 @@ KSERVE_OUT = Path("deploy/kserve")
 EDIT_STUDIO = Path("reports/edit/studio")  # the studio batch: exports per preset, report, contact sheet
 EDIT_EVALSET = Path("data/edit/evalset")  # the labelled set of cut-outs on real backgrounds
 EDIT_EVALUATION = Path("reports/edit/evaluate")
+EDIT_RESTORER = Path("models/restorer")  # the learned restorer (noise + JPEG): safetensors + JSON
 EDIT_RESTORE_EVAL = Path("reports/edit/restore_eval")  # the restoration table: defects x methods
 
 # Inside a validation directory (written by validate, read by preprocess).

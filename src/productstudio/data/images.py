@@ -96,6 +96,15 @@ def fit_square(image: Image.Image, size: int, method: str, pad_value: int = 255)
     return ImageOps.pad(image, (size, size), method=Image.Resampling.LANCZOS, color=fill)
 
 
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray | None:
+    """The central size x size square of an (H, W, ...) array, or None when the image is smaller."""
+    height, width = image.shape[:2]
+    if min(height, width) < size:
+        return None
+    top, left = (height - size) // 2, (width - size) // 2
+    return np.ascontiguousarray(image[top:top + size, left:left + size])
+
+
 def laplacian_variance(gray: np.ndarray) -> np.ndarray:
     """Blur score of (N, H, W) or (H, W) grey images: variance of the 4-neighbour Laplacian (low = blurry)."""
     g = gray.astype(np.float32)

@@ -9,7 +9,8 @@ Protocol (what a learned restorer or enhancer must beat, measured in the same ru
   on) are what the table reports.
 - Defects (``editing.defects``): each (crop, defect) pair has its own seeded generator, recorded in the report.
 - Methods (``editing.classical``): every method of a defect's family, with its best parameters for that defect
-  (highest mean PSNR on the tuning crops); "none" (the damaged input itself) is the floor.
+  (highest mean PSNR on the tuning crops); "none" (the damaged input itself) is the floor. Learned models
+  (``learned_method``: the restorer, trained on train photos only) join their families' rows untuned.
 - Per row: PSNR and SSIM against the clean crop (the metric engine's ``psnr``/``ssim``); harm on clean input
   (the same method and parameters on the clean crop: PSNR to itself, "identical" when unchanged, and the mean
   CIEDE2000 colour shift inside the product, whose mask comes from the studio cut-out); milliseconds per
@@ -29,7 +30,7 @@ from PIL import Image, ImageDraw
 
 from productstudio.artifacts import write_json_atomic
 from productstudio.config import RestoreEvalSettings
-from productstudio.data.images import BadImage, open_image, to_mode, upright
+from productstudio.data.images import BadImage, centre_crop, open_image, to_mode, upright
 from productstudio.editing.classical import Method, methods_for
 from productstudio.editing.defects import DEFECTS, defect_rng
 from productstudio.metrics.engine import MetricOptions, calc_metric
@@ -37,14 +38,6 @@ from productstudio.metrics.engine import MetricOptions, calc_metric
 TUNE_OFFSET = 100_000  # tuning crops draw their defects from other streams than test crops
 IDENTICAL_DB = 100.0  # PSNR reported for the per-image mean when a method leaves a crop unchanged
 MAX_PIXELS = 40_000_000
-
-
-def centre_crop(image: np.ndarray, size: int) -> np.ndarray | None:
-    height, width = image.shape[:2]
-    if min(height, width) < size:
-        return None
-    top, left = (height - size) // 2, (width - size) // 2
-    return np.ascontiguousarray(image[top:top + size, left:left + size])
 
 
 def load_crops(root: Path, splits: tuple[str, ...], size: int, count: int) -> tuple[list[str], list[np.ndarray]]:
@@ -155,8 +148,16 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\n* best for the defect (highest test PSNR other than none)\n"
 
 
+def learned_method(model, name: str = "restorer (learned)") -> Method:
+    """A trained restorer as a row of the table: no parameters to tune (its training was on train photos)."""
+    from productstudio.models.restorer import restore
+
+    return Method(name, ("noise", "jpeg"), lambda image, params, mask=None: restore(model, image), ({},))
+
+
 def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings: RestoreEvalSettings, segmenter,
-                         cutout_settings, defects: list[str] | None = None, progress: bool = True) -> dict:
+                         cutout_settings, defects: list[str] | None = None, progress: bool = True,
+                         learned: list[Method] = ()) -> dict:
     from tqdm import tqdm
 
     photos_root, out_dir = Path(photos_root), Path(out_dir)
@@ -175,7 +176,7 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
         tune_damaged, tune_masks, _ = damage(tune_clean, defect, settings.seed, TUNE_OFFSET)
         test_damaged, test_masks, drawn[defect] = damage(test_clean, defect, settings.seed)
         defect_rows, outputs = [], {}
-        for method in methods_for(family):
+        for method in [*methods_for(family), *(m for m in learned if family in m.families)]:
             params, tune_psnr = tune(method, tune_damaged, tune_masks, tune_clean)
             started = time.perf_counter()
             restored = run_method(method, test_damaged, params, test_masks)

@@ -9,11 +9,11 @@ from productstudio.steps.step import NO_MLFLOW, Arg, Step
 from productstudio.tracking import log_run
 
 
-def run(params, photos: Path | None, out: Path, defects: str | None, metrics: Path | None,
+def run(params, photos: Path | None, out: Path, defects: str | None, restorer: Path | None, metrics: Path | None,
         no_mlflow: bool) -> dict:
     from productstudio.artifacts import write_json_atomic
     from productstudio.editing.defects import DEFECTS
-    from productstudio.editing.restoration_eval import evaluate_restoration
+    from productstudio.editing.restoration_eval import evaluate_restoration, learned_method
     from productstudio.errors import ParamsError
     from productstudio.models.pretrained import weights_dir
     from productstudio.models.salient import load_segmenter
@@ -24,8 +24,13 @@ def run(params, photos: Path | None, out: Path, defects: str | None, metrics: Pa
     if unknown:
         raise ParamsError(f"unknown defect {', '.join(unknown)}: choose from {', '.join(DEFECTS)}")
     segmenter = load_segmenter(weights_dir("u2netp"), threads=0)
+    learned = []
+    if restorer:
+        from productstudio.models.restorer import load_restorer
+
+        learned.append(learned_method(load_restorer(restorer)))
     report = evaluate_restoration(photos or Path(settings.source), out, settings, segmenter, params.edit.cutout,
-                                  defects=names)
+                                  defects=names, learned=learned)
     if metrics:
         write_json_atomic(metrics, report["metrics"])
     if not no_mlflow:
@@ -73,6 +78,8 @@ STEP = Step(
         Arg("--out", "output folder", paths.EDIT_RESTORE_EVAL),
         Arg("--defects", "comma-separated defects (default: all): noise15,noise25,noise50,jpeg10,jpeg20,jpeg30,"
             "dust,watermark,cast,exposure", type=str),
+        Arg("--restorer", "also measure this trained restorer ('edit restore-train' output folder) beside the "
+            "classical methods of the noise and JPEG rows"),
         Arg("--metrics", "also write the best PSNR per defect here (DVC metrics)"),
         NO_MLFLOW,
     ),

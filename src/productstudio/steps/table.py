@@ -12,6 +12,7 @@ from productstudio.steps import (
     edit_evalset,
     edit_evaluate,
     edit_restore_eval,
+    edit_restore_train,
     edit_studio,
     evaluate,
     ingest,
@@ -44,7 +45,8 @@ PIPELINE = (
     promote.STEP,
 )
 # Editing's DVC stages and KFP components: commands of the 'edit' group (productstudio edit <target>).
-EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_restore_eval.STEP, edit_studio.STEP)
+EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_restore_train.STEP, edit_restore_eval.STEP,
+                 edit_studio.STEP)
 # Commands around the pipeline (no DVC stage).
 COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP)
 # Commands with targets: productstudio <group> <target>.

@@ -16,7 +16,6 @@ import copy
 import csv
 import json
 import os
-import pickle
 import re
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from productstudio.artifacts import write_atomic, write_manifest
 from productstudio.config import TrainSettings, section_dict
-from productstudio.errors import DataError, TimeLimitReached
+from productstudio.errors import TimeLimitReached
 from productstudio.data import store
 from productstudio.imaging import resolve_device, to_float
 from productstudio.models.io import save_generator
@@ -38,6 +37,7 @@ from productstudio.models.cvae import ConditionalVAE, elbo_loss
 from productstudio.models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
 from productstudio.models.sampling import sample_grid
 from productstudio.training.augment import diff_augment
+from productstudio.training.checkpoints import load_checkpoint
 from productstudio.training.distributed import ALONE, Distributed, from_environment, sync_batchnorm
 
 CHECKPOINTS = "checkpoints"
@@ -127,18 +127,6 @@ def save_checkpoint(state: TrainState, directory: Path, keep: int) -> Path:
     for old in sorted(directory.glob("step-*.pt"))[:-keep]:
         old.unlink()
     return target
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint holds tensors, numbers and strings only: torch's weights-only unpickler refuses anything else
-    (a planted pickle that would run code). Its message invites a full unpickle; ours says what to do instead."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = next((line for line in reversed(lines) if not line.startswith("Check the documentation")), "")
-        raise DataError(f"{path}: refused, not a checkpoint this trainer wrote ({reason}); "
-                        "delete it to train afresh") from None
 
 
 def build(settings: TrainSettings, num_classes: int, shape: tuple[int, int, int], device: torch.device) -> TrainState:

@@ -1,0 +1,93 @@
+"""The learned restorer: a small blind residual CNN that removes sensor noise and JPEG artefacts.
+
+    model = Restorer(width=48, depth=8)
+    restored = restore(model, damaged_rgb)            # (H, W, 3) uint8 -> (H, W, 3) uint8
+
+Blind: one model for every noise level and JPEG quality it was trained on, told neither (a merchant's photo
+does not say its sigma). The network works at half resolution (pixel-unshuffle by 2: a 3x3 layer there sees
+6x6 pixels, so 10 layers reach across a JPEG block and its neighbours at a quarter of the full-size cost) and
+predicts a correction added to the photo; the last layer starts at zero, so an untrained model is the identity
+and training starts from "leave the photo alone", which is what a clean photo needs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+TILE = 512  # full-size photos are restored in tiles of this side (memory stays bounded for a 24 MP photo)
+OVERLAP = 32  # each tile is computed with this much context around it (> the receptive field's half, 22 px)
+
+
+class Restorer(nn.Module):
+    def __init__(self, width: int = 48, depth: int = 8):
+        super().__init__()
+        self.width, self.depth = width, depth
+        self.head = nn.Conv2d(12, width, 3, padding=1)
+        self.body = nn.Sequential(*[layer for _ in range(depth)
+                                    for layer in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))])
+        self.tail = nn.Conv2d(width, 12, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1], H and W even -> the same shape (not clipped)."""
+        features = F.relu(self.head(F.pixel_unshuffle(x, 2)))
+        return x + F.pixel_shuffle(self.tail(self.body(features)), 2)
+
+
+def restore(model: Restorer, image: np.ndarray) -> np.ndarray:
+    """One (H, W, 3) uint8 RGB photo through the model, tile by tile; the output is the same size and dtype."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    height, width = image.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+    out = np.empty_like(image)
+    model.eval()
+    with torch.inference_mode():
+        for top in range(0, height, TILE):
+            for left in range(0, width, TILE):
+                # the tile plus its context, padded by reflection to even sides at the photo's border
+                t0, l0 = max(0, top - OVERLAP), max(0, left - OVERLAP)
+                t1, l1 = min(height, top + TILE + OVERLAP), min(width, left + TILE + OVERLAP)
+                piece = x[..., t0:t1, l0:l1]
+                pad_h, pad_w = (t1 - t0) % 2, (l1 - l0) % 2
+                if pad_h or pad_w:
+                    piece = F.pad(piece, (0, pad_w, 0, pad_h), mode="replicate")
+                restored = model(piece)[0, :, top - t0:top - t0 + min(TILE, height - top),
+                                        left - l0:left - l0 + min(TILE, width - left)]
+                out[top:top + TILE, left:left + TILE] = (
+                    restored.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy())
+    return out
+
+
+def save_restorer(model: Restorer, out_dir: Path, info: dict) -> None:
+    from safetensors.torch import save
+
+    from productstudio.artifacts import write_atomic, write_json_atomic
+
+    write_atomic(out_dir / "restorer.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    write_json_atomic(out_dir / "restorer.json", info)
+
+
+def load_restorer(directory: str | Path) -> Restorer:
+    """The model ``train_restorer`` saved (safetensors + JSON: nothing unpickled)."""
+    from safetensors.torch import load
+
+    from productstudio.errors import MissingInput
+
+    directory = Path(directory)
+    weights, info_path = directory / "restorer.safetensors", directory / "restorer.json"
+    if not weights.is_file() or not info_path.is_file():
+        raise MissingInput(f"{directory}: no restorer here (restorer.safetensors + restorer.json); "
+                           "train one with 'productstudio edit restore-train'")
+    info = json.loads(info_path.read_text())
+    model = Restorer(int(info["width"]), int(info["depth"]))
+    model.load_state_dict(load(weights.read_bytes()))
+    model.eval()
+    return model

@@ -1,0 +1,203 @@
+"""Training the learned restorer on the catalogue's own photos with the evaluation table's synthetic defects.
+
+    report = train_restorer(RestorerSettings(), out_dir)
+
+- Data: ``photos`` photos of ``source/train`` (never validation or test) held in memory; each step draws
+  ``batch_size`` random ``patch`` px crops and damages each with a defect of ``defects`` (the same functions as
+  the evaluation table, ``editing.defects``) or leaves it clean (``clean_share``).
+- Loss: mean squared error to the clean patch (the issue's L2); Adam, the learning rate cosine-decayed to zero
+  over ``max_steps``, which is the stopping rule: the same data, params and code give the same weights.
+- Every step's draws come from a generator seeded by (seed, step), so a run resumed from a checkpoint
+  (``checkpoint_every``; tensors only, loaded weights-only) continues exactly as an uninterrupted one.
+- The curve: every ``curve_every`` steps, PSNR per defect on ``curve_crops`` validation crops (256 px, the
+  table's size) and on the clean crops, with the seconds trained so far: ``curve.csv``, the gain against
+  training time that the README plots.
+
+Writes ``out_dir/restorer.safetensors`` + ``restorer.json`` (the model and what made it), ``loss.csv``,
+``curve.csv`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from productstudio.artifacts import write_atomic, write_json_atomic
+from productstudio.config import RestorerSettings
+from productstudio.editing.defects import DEFECTS
+from productstudio.errors import MissingInput, ParamsError
+from productstudio.models.restorer import Restorer, restore, save_restorer
+
+CURVE_CROP = 256
+STEP_SEED = 7_000_000  # curve crops draw their defects from other streams than the evaluation table's
+
+
+def load_photos(root: Path, split: str, count: int) -> list[np.ndarray]:
+    """``count`` photos spread evenly over the sorted files of ``root/split``; unreadable files are passed over."""
+    from productstudio.data.images import BadImage, open_image, to_mode, upright
+
+    paths = sorted(p for p in (root / split).rglob("*") if p.is_file())
+    photos = []
+    for index in np.linspace(0, len(paths) - 1, num=min(len(paths), count)).round().astype(int) if paths else []:
+        try:
+            with open_image(paths[index], 40_000_000) as image:
+                photos.append(np.asarray(to_mode(upright(image), "RGB")))
+        except BadImage:
+            continue
+    return photos
+
+
+def draw_batch(photos: list[np.ndarray], settings: RestorerSettings, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step ``step``'s (damaged, clean) patches, (N, patch, patch, 3) uint8 each: a pure function of the step."""
+    rng = np.random.default_rng([settings.seed, step])
+    size = settings.patch
+    damaged, clean = [], []
+    for _ in range(settings.batch_size):
+        photo = photos[int(rng.integers(len(photos)))]
+        top = 2 * int(rng.integers((photo.shape[0] - size) // 2 + 1))  # even offsets: the same pixel phase
+        left = 2 * int(rng.integers((photo.shape[1] - size) // 2 + 1))
+        patch = np.ascontiguousarray(photo[top:top + size, left:left + size])
+        if rng.random() < 0.5:
+            patch = np.ascontiguousarray(patch[:, ::-1])
+        if rng.random() < settings.clean_share:
+            damaged.append(patch)
+        else:
+            defect = settings.defects[int(rng.integers(len(settings.defects)))]
+            damaged.append(DEFECTS[defect].apply(patch, rng)[0])
+        clean.append(patch)
+    return np.stack(damaged), np.stack(clean)
+
+
+def to_tensor(batch: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+class CurveSet:
+    """Validation crops with every defect drawn once: PSNR of the model's output per defect, and on clean crops."""
+
+    def __init__(self, root: Path, settings: RestorerSettings):
+        from productstudio.data.images import centre_crop
+
+        crops = [centre_crop(p, CURVE_CROP) for p in load_photos(root, "validation", settings.curve_crops * 2)]
+        self.clean = [c for c in crops if c is not None][:settings.curve_crops]
+        if not self.clean:
+            raise MissingInput(f"{root}/validation: no photo of at least {CURVE_CROP} px for the training curve")
+        self.damaged = {}
+        for defect in settings.defects:
+            self.damaged[defect] = [DEFECTS[defect].apply(c, np.random.default_rng([settings.seed, STEP_SEED, i]))[0]
+                                    for i, c in enumerate(self.clean)]
+
+    def floor(self) -> dict:
+        """PSNR of the damaged crops themselves (the untrained model's score)."""
+        return {d: float(np.mean([psnr(x, c) for x, c in zip(xs, self.clean)])) for d, xs in self.damaged.items()}
+
+    def measure(self, model: Restorer) -> dict:
+        scores = {d: float(np.mean([psnr(restore(model, x), c) for x, c in zip(xs, self.clean)]))
+                  for d, xs in self.damaged.items()}
+        scores["clean"] = float(np.mean([psnr(restore(model, c), c) for c in self.clean]))
+        return scores
+
+
+def lr_at(settings: RestorerSettings, step: int) -> float:
+    return settings.lr * 0.5 * (1 + math.cos(math.pi * min(step, settings.max_steps) / settings.max_steps))
+
+
+def save_checkpoint(directory: Path, step: int, seconds: float, model: Restorer, optimizer) -> None:
+    state = {"step": step, "seconds": seconds, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    write_atomic(directory / f"step-{step:08d}.pt", lambda handle: torch.save(state, handle))
+    for old in sorted(directory.glob("step-*.pt"))[:-2]:
+        old.unlink()
+
+
+def identity(settings: RestorerSettings) -> dict:
+    """What a checkpoint must match to be resumed (everything that shapes the weights; not the curve)."""
+    return settings.model_dump(exclude={"curve_every", "curve_crops", "checkpoint_every"})
+
+
+def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from productstudio.training.checkpoints import load_checkpoint
+
+    unknown = [d for d in settings.defects if d not in DEFECTS or DEFECTS[d].family not in ("noise", "jpeg")]
+    if unknown:
+        raise ParamsError(f"edit.restorer.defects: {', '.join(unknown)} are not noise or JPEG defects "
+                          f"({', '.join(n for n, d in DEFECTS.items() if d.family in ('noise', 'jpeg'))})")
+    root, out_dir = Path(settings.source), Path(out_dir)
+    photos = [p for p in load_photos(root, "train", settings.photos) if min(p.shape[:2]) >= settings.patch]
+    if not photos:
+        raise MissingInput(f"{root}/train: no photo of at least {settings.patch} px to train the restorer on")
+    curve_set = CurveSet(root, settings)
+    checkpoints = out_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    model = Restorer(settings.width, settings.depth)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    step, seconds = 0, 0.0
+    identity_path = checkpoints / "identity.json"
+    found = sorted(checkpoints.glob("step-*.pt"))
+    if found and identity_path.is_file() and json.loads(identity_path.read_text()) == identity(settings):
+        state = load_checkpoint(found[-1])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+    else:  # a fresh start: nothing of another run's logs or checkpoints stays
+        for path in [*found, out_dir / "loss.csv", out_dir / "curve.csv"]:
+            path.unlink(missing_ok=True)
+        write_json_atomic(identity_path, identity(settings))
+    resumed_from = step
+    loss_log, curve_log = out_dir / "loss.csv", out_dir / "curve.csv"
+    curve_columns = ["step", "seconds", *settings.defects, "clean"]
+    for path, columns in ((loss_log, ["step", "loss"]), (curve_log, curve_columns)):
+        if not path.exists():
+            path.write_text(",".join(columns) + "\n")
+        else:  # a resume: rows past the checkpoint are redone
+            rows = path.read_text().splitlines()
+            path.write_text("\n".join([rows[0], *(r for r in rows[1:] if int(r.split(",")[0]) <= step)]) + "\n")
+    if step == 0:
+        with curve_log.open("a", newline="") as handle:
+            csv.writer(handle).writerow([0, 0.0, *(f"{v:.3f}" for v in curve_set.floor().values()), "100.000"])
+    bar = tqdm(total=settings.max_steps, initial=step, desc="restorer", unit="step", disable=not progress)
+    model.train()
+    while step < settings.max_steps:
+        damaged, clean = draw_batch(photos, settings, step)
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(settings, step)
+        loss = torch.nn.functional.mse_loss(model(to_tensor(damaged)), to_tensor(clean))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seconds += time.perf_counter() - started
+        step += 1
+        bar.update(1)
+        with loss_log.open("a") as handle:
+            handle.write(f"{step},{loss.item():.6f}\n")
+        if step % settings.curve_every == 0 or step == settings.max_steps:
+            scores = curve_set.measure(model)
+            model.train()
+            with curve_log.open("a", newline="") as handle:
+                csv.writer(handle).writerow([step, f"{seconds:.1f}", *(f"{scores[c]:.3f}" for c in curve_columns[2:])])
+            bar.set_postfix({d: f"{scores[d]:.2f}" for d in settings.defects[:2]})
+        if step % settings.checkpoint_every == 0 or step == settings.max_steps:
+            save_checkpoint(checkpoints, step, seconds, model, optimizer)
+    bar.close()
+    info = {"kind": "restorer", "width": settings.width, "depth": settings.depth, "steps": step,
+            "train_seconds": round(seconds, 1), "defects": settings.defects, "source": str(root),
+            "photos": len(photos)}
+    save_restorer(model, out_dir, info)
+    curve = list(csv.DictReader(curve_log.open()))
+    return {"out": str(out_dir), "steps": step, "resumed_from": resumed_from, "train_seconds": round(seconds, 1),
+            "curve": curve, "final": {k: float(v) for k, v in curve[-1].items() if k not in ("step", "seconds")},
+            "floor": {k: float(v) for k, v in curve[0].items() if k not in ("step", "seconds", "clean")}}

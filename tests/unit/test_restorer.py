@@ -1,0 +1,118 @@
+"""The learned restorer: an untrained model leaves photos alone, tiling matches one pass, training on a few real
+photos lowers the loss and resumes bit for bit, the files round-trip without pickle, and the evaluation table
+puts the model beside the classical rows."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from productstudio.config import Params, RestoreEvalSettings, RestorerSettings
+from productstudio.errors import MissingInput, ParamsError
+from productstudio.models.restorer import Restorer, load_restorer, restore, save_restorer
+from productstudio.training.restorer import draw_batch, train_restorer
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, clothing_dir):
+    root = tmp_path_factory.mktemp("photos")
+    for split in ("train", "validation", "test"):
+        (root / split / "t-shirt").mkdir(parents=True)
+        for source in sorted((clothing_dir / split / "t-shirt").glob("*.jpg"))[:3]:
+            shutil.copyfile(source, root / split / "t-shirt" / source.name)
+    return root
+
+
+def tiny(photos, **changes) -> RestorerSettings:
+    values = dict(source=str(photos), photos=3, patch=32, batch_size=4, width=8, depth=2, max_steps=6,
+                  curve_every=3, curve_crops=1, checkpoint_every=2, lr=3e-3)
+    return RestorerSettings(**{**values, **changes})
+
+
+def test_an_untrained_model_returns_the_photo_unchanged():
+    image = np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)  # odd sides
+    assert np.array_equal(restore(Restorer(width=8, depth=2), image), image)
+
+
+def test_tiles_give_the_same_pixels_as_one_pass(monkeypatch):
+    from productstudio.models import restorer as module
+
+    torch.manual_seed(0)
+    model = Restorer(width=8, depth=3)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)  # a model that changes the photo
+    image = np.random.default_rng(1).integers(0, 256, (150, 131, 3), dtype=np.uint8)
+    whole = restore(model, image)
+    assert not np.array_equal(whole, image)
+    monkeypatch.setattr(module, "TILE", 48)
+    tiled = restore(model, image)
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_batches_are_a_pure_function_of_the_step(photos):
+    from productstudio.training.restorer import load_photos
+
+    loaded = load_photos(photos, "train", 3)
+    settings = tiny(photos, clean_share=0.0)
+    first, again, other = draw_batch(loaded, settings, 5), draw_batch(loaded, settings, 5), draw_batch(loaded, settings, 6)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[1], other[1])
+    damaged, clean = first
+    assert damaged.shape == clean.shape == (4, 32, 32, 3) and not np.array_equal(damaged, clean)
+
+
+def test_training_learns_and_an_interrupted_run_resumes_bit_for_bit(photos, tmp_path):
+    settings = tiny(photos)
+    report = train_restorer(settings, tmp_path / "whole", progress=False)
+    losses = np.loadtxt(tmp_path / "whole" / "loss.csv", delimiter=",", skiprows=1)
+    assert report["steps"] == 6 and losses.shape == (6, 2)
+    assert [int(row["step"]) for row in report["curve"]] == [0, 3, 6]
+    assert report["final"]["noise50"] > report["floor"]["noise50"]  # it already removes some heavy noise
+    # the same run, killed after its step-4 checkpoint: the rerun continues from there to the same weights
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "whole", broken)
+    (broken / "checkpoints" / "step-00000006.pt").unlink()
+    (broken / "restorer.safetensors").unlink()
+    resumed = train_restorer(settings, broken, progress=False)
+    assert resumed["resumed_from"] == 4
+    assert (broken / "restorer.safetensors").read_bytes() == (tmp_path / "whole" / "restorer.safetensors").read_bytes()
+    assert (broken / "loss.csv").read_text() == (tmp_path / "whole" / "loss.csv").read_text()
+    # other settings never resume another run's checkpoint
+    other = train_restorer(tiny(photos, lr=1e-3), broken, progress=False)
+    assert other["resumed_from"] == 0
+    model = load_restorer(tmp_path / "whole")
+    assert (model.width, model.depth) == (8, 2)
+
+
+def test_saved_models_round_trip_and_a_missing_one_is_one_line(tmp_path):
+    model = Restorer(width=8, depth=2)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    save_restorer(model, tmp_path, {"kind": "restorer", "width": 8, "depth": 2})
+    loaded = load_restorer(tmp_path)
+    image = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    assert np.array_equal(restore(loaded, image), restore(model, image))
+    with pytest.raises(MissingInput, match="restore-train"):
+        load_restorer(tmp_path / "nothing")
+
+
+def test_defects_outside_noise_and_jpeg_are_refused(photos, tmp_path):
+    with pytest.raises(ParamsError, match="dust"):
+        train_restorer(tiny(photos, defects=["noise25", "dust"]), tmp_path, progress=False)
+
+
+def test_the_evaluation_table_measures_a_learned_model_beside_the_classical_rows(photos, tmp_path):
+    from productstudio.editing.restoration_eval import evaluate_restoration, learned_method
+    from productstudio.models.pretrained import weights_dir
+    from productstudio.models.salient import load_segmenter
+
+    segmenter = load_segmenter(weights_dir("u2netp"), threads=1)
+    report = evaluate_restoration(photos, tmp_path, RestoreEvalSettings(tune_crops=1, test_crops=2, crop=64),
+                                  segmenter, Params().edit.cutout, defects=["jpeg10", "cast"], progress=False,
+                                  learned=[learned_method(Restorer(width=8, depth=2))])
+    rows = {(row["defect"], row["method"]): row for row in report["rows"]}
+    learned = rows[("jpeg10", "restorer (learned)")]
+    # an untrained restorer is the identity: exactly the floor, and a clean crop is left identical
+    assert learned["psnr"] == rows[("jpeg10", "none")]["psnr"] and learned["clean_psnr"] == "identical"
+    assert ("cast", "restorer (learned)") not in rows  # only the families it was made for
