@@ -364,7 +364,7 @@ class RestorerSettings(_Section):
     batch_size: int = Field(default=16, ge=1)
     width: int = Field(default=48, ge=4)
     depth: int = Field(default=8, ge=1)
-    lr: float = Field(default=1e-3, gt=0)  # Adam, cosine-decayed to zero over max_steps
+    lr: float = Field(default=5e-4, gt=0)  # Adam, cosine-decayed to zero over max_steps
     max_steps: int = Field(default=2400, ge=1)  # the stopping rule (a step budget: reproducible)
     curve_every: int = Field(default=300, ge=1)  # validation PSNR per defect every N steps (the gain curve)
     curve_crops: int = Field(default=12, ge=1)

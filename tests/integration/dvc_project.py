@@ -44,6 +44,8 @@ def make_project(base: Path, fashion_dir: Path, clothing_dir: Path) -> tuple[Pat
     # Editing beside it: 3 clothing test photos, a labelled set of 4 composites.
     params["edit"].update(source=str(clothing_dir / "test"), limit=3, evalset_source=str(clothing_dir), evalset_size=4)
     params["edit"]["restore_eval"].update(source=str(clothing_dir), tune_crops=2, test_crops=2)
+    params["edit"]["restorer"].update(source=str(clothing_dir), photos=4, patch=32, batch_size=2, width=8, depth=2,
+                                      max_steps=4, curve_every=2, curve_crops=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,

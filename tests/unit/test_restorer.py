@@ -13,7 +13,7 @@ import torch
 from productstudio.config import Params, RestoreEvalSettings, RestorerSettings
 from productstudio.errors import MissingInput, ParamsError
 from productstudio.models.restorer import Restorer, load_restorer, restore, save_restorer
-from productstudio.training.restorer import draw_batch, train_restorer
+from productstudio.editing.restorer_training import draw_batch, train_restorer
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def photos(tmp_path_factory, clothing_dir):
 
 
 def tiny(photos, **changes) -> RestorerSettings:
-    values = dict(source=str(photos), photos=3, patch=32, batch_size=4, width=8, depth=2, max_steps=6,
-                  curve_every=3, curve_crops=1, checkpoint_every=2, lr=3e-3)
+    values = dict(source=str(photos), photos=3, patch=48, batch_size=8, width=8, depth=2, max_steps=30,
+                  curve_every=15, curve_crops=1, checkpoint_every=2, lr=2e-3, defects=["noise50", "jpeg10"])
     return RestorerSettings(**{**values, **changes})
 
 
@@ -52,7 +52,7 @@ def test_tiles_give_the_same_pixels_as_one_pass(monkeypatch):
 
 
 def test_batches_are_a_pure_function_of_the_step(photos):
-    from productstudio.training.restorer import load_photos
+    from productstudio.editing.restorer_training import load_photos
 
     loaded = load_photos(photos, "train", 3)
     settings = tiny(photos, clean_share=0.0)
@@ -60,23 +60,23 @@ def test_batches_are_a_pure_function_of_the_step(photos):
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[1], other[1])
     damaged, clean = first
-    assert damaged.shape == clean.shape == (4, 32, 32, 3) and not np.array_equal(damaged, clean)
+    assert damaged.shape == clean.shape == (8, 48, 48, 3) and not np.array_equal(damaged, clean)
 
 
 def test_training_learns_and_an_interrupted_run_resumes_bit_for_bit(photos, tmp_path):
     settings = tiny(photos)
     report = train_restorer(settings, tmp_path / "whole", progress=False)
     losses = np.loadtxt(tmp_path / "whole" / "loss.csv", delimiter=",", skiprows=1)
-    assert report["steps"] == 6 and losses.shape == (6, 2)
-    assert [int(row["step"]) for row in report["curve"]] == [0, 3, 6]
-    assert report["final"]["noise50"] > report["floor"]["noise50"]  # it already removes some heavy noise
-    # the same run, killed after its step-4 checkpoint: the rerun continues from there to the same weights
+    assert report["steps"] == 30 and losses.shape == (30, 2)
+    assert [int(row["step"]) for row in report["curve"]] == [0, 15, 30]
+    assert report["final"]["noise50"] > report["floor"]["noise50"] + 0.1  # it already removes some heavy noise
+    # the same run, killed after its step-28 checkpoint: the rerun continues from there to the same weights
     broken = tmp_path / "broken"
     shutil.copytree(tmp_path / "whole", broken)
-    (broken / "checkpoints" / "step-00000006.pt").unlink()
+    (broken / "checkpoints" / "step-00000030.pt").unlink()
     (broken / "restorer.safetensors").unlink()
     resumed = train_restorer(settings, broken, progress=False)
-    assert resumed["resumed_from"] == 4
+    assert resumed["resumed_from"] == 28
     assert (broken / "restorer.safetensors").read_bytes() == (tmp_path / "whole" / "restorer.safetensors").read_bytes()
     assert (broken / "loss.csv").read_text() == (tmp_path / "whole" / "loss.csv").read_text()
     # other settings never resume another run's checkpoint

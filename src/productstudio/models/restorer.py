@@ -32,12 +32,19 @@ class Restorer(nn.Module):
         self.body = nn.Sequential(*[layer for _ in range(depth)
                                     for layer in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))])
         self.tail = nn.Conv2d(width, 12, 3, padding=1)
+        for layer in [self.head, *self.body[::2]]:
+            # He initialisation: a plain ReLU stack at torch's default init shrinks its signal about 2x per layer,
+            # and after 8 layers the gradients vanished (1e-11 at the head: the model never left the identity)
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1], H and W even -> the same shape (not clipped)."""
-        features = F.relu(self.head(F.pixel_unshuffle(x, 2)))
+        # centred input: with [0, 1] pixels every first-layer feature carried the photo's brightness and the
+        # loss fell about half as fast in the first hundred steps
+        features = F.relu(self.head(F.pixel_unshuffle(x - 0.5, 2)))
         return x + F.pixel_shuffle(self.tail(self.body(features)), 2)
 
 
@@ -46,7 +53,7 @@ def restore(model: Restorer, image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div_(255)  # a copy: the photo may be read-only
     out = np.empty_like(image)
     model.eval()
     with torch.inference_mode():

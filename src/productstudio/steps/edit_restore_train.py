@@ -12,7 +12,7 @@ def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Pat
     import shutil
 
     from productstudio.artifacts import write_json_atomic
-    from productstudio.training.restorer import train_restorer
+    from productstudio.editing.restorer_training import train_restorer
 
     settings = params.edit.restorer
     if photos:

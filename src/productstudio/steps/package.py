@@ -14,10 +14,11 @@ def serve_model_name(params) -> str:
 
 
 EDIT_MODEL_NAME = "studio-edit"
+RESTORE_MODEL_NAME = "studio-restore"
 
 
 def run(params, task: str, alias: str | None, variant: str | None, generator: Path | None, int8: Path | None,
-        name: str | None, store: Path) -> dict:
+        name: str | None, store: Path, restorer: Path | None = None) -> dict:
     from productstudio.serving.archive import archive_from_registry, build_archive
 
     if task == "edit":  # the pretrained editing nets, installed by 'make install', and the edit settings
@@ -28,6 +29,15 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
         mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit",
                             provenance={"edit": section_dict(params.edit), "weights": model_version()})
         return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'"}
+    if task == "restore":  # the trained restorer, with the edit section's upload limits
+        from productstudio.editing.restore_batch import weights_digest
+
+        source = restorer or paths.EDIT_RESTORER
+        mar = build_archive(source, store, name or RESTORE_MODEL_NAME, "fp32", task="restore",
+                            provenance={"max_upload_bytes": params.edit.max_upload_bytes,
+                                        "max_pixels": params.edit.max_pixels,
+                                        "weights_sha256": weights_digest(source)})
+        return {"mar": mar, "variant": "restore", "source": str(source)}
     name = name or serve_model_name(params)
     if generator or int8:
         source, variant = (int8, "int8") if int8 else (generator, "fp32")
@@ -42,28 +52,32 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
 def format(result: dict) -> str:
     if result["variant"] == "edit":
         return f"{result['mar']}: the edit task (studio exports) from {result['source']}"
+    if result["variant"] == "restore":
+        return f"{result['mar']}: the restore task (noise and JPEG removal) from {result['source']}"
     return f"{result['mar']}: {result['variant']} generator from {result['source']}"
 
 
 STEP = Step(
     name="package",
-    help="build a TorchServe .mar of the generator (fp32 or int8) or of the edit task",
+    help="build a TorchServe .mar of the generator (fp32 or int8), of the edit task or of the restore task",
     description="--task edit archives the studio editor (the pretrained nets in .tools/weights and params.yaml "
-    "'edit': presets, gates, limits). By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
+    "'edit': presets, gates, limits); --task restore archives the trained restorer (--restorer, default "
+    "models/restorer) with the edit section's upload limits. By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
     "MLflow registry; --generator or --int8 archive a local directory instead. The archive holds the project's "
     "handler, the weights (safetensors or ONNX, never a pickle) and config.json.",
     run=run,
     format=format,
     params=("serve", "register.model_name", "edit"),
     args=(
-        Arg("--task", "what the archive serves: generate (images from the GAN) or edit (studio exports of photos)",
-            "generate", str, choices=("generate", "edit")),
+        Arg("--task", "what the archive serves: generate (images from the GAN), edit (studio exports of photos) or "
+            "restore (noise and JPEG removal)", "generate", str, choices=("generate", "edit", "restore")),
         Arg("--alias", "registry alias (default: serve.alias)", type=str),
         Arg("--variant", "registered variant (default: serve.variant)", type=str, choices=("fp32", "int8")),
         Arg("--generator", "archive this fp32 generator directory (e.g. models/train/generator)"),
         Arg("--int8", "archive this int8 directory (e.g. models/quantized)"),
-        Arg("--name", "model name in TorchServe (default: serve.model_name or register.model_name; edit: studio-edit)",
+        Arg("--name", "model name in TorchServe (default: serve.model_name or register.model_name; edit: studio-edit; restore: studio-restore)",
             type=str),
         Arg("--store", "where the .mar goes", paths.SERVE_STATE / "model-store"),
+        Arg("--restorer", "--task restore: the trained restorer's folder (default: models/restorer)"),
     ),
 )

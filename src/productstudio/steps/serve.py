@@ -28,7 +28,7 @@ def run(action: str, params: Path, state: Path, mar: Path | None, enable_model_a
     serve = settings.serve.model_copy(update={"enable_model_api": True}) if enable_model_api else settings.serve
     name = mar.stem if mar else serve_model_name(settings)  # torch-model-archiver names the file after the model
     mar = mar or state / "model-store" / f"{name}.mar"
-    if archive_task(mar) == "edit":  # photo uploads: the frontend's body limit is the edit task's upload limit
+    if archive_task(mar) in ("edit", "restore"):  # photo uploads: the body limit is the edit section's upload limit
         serve = serve.model_copy(update={"max_request_size": settings.edit.max_upload_bytes})
     handle = server.start(serve, mar, state, name)
     return {"action": action, "handle": handle, "settings": serve, "state": state}

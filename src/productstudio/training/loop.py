@@ -33,11 +33,11 @@ from productstudio.errors import TimeLimitReached
 from productstudio.data import store
 from productstudio.imaging import resolve_device, to_float
 from productstudio.models.io import save_generator
+from productstudio.models.checkpoints import load_checkpoint
 from productstudio.models.cvae import ConditionalVAE, elbo_loss
 from productstudio.models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
 from productstudio.models.sampling import sample_grid
 from productstudio.training.augment import diff_augment
-from productstudio.training.checkpoints import load_checkpoint
 from productstudio.training.distributed import ALONE, Distributed, from_environment, sync_batchnorm
 
 CHECKPOINTS = "checkpoints"

@@ -13,12 +13,14 @@ from __future__ import annotations
 from productstudio.errors import ParamsError
 from productstudio.serving.tasks.edit import EditTask
 from productstudio.serving.tasks.generate import GenerateTask
+from productstudio.serving.tasks.restore import RestoreTask
 
 DEFAULT_TASK = "generate"  # archives built before tasks were named serve the generator
 
 TASKS = {
     GenerateTask.name: GenerateTask,
     EditTask.name: EditTask,
+    RestoreTask.name: RestoreTask,
 }
 
 

@@ -1,4 +1,4 @@
-"""Reading a training checkpoint back: tensors, numbers and strings only, never an arbitrary pickle."""
+"""Reading a training checkpoint back (the GAN's, the restorer's): tensors, numbers and strings only, never a pickle."""
 
 from __future__ import annotations
 

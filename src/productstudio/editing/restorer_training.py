@@ -128,7 +128,7 @@ def identity(settings: RestorerSettings) -> dict:
 def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from productstudio.training.checkpoints import load_checkpoint
+    from productstudio.models.checkpoints import load_checkpoint
 
     unknown = [d for d in settings.defects if d not in DEFECTS or DEFECTS[d].family not in ("noise", "jpeg")]
     if unknown:

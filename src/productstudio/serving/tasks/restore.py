@@ -1,0 +1,91 @@
+"""The ``restore`` task, free of TorchServe: a photo in, the same photo with noise and JPEG artefacts removed out.
+
+Request: the photo's bytes as the body (``curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'``), or a
+multipart upload (the file in a ``data`` part). Answer: a lossless PNG of the same size with XMP provenance (an
+edit by ``product-studio-restorer``, its weights' sha256, the source's sha256); ``Accept: application/json`` gives
+``{"image": base64, "change_db": ...}``.
+
+The limits are the studio task's (``edit.max_upload_bytes``, ``edit.max_pixels`` from the archived params),
+checked before any pixel is decoded: 413 over them, 400 for a corrupt or non-image body; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from productstudio.serving.tasks.edit import SERVING_META, decode_photo
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    photo: np.ndarray  # (H, W, 3) uint8 RGB, upright
+    sha256: str
+    answer: str  # "image" or "json"
+
+
+class RestoreTask:
+    """The task's contract with the handler (see ``registry.py``)."""
+
+    name = "restore"
+
+    def __init__(self, model, weights_sha256: str, max_bytes: int, max_pixels: int, model_name: str, version: str):
+        self.model, self.weights_sha256 = model, weights_sha256
+        self.max_bytes, self.max_pixels = max_bytes, max_pixels
+        self.model_name, self.version = model_name, version
+
+    @classmethod
+    def load(cls, model_dir: Path, model_name: str, version: str, variant: str = "fp32",
+             threads: int = 0) -> "RestoreTask":
+        import torch
+
+        from productstudio.editing.restore_batch import weights_digest
+        from productstudio.models.restorer import load_restorer
+
+        if threads:
+            torch.set_num_threads(threads)
+        meta = json.loads((Path(model_dir) / SERVING_META).read_text())
+        return cls(load_restorer(model_dir), weights_digest(model_dir), int(meta["max_upload_bytes"]),
+                   int(meta["max_pixels"]), model_name, version)
+
+    @staticmethod
+    def archive_files(model_dir: Path, variant: str) -> list[Path]:
+        """The trained restorer: its safetensors weights and JSON description (nothing unpickled)."""
+        from productstudio.models.restorer import load_restorer
+
+        load_restorer(model_dir)  # a missing or broken model fails here, not in the worker
+        return [Path(model_dir) / "restorer.safetensors", Path(model_dir) / "restorer.json"]
+
+    def parse(self, body, accept: str | None, options: dict | None = None) -> RestoreRequest:
+        photo = decode_photo(body, self.max_bytes, self.max_pixels)
+        first = (accept or "").split(",")[0].split(";")[0].strip().lower()
+        return RestoreRequest(photo, hashlib.sha256(bytes(body)).hexdigest(),
+                              "json" if first == "application/json" else "image")
+
+    def run(self, requests: list[RestoreRequest]) -> list[np.ndarray]:
+        from productstudio.models.restorer import restore
+
+        return [restore(self.model, r.photo) for r in requests]
+
+    def respond(self, request: RestoreRequest, restored: np.ndarray) -> tuple[str, object]:
+        from PIL import Image
+
+        from productstudio.editing.provenance import EDITED, Provenance, with_provenance
+        from productstudio.editing.restore_batch import MODEL_NAME, change_db
+
+        buffer = io.BytesIO()
+        Image.fromarray(restored).save(buffer, format="PNG")
+        provenance = Provenance(EDITED, MODEL_NAME, f"sha256:{self.weights_sha256[:16]}",
+                                source_sha256=request.sha256, extra={"operation": "restore"})
+        data = with_provenance(buffer.getvalue(), provenance)
+        if request.answer == "image":
+            return "image/png", data
+        return "application/json", {"model": self.model_name, "version": self.version,
+                                     "source_sha256": request.sha256, "change_db": change_db(request.photo, restored),
+                                     "image": base64.b64encode(data).decode("ascii")}

@@ -1,0 +1,95 @@
+"""Real TorchServe serving the restore task: a photo in, the same-size PNG out with provenance, the model's own
+pixels; hostile uploads answered with a 4xx while the server keeps serving."""
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from productstudio.config import ServeSettings
+from productstudio.editing.provenance import read_provenance
+from productstudio.models.restorer import Restorer, restore, save_restorer
+from productstudio.serving import server
+from productstudio.serving.archive import archive_task, build_archive
+from productstudio.serving.server import free_ports
+from tests.integration.hostile import png_bytes
+
+pytestmark = pytest.mark.slow
+MAX_UPLOAD = 3_000_000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Restorer(width=8, depth=2)
+    torch.nn.init.normal_(model.tail.weight, std=0.02)  # a model that visibly changes the photo
+    directory = tmp_path_factory.mktemp("restorer")
+    save_restorer(model, directory, {"kind": "restorer", "width": 8, "depth": 2})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("serve-restore")
+    mar = build_archive(model_dir, root / "store", "studio-restore", task="restore",
+                        provenance={"max_upload_bytes": MAX_UPLOAD, "max_pixels": 40_000_000})
+    assert archive_task(mar) == "restore"
+    names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
+    settings = ServeSettings(**dict(zip(names, free_ports(len(names)))), workers=1, max_request_size=MAX_UPLOAD + 1024,
+                             response_timeout_s=120)
+    handle = server.start(settings, mar, root / "state", wait_s=240)
+    yield handle
+    server.stop(root / "state")
+
+
+def post(handle, body: bytes, accept: str = ""):
+    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {handle.inference_key}"}
+    if accept:
+        headers["Accept"] = accept
+    request = urllib.request.Request(handle.predict_url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.headers.get("Content-Type"), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type"), error.read()
+
+
+def _photo(clothing_dir, index=0) -> bytes:
+    return sorted((clothing_dir / "test" / "t-shirt").glob("*.jpg"))[index].read_bytes()
+
+
+def test_a_photo_comes_back_restored_at_its_size_with_provenance(served, model_dir, clothing_dir):
+    from productstudio.models.restorer import load_restorer
+
+    body = _photo(clothing_dir)
+    status, content_type, answer = post(served, body)
+    assert (status, content_type) == (200, "image/png"), answer[:300]
+    source = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    served_pixels = np.asarray(Image.open(io.BytesIO(answer)))
+    assert served_pixels.shape == source.shape and not np.array_equal(served_pixels, source)
+    assert np.array_equal(served_pixels, restore(load_restorer(model_dir), source))  # the library's own answer
+    provenance = read_provenance(answer)
+    assert "compositeWithTrainedAlgorithmicMedia" in json.dumps(provenance)
+    assert provenance["model_name"] == "product-studio-restorer"
+    status, content_type, answer = post(served, body, accept="application/json")
+    assert (status, content_type) == (200, "application/json")
+    report = json.loads(answer)
+    assert 20 < report["change_db"] < 100 and base64.b64decode(report["image"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("body,status,phrase", [
+    (b"", 400, "empty"),
+    (b"not an image at all", 400, "not an image"),
+    (png_bytes(100_000, 100_000), 413, "decompression bomb"),
+    (b"\xff\xd8\xff" + b"\0" * 64, 400, ""),
+])
+def test_hostile_uploads_get_a_4xx_and_the_server_keeps_serving(served, clothing_dir, body, status, phrase):
+    got, _, answer = post(served, body)
+    assert got == status and phrase in answer.decode(errors="replace"), answer[:300]
+    assert post(served, _photo(clothing_dir, index=1))[0] == 200
