@@ -3,8 +3,6 @@ provenance; hostile uploads and refused cut-outs answered with a 4xx while the s
 
 import io
 import json
-import urllib.error
-import urllib.request
 import zipfile
 
 import numpy as np
@@ -19,6 +17,7 @@ from productstudio.serving.archive import archive_task, build_archive
 from productstudio.serving.server import free_ports
 from tests.conftest import REPO_ROOT
 from tests.integration.hostile import REFUSED_ANSWERS, png_bytes
+from tests.integration.photo_client import post_photo
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
@@ -40,15 +39,7 @@ def served(tmp_path_factory):
 
 
 def post(handle, body: bytes, presets: str = "", headers=None):
-    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {handle.inference_key}", **(headers or {})}
-    if presets:
-        headers["X-Preset"] = presets
-    request = urllib.request.Request(handle.predict_url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, response.headers.get("Content-Type"), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("Content-Type"), error.read()
+    return post_photo(handle, body, {**({"X-Preset": presets} if presets else {}), **(headers or {})})
 
 
 def _photo(clothing_dir, category="t-shirt", index=0) -> bytes:

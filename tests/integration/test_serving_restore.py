@@ -4,8 +4,6 @@ pixels; hostile uploads answered with a 4xx while the server keeps serving."""
 import base64
 import io
 import json
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from productstudio.serving import server
 from productstudio.serving.archive import archive_task, build_archive
 from productstudio.serving.server import free_ports
 from tests.integration.hostile import png_bytes
+from tests.integration.photo_client import post_photo
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
@@ -49,15 +48,7 @@ def served(tmp_path_factory, model_dir):
 
 
 def post(handle, body: bytes, accept: str = ""):
-    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {handle.inference_key}"}
-    if accept:
-        headers["Accept"] = accept
-    request = urllib.request.Request(handle.predict_url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, response.headers.get("Content-Type"), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("Content-Type"), error.read()
+    return post_photo(handle, body, {"Accept": accept} if accept else None)
 
 
 def _photo(clothing_dir, index=0) -> bytes:
