@@ -13,3 +13,16 @@ def post_photo(handle, body: bytes, headers: dict | None = None) -> tuple[int, s
             return response.status, response.headers.get("Content-Type"), response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers.get("Content-Type"), error.read()
+
+
+def start_served(mar, state_dir, max_request_size: int):
+    """Real TorchServe serving ``mar`` on free 127.0.0.1 ports, one worker; returns its handle (stop it with
+    ``server.stop(state_dir)``)."""
+    from productstudio.config import ServeSettings
+    from productstudio.serving import server
+    from productstudio.serving.server import free_ports
+
+    names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
+    settings = ServeSettings(**dict(zip(names, free_ports(len(names)))), workers=1, max_request_size=max_request_size,
+                             response_timeout_s=120)
+    return server.start(settings, mar, state_dir, wait_s=240)

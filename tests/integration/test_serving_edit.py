@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from productstudio.config import ServeSettings, load_params, section_dict
+from productstudio.config import load_params, section_dict
 from productstudio.editing.provenance import read_provenance
 from productstudio.models.pretrained import weights_root
 from productstudio.serving import server
@@ -17,7 +17,7 @@ from productstudio.serving.archive import archive_task, build_archive
 from productstudio.serving.server import free_ports
 from tests.conftest import REPO_ROOT
 from tests.integration.hostile import REFUSED_ANSWERS, png_bytes
-from tests.integration.photo_client import post_photo
+from tests.integration.photo_client import post_photo, start_served
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
@@ -30,11 +30,7 @@ def served(tmp_path_factory):
     mar = build_archive(weights_root(), root / "store", "studio-edit", task="edit",
                         provenance={"edit": section_dict(edit)})
     assert archive_task(mar) == "edit"
-    names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
-    settings = ServeSettings(**dict(zip(names, free_ports(len(names)))), workers=1, max_request_size=MAX_UPLOAD + 1024,
-                             response_timeout_s=120)
-    handle = server.start(settings, mar, root / "state", wait_s=240)
-    yield handle
+    yield start_served(mar, root / "state", MAX_UPLOAD + 1024)
     server.stop(root / "state")
 
 

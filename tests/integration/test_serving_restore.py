@@ -10,14 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from productstudio.config import ServeSettings
 from productstudio.editing.provenance import read_provenance
 from productstudio.models.restorer import Restorer, restore, save_restorer
 from productstudio.serving import server
 from productstudio.serving.archive import archive_task, build_archive
-from productstudio.serving.server import free_ports
 from tests.integration.hostile import png_bytes
-from tests.integration.photo_client import post_photo
+from tests.integration.photo_client import post_photo, start_served
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
@@ -39,11 +37,7 @@ def served(tmp_path_factory, model_dir):
     mar = build_archive(model_dir, root / "store", "studio-restore", task="restore",
                         provenance={"max_upload_bytes": MAX_UPLOAD, "max_pixels": 40_000_000})
     assert archive_task(mar) == "restore"
-    names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
-    settings = ServeSettings(**dict(zip(names, free_ports(len(names)))), workers=1, max_request_size=MAX_UPLOAD + 1024,
-                             response_timeout_s=120)
-    handle = server.start(settings, mar, root / "state", wait_s=240)
-    yield handle
+    yield start_served(mar, root / "state", MAX_UPLOAD + 1024)
     server.stop(root / "state")
 
 
