@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from productstudio.editing.contact_sheet import before_after_png
 from productstudio.editing.provenance import EDITED, Provenance, with_provenance
 from productstudio.editing.studio import list_photos, read_photo
 from productstudio.errors import MissingInput, ParamsError
-from productstudio.models.restorer import restore
+from productstudio.models.restorer import psnr, restore
 
 MODEL_NAME = "product-studio-restorer"
 SAMPLES = 6
@@ -43,8 +42,7 @@ def weights_digest(directory: str | Path) -> str:
 
 def change_db(before: np.ndarray, after: np.ndarray) -> float:
     """PSNR of the output against the input: how much the model changed (100 when it left the photo alone)."""
-    mse = float(np.mean((before.astype(np.float64) - after.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else round(10 * math.log10(255.0 ** 2 / mse), 2)
+    return round(psnr(before, after), 2)
 
 
 def restore_batch(in_dir: str | Path, out_dir: str | Path, model, weights_sha256: str, max_pixels: int,

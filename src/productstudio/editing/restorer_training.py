@@ -32,7 +32,7 @@ from productstudio.artifacts import write_atomic, write_json_atomic
 from productstudio.config import RestorerSettings
 from productstudio.editing.defects import DEFECTS
 from productstudio.errors import MissingInput, ParamsError
-from productstudio.models.restorer import Restorer, restore, save_restorer
+from productstudio.models.restorer import Restorer, psnr, restore, save_restorer
 
 CURVE_CROP = 256
 STEP_SEED = 7_000_000  # curve crops draw their defects from other streams than the evaluation table's
@@ -76,11 +76,6 @@ def draw_batch(photos: list[np.ndarray], settings: RestorerSettings, step: int) 
 
 def to_tensor(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 class CurveSet:

@@ -13,6 +13,7 @@ and training starts from "leave the photo alone", which is what a clean photo ne
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,12 @@ class Restorer(nn.Module):
         # loss fell about half as fast in the first hundred steps
         features = F.relu(self.head(F.pixel_unshuffle(x - 0.5, 2)))
         return x + F.pixel_shuffle(self.tail(self.body(features)), 2)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 images of one shape; 100 when they are identical."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def restore(model: Restorer, image: np.ndarray) -> np.ndarray:
