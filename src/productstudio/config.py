@@ -372,6 +372,29 @@ class RestorerSettings(_Section):
     seed: int = 0
 
 
+class DetectorSettings(_Section):
+    """The learned defect detector (productstudio edit detect-train): dust, specks and scratches -> a mask."""
+
+    source: str = "../shared/data/clothing-dataset-small"  # trains on train/, picks its threshold on validation/
+    defects: list[str] = ["dust"]  # defects with a mask (editing.defects) it learns to find
+    clean_share: float = Field(default=0.2, ge=0, lt=1)  # regions left clean: it must find nothing there
+    photos: int = Field(default=300, ge=1)  # training photos held in memory (spread over the sorted list)
+    region: int = Field(default=256, ge=32)  # the defect is drawn on a region of this side (its density as in
+    patch: int = Field(default=128, ge=16)   # the evaluation crops), and a patch of it is trained on
+    batch_size: int = Field(default=8, ge=1)
+    width: int = Field(default=16, ge=4)
+    pos_weight: float = Field(default=5.0, gt=0)  # a missed speck costs this many false alarms (recall first)
+    lr: float = Field(default=2e-3, gt=0)  # Adam, cosine-decayed to zero over max_steps
+    max_steps: int = Field(default=4000, ge=1)  # the stopping rule (a step budget: reproducible)
+    thresholds: list[float] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7]  # candidates for the stored threshold
+    target_recall: float = Field(default=0.95, gt=0, le=1)  # the highest threshold keeping this visible recall
+    grow: int = Field(default=0, ge=0)  # widen the mask by this many pixels before filling
+    curve_every: int = Field(default=500, ge=1)  # validation recall and false-positive area every N steps
+    curve_crops: int = Field(default=24, ge=1)
+    checkpoint_every: int = Field(default=200, ge=1)
+    seed: int = 0
+
+
 class C2paSettings(_Section):
     """C2PA Content Credentials on studio exports (productstudio.editing.content_credentials)."""
 
@@ -441,6 +464,7 @@ class EditSettings(_Section):
     evalset_extra_hard: int = Field(default=12, ge=0)  # see-through and reflective composites after the others
     restore_eval: RestoreEvalSettings = RestoreEvalSettings()
     restorer: RestorerSettings = RestorerSettings()
+    detector: DetectorSettings = DetectorSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -31,6 +31,7 @@ EDIT_STUDIO = Path("reports/edit/studio")  # the studio batch: exports per prese
 EDIT_EVALSET = Path("data/edit/evalset")  # the labelled set of cut-outs on real backgrounds
 EDIT_EVALUATION = Path("reports/edit/evaluate")
 EDIT_RESTORER = Path("models/restorer")  # the learned restorer (noise + JPEG): safetensors + JSON
+EDIT_DETECTOR = Path("models/detector")  # the learned defect detector (dust, scratches): safetensors + JSON
 EDIT_RESTORED = Path(".scratch/edit/restored")  # edit restore: the restored photos of a folder
 EDIT_RESTORE_EVAL = Path("reports/edit/restore_eval")  # the restoration table: defects x methods
 

@@ -52,7 +52,7 @@ def test_tiles_give_the_same_pixels_as_one_pass(monkeypatch):
 
 
 def test_batches_are_a_pure_function_of_the_step(photos):
-    from productstudio.editing.restorer_training import load_photos
+    from productstudio.editing.patch_training import load_photos
 
     loaded = load_photos(photos, "train", 3)
     settings = tiny(photos, clean_share=0.0)

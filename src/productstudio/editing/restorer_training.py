@@ -20,37 +20,20 @@ Writes ``out_dir/restorer.safetensors`` + ``restorer.json`` (the model and what 
 from __future__ import annotations
 
 import csv
-import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from productstudio.artifacts import write_atomic, write_json_atomic
 from productstudio.config import RestorerSettings
 from productstudio.editing.defects import DEFECTS
+from productstudio.editing.patch_training import cosine_lr, load_photos, save_checkpoint, start_or_resume
 from productstudio.errors import MissingInput, ParamsError
 from productstudio.models.restorer import Restorer, psnr, restore, save_restorer
 
 CURVE_CROP = 256
 STEP_SEED = 7_000_000  # curve crops draw their defects from other streams than the evaluation table's
-
-
-def load_photos(root: Path, split: str, count: int) -> list[np.ndarray]:
-    """``count`` photos spread evenly over the sorted files of ``root/split``; unreadable files are passed over."""
-    from productstudio.data.images import BadImage, open_image, to_mode, upright
-
-    paths = sorted(p for p in (root / split).rglob("*") if p.is_file())
-    photos = []
-    for index in np.linspace(0, len(paths) - 1, num=min(len(paths), count)).round().astype(int) if paths else []:
-        try:
-            with open_image(paths[index], 40_000_000) as image:
-                photos.append(np.asarray(to_mode(upright(image), "RGB")))
-        except BadImage:
-            continue
-    return photos
 
 
 def draw_batch(photos: list[np.ndarray], settings: RestorerSettings, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,17 +87,6 @@ class CurveSet:
         return scores
 
 
-def lr_at(settings: RestorerSettings, step: int) -> float:
-    return settings.lr * 0.5 * (1 + math.cos(math.pi * min(step, settings.max_steps) / settings.max_steps))
-
-
-def save_checkpoint(directory: Path, step: int, seconds: float, model: Restorer, optimizer) -> None:
-    state = {"step": step, "seconds": seconds, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    write_atomic(directory / f"step-{step:08d}.pt", lambda handle: torch.save(state, handle))
-    for old in sorted(directory.glob("step-*.pt"))[:-2]:
-        old.unlink()
-
-
 def identity(settings: RestorerSettings) -> dict:
     """What a checkpoint must match to be resumed (everything that shapes the weights; not the curve)."""
     return settings.model_dump(exclude={"curve_every", "curve_crops", "checkpoint_every"})
@@ -122,8 +94,6 @@ def identity(settings: RestorerSettings) -> dict:
 
 def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bool = True) -> dict:
     from tqdm import tqdm
-
-    from productstudio.models.checkpoints import load_checkpoint
 
     unknown = [d for d in settings.defects if d not in DEFECTS or DEFECTS[d].family not in ("noise", "jpeg")]
     if unknown:
@@ -134,32 +104,14 @@ def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bo
     if not photos:
         raise MissingInput(f"{root}/train: no photo of at least {settings.patch} px to train the restorer on")
     curve_set = CurveSet(root, settings)
-    checkpoints = out_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     model = Restorer(settings.width, settings.depth)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    step, seconds = 0, 0.0
-    identity_path = checkpoints / "identity.json"
-    found = sorted(checkpoints.glob("step-*.pt"))
-    if found and identity_path.is_file() and json.loads(identity_path.read_text()) == identity(settings):
-        state = load_checkpoint(found[-1])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, seconds = int(state["step"]), float(state["seconds"])
-    else:  # a fresh start: nothing of another run's logs or checkpoints stays
-        for path in [*found, out_dir / "loss.csv", out_dir / "curve.csv"]:
-            path.unlink(missing_ok=True)
-        write_json_atomic(identity_path, identity(settings))
-    resumed_from = step
-    loss_log, curve_log = out_dir / "loss.csv", out_dir / "curve.csv"
     curve_columns = ["step", "seconds", *settings.defects, "clean"]
-    for path, columns in ((loss_log, ["step", "loss"]), (curve_log, curve_columns)):
-        if not path.exists():
-            path.write_text(",".join(columns) + "\n")
-        else:  # a resume: rows past the checkpoint are redone
-            rows = path.read_text().splitlines()
-            path.write_text("\n".join([rows[0], *(r for r in rows[1:] if int(r.split(",")[0]) <= step)]) + "\n")
+    step, seconds = start_or_resume(out_dir, identity(settings), model, optimizer,
+                                    {"loss.csv": ["step", "loss"], "curve.csv": curve_columns})
+    resumed_from = step
+    checkpoints, loss_log, curve_log = out_dir / "checkpoints", out_dir / "loss.csv", out_dir / "curve.csv"
     if step == 0:
         with curve_log.open("a", newline="") as handle:
             csv.writer(handle).writerow([0, 0.0, *(f"{v:.3f}" for v in curve_set.floor().values()), "100.000"])
@@ -169,7 +121,7 @@ def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bo
         damaged, clean = draw_batch(photos, settings, step)
         started = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(settings, step)
+            group["lr"] = cosine_lr(settings.lr, step, settings.max_steps)
         loss = torch.nn.functional.mse_loss(model(to_tensor(damaged)), to_tensor(clean))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,7 +1,9 @@
-"""The 'edit' group: productstudio edit <target> (studio, restore, evalset, evaluate, restore-train, restore-eval)."""
+"""The 'edit' group: productstudio edit <target> (studio, restore, evalset, evaluate, restore-train,
+detect-train, restore-eval)."""
 
 from __future__ import annotations
 
+from productstudio.steps.edit_detect_train import STEP as DETECT_TRAIN
 from productstudio.steps.edit_evalset import STEP as EVALSET
 from productstudio.steps.edit_evaluate import STEP as EVALUATE
 from productstudio.steps.edit_restore import STEP as RESTORE
@@ -15,8 +17,8 @@ DESCRIPTION = ("Editing of real photos. 'edit studio' turns a photo folder into 
                "preset) with a JSON report and an HTML contact sheet; 'edit restore' removes noise and JPEG artefacts "
                "from a folder of photos with the learned restorer; 'edit evalset' builds the labelled set of "
                "cut-outs on real backgrounds; 'edit evaluate' measures mask IoU, MAE and boundary F on it; "
-               "'edit restore-train' trains the learned restorer (noise + JPEG); 'edit restore-eval' measures "
+               "'edit restore-train' trains the learned restorer (noise + JPEG); 'edit detect-train' trains the learned dust and scratch detector; 'edit restore-eval' measures "
                "restoration and enhancement methods, learned and classical, on synthetic defects.")
 
 
-TARGETS = (STUDIO, RESTORE, EVALSET, EVALUATE, RESTORE_TRAIN, RESTORE_EVAL)
+TARGETS = (STUDIO, RESTORE, EVALSET, EVALUATE, RESTORE_TRAIN, DETECT_TRAIN, RESTORE_EVAL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from productstudio.steps import (
     deploy,
     edit,
+    edit_detect_train,
     edit_evalset,
     edit_evaluate,
     edit_restore_eval,
@@ -45,8 +46,8 @@ PIPELINE = (
     promote.STEP,
 )
 # Editing's DVC stages and KFP components: commands of the 'edit' group (productstudio edit <target>).
-EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_restore_train.STEP, edit_restore_eval.STEP,
-                 edit_studio.STEP)
+EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_restore_train.STEP, edit_detect_train.STEP,
+                 edit_restore_eval.STEP, edit_studio.STEP)
 # Commands around the pipeline (no DVC stage).
 COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP)
 # Commands with targets: productstudio <group> <target>.

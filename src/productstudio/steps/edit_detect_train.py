@@ -1,0 +1,90 @@
+"""Step 'edit detect-train': train the learned defect detector (dust, specks, scratches) on the train photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from productstudio import paths
+from productstudio.steps.step import NO_MLFLOW, Arg, Step
+
+
+def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Path | None, no_mlflow: bool) -> dict:
+    import shutil
+
+    from productstudio.artifacts import write_json_atomic
+    from productstudio.editing.detector_training import train_detector
+
+    settings = params.edit.detector
+    if photos:
+        settings = settings.model_copy(update={"source": str(photos)})
+    report = train_detector(settings, out)
+    chosen = report["validation"]
+    report["metrics"] = {"val_recall": round(chosen["recall"], 4),
+                         "val_visible_recall": round(chosen["visible_recall"], 4),
+                         "val_false_positive_area": round(chosen["false_positive_area"], 5),
+                         "val_clean_area": round(chosen["clean_area"], 5), "threshold": chosen["threshold"],
+                         "train_seconds": report["train_seconds"]}
+    if plots:
+        plots.mkdir(parents=True, exist_ok=True)
+        for name in ("curve.csv", "loss.csv", "thresholds.csv"):
+            shutil.copyfile(out / name, plots / name)
+    if metrics:
+        write_json_atomic(metrics, report["metrics"])
+    if not no_mlflow:
+        report["mlflow_run_id"] = log_training(report, settings, out)
+    return report
+
+
+def log_training(report: dict, settings, out: Path) -> str:
+    """One MLflow run: the settings, the curve as step-indexed metrics, the threshold table, the model files."""
+    import mlflow
+
+    from productstudio.tracking import git_commit, start_run
+
+    with start_run("edit-detector", tags={"git_commit": git_commit(), "kind": "defect-detector"}) as run:
+        mlflow.log_params({k: str(v) for k, v in settings.model_dump().items()})
+        for point in report["curve"]:
+            mlflow.log_metrics({f"val_{k}": float(v) for k, v in point.items() if k != "step"},
+                               step=int(point["step"]))
+        mlflow.log_metrics({k: float(v) for k, v in report["metrics"].items()})
+        for name in ("detector.safetensors", "detector.json", "curve.csv", "loss.csv", "thresholds.csv"):
+            mlflow.log_artifact(str(out / name), "detector")
+        return run.info.run_id
+
+
+def format(report: dict) -> str:
+    resumed = f", resumed from step {report['resumed_from']}" if report["resumed_from"] else ""
+    lines = [f"defect detector trained for {report['steps']} steps ({report['train_seconds']:.0f} s of training"
+             f"{resumed}) -> {report['out']}",
+             f"{'threshold':>9} {'recall':>7} {'visible':>8} {'false +':>8} {'on clean':>9}   (validation crops)"]
+    for row in report["thresholds"]:
+        mark = "  <- stored" if row["threshold"] == report["threshold"] else ""
+        lines.append(f"{row['threshold']:>9.2f} {row['recall']:>7.3f} {row['visible_recall']:>8.3f} "
+                     f"{row['false_positive_area']:>8.4f} {row['clean_area']:>9.4f}{mark}")
+    lines.append("recall: share of the defect's pixels found; visible: of those it changed by more than 12 levels; "
+                 "false +: share of all pixels marked wrongly")
+    if report.get("mlflow_run_id"):
+        lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
+    return "\n".join(lines)
+
+
+STEP = Step(
+    name="detect-train",
+    help="train the learned defect detector (dust, specks, scratches -> a mask to fill) on the catalogue's photos",
+    description="Regions of the photo folder's train photos get the evaluation table's synthetic dust and "
+    "scratches (with their exact masks; some regions stay clean) and a small dilated CNN learns to mark them, "
+    "pixel by pixel, for edit.detector.max_steps steps (resumable from its checkpoints). Its threshold is the "
+    "highest of edit.detector.thresholds that keeps edit.detector.target_recall of the visible defect pixels "
+    "on validation crops. Writes detector.safetensors + detector.json; 'edit restore-eval --detector DIR' "
+    "measures detect-then-fill beside inpainting with the true mask.",
+    run=run,
+    format=format,
+    params=("edit.detector",),
+    args=(
+        Arg("--photos", "photo folder with train/ and validation/ (default: edit.detector.source)", type=Path),
+        Arg("--out", "model folder", paths.EDIT_DETECTOR),
+        Arg("--plots", "also copy curve.csv, loss.csv and thresholds.csv here (DVC plots)"),
+        Arg("--metrics", "also write the validation recall and false-positive area here (DVC metrics)"),
+        NO_MLFLOW,
+    ),
+)
