@@ -13,13 +13,15 @@ def edit_restore_eval(
     table: dsl.Output[dsl.Artifact],
     metrics: dsl.Output[dsl.Metrics],
     restorer: dsl.Input[dsl.Model] = None,
+    detector: dsl.Input[dsl.Model] = None,
     defects: str = "",
     mlflow_tracking_uri: str = "",
 ):
     """Every defect of params edit.restore_eval on crops of ``photos`` (train/validation/test folders), every
     classical method tuned on train/validation and measured on test (and ``restorer``, a trained model from
-    edit_restore_train, beside them when given): table.md, rows.json and examples.png in
-    ``table``, the best PSNR per defect in ``metrics``."""
+    edit_restore_train, and ``detector``, one from edit_detect_train, beside them when given): table.md,
+    rows.json and examples.png in ``table``, the best PSNR per defect (and the detector's recall) in
+    ``metrics``."""
     import os
     from pathlib import Path
 
@@ -32,7 +34,8 @@ def edit_restore_eval(
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     params = parse_params(yaml.safe_load(params_yaml), "params_yaml")
     report = step.run(params, photos=Path(photos.path), out=Path(table.path), defects=defects or None,
-                      restorer=Path(restorer.path) if restorer else None, metrics=None,
+                      restorer=Path(restorer.path) if restorer else None,
+                      detector=Path(detector.path) if detector else None, metrics=None,
                       no_mlflow=not mlflow_tracking_uri)
     print(step.format(report))
     for name, value in report["metrics"].items():

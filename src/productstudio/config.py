@@ -372,6 +372,26 @@ class RestorerSettings(_Section):
     seed: int = 0
 
 
+class EnhanceSettings(_Section):
+    """Enhancement of real photos (productstudio edit enhance); each operation optional."""
+
+    operations: list[Literal["white-balance", "exposure", "sharpen"]] = ["white-balance"]
+    white_balance_p: float = Field(default=4.0, ge=1)  # shades-of-gray norm over the background
+    exposure_percentile: float = Field(default=99.5, gt=50, le=100)  # this brightest luminance becomes white
+    sharpen_sigma: float = Field(default=1.0, gt=0)  # unsharp mask
+    sharpen_amount: float = Field(default=0.3, gt=0)
+
+
+class EditorPromoteSettings(_Section):
+    """When a learned editor's challenger becomes champion (productstudio edit register): issue 11's targets."""
+
+    restorer_targets: list[str] = ["noise25", "jpeg10"]  # where the restorer must beat the best classical filter
+    restorer_margin_db: float = 0.5  # by this much (and not be worse at any other defect it handles)
+    detector_min_recall: float = Field(default=0.95, gt=0, le=1)  # of the true mask's pixels
+    detector_max_false_positive_area: float = Field(default=0.01, ge=0, le=1)
+    detector_max_gap_db: float = Field(default=2.0, ge=0)  # detect-then-fill vs inpainting with the true mask
+
+
 class DetectorSettings(_Section):
     """The learned defect detector (productstudio edit detect-train): dust, specks and scratches -> a mask."""
 
@@ -387,7 +407,7 @@ class DetectorSettings(_Section):
     lr: float = Field(default=2e-3, gt=0)  # Adam, cosine-decayed to zero over max_steps
     max_steps: int = Field(default=4000, ge=1)  # the stopping rule (a step budget: reproducible)
     thresholds: list[float] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7]  # candidates for the stored threshold
-    target_recall: float = Field(default=0.95, gt=0, le=1)  # the highest threshold keeping this visible recall
+    target_recall: float = Field(default=0.95, gt=0, le=1)  # the highest threshold keeping this recall
     grow: int = Field(default=0, ge=0)  # widen the mask by this many pixels before filling
     curve_every: int = Field(default=500, ge=1)  # validation recall and false-positive area every N steps
     curve_crops: int = Field(default=24, ge=1)
@@ -451,6 +471,7 @@ class EditSettings(_Section):
     presets: list[str] = ['amazon-main', 'shopify-square', 'instagram-4x5']  # exported per photo by the DVC stage
     max_pixels: int = Field(default=40_000_000, ge=1)  # checked from the header, before decoding
     max_upload_bytes: int = Field(default=20_000_000, ge=1024)  # a served upload's size limit
+    dust_fill_radius: int = Field(default=3, ge=1, le=20)  # inpainting radius for detected dust (edit restore)
     cutout: CutoutSettings = CutoutSettings()
     gates: GateSettings = GateSettings()
     c2pa: C2paSettings = C2paSettings()
@@ -465,6 +486,8 @@ class EditSettings(_Section):
     restore_eval: RestoreEvalSettings = RestoreEvalSettings()
     restorer: RestorerSettings = RestorerSettings()
     detector: DetectorSettings = DetectorSettings()
+    enhance: EnhanceSettings = EnhanceSettings()
+    promote: EditorPromoteSettings = EditorPromoteSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -40,14 +40,14 @@ def test_a_folder_is_restored_with_provenance_and_bad_files_quarantined(folder, 
     photos, restorer = folder
     before = digests(photos)
     out = tmp_path / "out"
-    report = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, limit=None)
+    report = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, detector=None, limit=None)
     assert digests(photos) == before  # sources untouched
     summary = report["summary"]
-    assert (summary["files"], summary["restored"], summary["quarantined"]) == (3, 2, 1)
+    assert (summary["files"], summary["edited"], summary["quarantined"]) == (3, 2, 1)
     quarantined = next(r for r in report["photos"] if r["status"] == "quarantined")
     assert quarantined["source"] == "broken.jpg" and quarantined["reason"]
     assert "broken.jpg" in (out / "quarantine.tsv").read_text()
-    for row in (r for r in report["photos"] if r["status"] == "restored"):
+    for row in (r for r in report["photos"] if r["status"] == "edited"):
         data = (out / row["file"]).read_bytes()
         with Image.open(photos / row["source"]) as source, Image.open(out / row["file"]) as restored:
             assert restored.size == source.size and restored.mode == "RGB"
@@ -57,23 +57,23 @@ def test_a_folder_is_restored_with_provenance_and_bad_files_quarantined(folder, 
         assert 20 < row["change_db"] < 100  # changed, but not wrecked
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["00.png", "01.png"]
     assert "2 restored, 1 quarantined" in edit_restore.format(report)
-    again = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, limit=None)
+    again = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, detector=None, limit=None)
     assert again["summary"]["resumed"] == 3 and again["photos"] == report["photos"]
 
 
 def test_the_output_folder_may_not_lie_inside_the_sources_and_in_is_required(folder):
     photos, restorer = folder
     with pytest.raises(ParamsError, match="inside the photo folder"):
-        edit_restore.run(Params(), in_dir=photos, out=photos / "restored", restorer=restorer, limit=None)
+        edit_restore.run(Params(), in_dir=photos, out=photos / "restored", restorer=restorer, detector=None, limit=None)
     with pytest.raises(ParamsError, match="--in"):
-        edit_restore.run(Params(), in_dir=None, out=photos.parent / "x", restorer=restorer, limit=None)
+        edit_restore.run(Params(), in_dir=None, out=photos.parent / "x", restorer=restorer, detector=None, limit=None)
     assert not (photos / "restored").exists()
 
 
 def test_an_untrained_model_gives_back_the_same_pixels(folder, tmp_path):
     photos, _ = folder
     save_restorer(Restorer(width=8, depth=2), tmp_path / "identity", {"kind": "restorer", "width": 8, "depth": 2})
-    report = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "same", restorer=tmp_path / "identity", limit=2)
+    report = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "same", restorer=tmp_path / "identity", detector=None, limit=2)
     row = report["photos"][1]  # sorted: broken.jpg, then the first shirt
     assert row["change_db"] == 100.0
     with Image.open(photos / row["source"]) as source:

@@ -87,6 +87,20 @@ def shades_of_gray(image, params, mask=None):
     return white_balance(image, np.power(np.mean(np.power(linear, p), axis=0), 1 / p))
 
 
+MIN_BACKGROUND = 0.05  # below this share of background pixels, the whole photo estimates the illuminant
+
+
+def background_white_balance(image: np.ndarray, product: np.ndarray, p: float) -> np.ndarray:
+    """Shades-of-gray (Minkowski norm ``p``) over the background only: a red sweater filling half the frame
+    makes whole-frame gray-world turn the photo cyan, while the studio wall or table around it is near neutral.
+    ``product`` is the product's mask, (H, W) bool; a ring around it (its fringe) is left out too."""
+    ring = max(1, round(0.02 * max(image.shape[:2])))
+    near = cv2.dilate(product.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)) > 0
+    linear = to_linear(image)
+    pixels = linear[~near] if (~near).mean() >= MIN_BACKGROUND else linear.reshape(-1, 3)
+    return white_balance(image, np.power(np.mean(np.power(pixels.astype(np.float64), p), axis=0), 1 / p))
+
+
 def auto_levels(image, params, mask=None):
     """Stretch the luminance so ``clip`` % of pixels fall outside [0, 255] at each end (colours scaled alike)."""
     linear = to_linear(image)

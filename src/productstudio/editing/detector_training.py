@@ -11,8 +11,8 @@
   (the stopping rule). Draws are seeded by (seed, step) and checkpoints resume bit for bit (``patch_training``).
 - The curve: every ``curve_every`` steps, recall and false-positive area at threshold 0.5 on ``curve_crops``
   validation crops (256 px, each damaged once): ``curve.csv``.
-- The threshold: at the end, the highest of ``thresholds`` whose visible recall on the validation crops
-  reaches ``target_recall`` (the lowest threshold if none does) is stored with the weights.
+- The threshold: at the end, the highest of ``thresholds`` whose recall on the validation crops reaches
+  ``target_recall`` (the lowest threshold if none does) is stored with the weights.
 
 Recall is counted over the defect's mask pixels; "visible recall" over those the defect changed by more than
 ``VISIBLE_LEVELS`` in some channel (a dark speck on a black sweater is part of the mask, but there is nothing
@@ -116,8 +116,9 @@ def identity(settings: DetectorSettings) -> dict:
 
 
 def choose_threshold(table: list[dict], target: float) -> dict:
-    """The highest threshold whose visible recall reaches ``target``; the lowest one if none does."""
-    reaching = [row for row in table if row["visible_recall"] >= target]
+    """The highest threshold whose recall (of all the mask's pixels: the issue's measure, the stricter one)
+    reaches ``target``; the lowest one if none does."""
+    reaching = [row for row in table if row["recall"] >= target]
     return max(reaching, key=lambda r: r["threshold"]) if reaching else min(table, key=lambda r: r["threshold"])
 
 

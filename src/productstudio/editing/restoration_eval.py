@@ -10,7 +10,12 @@ Protocol (what a learned restorer or enhancer must beat, measured in the same ru
 - Defects (``editing.defects``): each (crop, defect) pair has its own seeded generator, recorded in the report.
 - Methods (``editing.classical``): every method of a defect's family, with its best parameters for that defect
   (highest mean PSNR on the tuning crops); "none" (the damaged input itself) is the floor. Learned models
-  (``learned_method``: the restorer, trained on train photos only) join their families' rows untuned.
+  (``learned_method``: the restorer, trained on train photos only; ``detect_and_fill_method``: the defect
+  detector's mask filled by inpainting) join their families' rows. "background-white" (white balance from
+  the background outside the product, which the cut-out finds on the damaged crop) is the enhancement
+  'edit enhance' applies; it joins the colour-cast rows.
+- The detector's own scores (``detector_scores``): recall of the dust mask's pixels (all, and the visible
+  ones), false-positive area, and the share of a clean crop it marks.
 - Per row: PSNR and SSIM against the clean crop (the metric engine's ``psnr``/``ssim``); harm on clean input
   (the same method and parameters on the clean crop: PSNR to itself, "identical" when unchanged, and the mean
   CIEDE2000 colour shift inside the product, whose mask comes from the studio cut-out); milliseconds per
@@ -31,7 +36,7 @@ from PIL import Image, ImageDraw
 from productstudio.artifacts import write_json_atomic
 from productstudio.config import RestoreEvalSettings
 from productstudio.data.images import BadImage, centre_crop, open_image, to_mode, upright
-from productstudio.editing.classical import Method, methods_for
+from productstudio.editing.classical import Method, grid, methods_for
 from productstudio.editing.defects import DEFECTS, defect_rng
 from productstudio.metrics.engine import MetricOptions, calc_metric
 
@@ -148,6 +153,15 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\n* best for the defect (highest test PSNR other than none)\n"
 
 
+def detector_line(scores: dict | None) -> str:
+    if not scores:
+        return ""
+    return (f"\nThe learned defect detector (threshold {scores['threshold']}) on the {scores['defect']} test crops: "
+            f"recall {scores['recall']:.3f} of the defect pixels, {scores['visible_recall']:.3f} of the visible "
+            f"ones (changed by more than 12 levels); false-positive area {scores['false_positive_area']:.4f}; on "
+            f"the clean crops it marks {scores['clean_area']:.4f} of the pixels.\n")
+
+
 def learned_method(model, name: str = "restorer (learned)") -> Method:
     """A trained restorer as a row of the table: no parameters to tune (its training was on train photos)."""
     from productstudio.models.restorer import restore
@@ -155,9 +169,50 @@ def learned_method(model, name: str = "restorer (learned)") -> Method:
     return Method(name, ("noise", "jpeg"), lambda image, params, mask=None: restore(model, image), ({},))
 
 
+def background_white_method(segmenter, cutout_settings) -> Method:
+    """White balance from the background outside the product, the product found by the studio cut-out on
+    the damaged photo itself (as ``edit enhance`` does); the Minkowski norm tuned like shades-of-gray's."""
+    from productstudio.editing.classical import background_white_balance
+    from productstudio.editing.enhance import product_mask
+
+    masks: dict[bytes, np.ndarray] = {}  # one cut-out per crop, not one per grid point
+
+    def run(image, params, mask=None):
+        key = image.tobytes()
+        if key not in masks:
+            masks[key] = product_mask(image, segmenter, cutout_settings)
+        return background_white_balance(image, masks[key], params["p"])
+    return Method("background-white", ("cast",), run, tuple(grid(p=[1, 2, 4, 8])))
+
+
+def detect_and_fill_method(model, info: dict, name: str = "inpaint-ns-learned-detector") -> Method:
+    """A trained defect detector as a row: its mask (at its stored threshold) filled by Navier-Stokes
+    inpainting, the radius tuned like the classical inpainting rows'."""
+    from productstudio.models.defect_detector import fill_defects
+
+    def run(image, params, mask=None):
+        return fill_defects(model, image, float(info["threshold"]), int(info["grow"]), params["radius"])
+    return Method(name, tuple(info["defects"]), run, tuple(grid(radius=[2, 3, 5])))
+
+
+def detector_scores(model, info: dict, clean: list[np.ndarray], defect: str, seed: int) -> dict:
+    """The detector's mask against the true one on the test crops (recall, visible recall, false-positive
+    area) and the share of pixels it marks on the clean crops (a clean photo should get nothing)."""
+    from productstudio.editing.detector_training import mask_scores, visible
+    from productstudio.models.defect_detector import detect_defects
+
+    damaged, masks, _ = damage(clean, defect, seed)
+    threshold, grow = float(info["threshold"]), int(info["grow"])
+    found = [detect_defects(model, image, threshold, grow) for image in damaged]
+    seen = [visible(d, c, m) for d, c, m in zip(damaged, clean, masks)]
+    marked_clean = sum(int(detect_defects(model, c, threshold, grow).sum()) for c in clean)
+    return {"defect": defect, "threshold": threshold, "grow": grow, **mask_scores(found, masks, seen),
+            "clean_area": marked_clean / sum(c.shape[0] * c.shape[1] for c in clean)}
+
+
 def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings: RestoreEvalSettings, segmenter,
                          cutout_settings, defects: list[str] | None = None, progress: bool = True,
-                         learned: list[Method] = ()) -> dict:
+                         learned: list[Method] = (), detector: tuple | None = None) -> dict:
     from tqdm import tqdm
 
     photos_root, out_dir = Path(photos_root), Path(out_dir)
@@ -171,12 +226,14 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
     megapixels = sum(c.shape[0] * c.shape[1] for c in test_clean) / 1e6
     rows, examples, drawn = [], {}, {}
     names = defects or list(DEFECTS)
+    background_white = background_white_method(segmenter, cutout_settings)
     for defect in tqdm(names, desc="restore-eval", unit="defect", disable=not progress):
         family = DEFECTS[defect].family
         tune_damaged, tune_masks, _ = damage(tune_clean, defect, settings.seed, TUNE_OFFSET)
         test_damaged, test_masks, drawn[defect] = damage(test_clean, defect, settings.seed)
         defect_rows, outputs = [], {}
-        for method in [*methods_for(family), *(m for m in learned if family in m.families)]:
+        extra = [m for m in [background_white, *learned] if family in m.families]
+        for method in [*methods_for(family), *extra]:
             params, tune_psnr = tune(method, tune_damaged, tune_masks, tune_clean)
             started = time.perf_counter()
             restored = run_method(method, test_damaged, params, test_masks)
@@ -204,10 +261,14 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
             metrics[f"best_gain_db_{defect}"] = best["gain_db"]
     report = {"photos": str(photos_root), "settings": settings.model_dump(), "tune_crops": tune_names,
               "test_crops": test_names, "defects_drawn": drawn, "rows": rows, "metrics": metrics}
+    if detector is not None and "dust" in names:
+        report["detector"] = scores = detector_scores(*detector, test_clean, "dust", settings.seed)
+        metrics.update({f"detector_{k}": round(v, 5) for k, v in scores.items()
+                        if k in ("recall", "visible_recall", "false_positive_area", "clean_area")})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "rows.json", report)
     write_json_atomic(out_dir / "metrics.json", metrics)
-    (out_dir / "table.md").write_text(markdown_table(rows))
+    (out_dir / "table.md").write_text(markdown_table(rows) + detector_line(report.get("detector")))
     if examples:
         examples_sheet(test_clean, examples).save(out_dir / "examples.png")
     return report

@@ -101,6 +101,13 @@ def fill_defects(model: DefectDetector, image: np.ndarray, threshold: float, gro
     return cv2.inpaint(image, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_NS)
 
 
+def dust_filler(model: DefectDetector, info: dict, radius: int):
+    """photo -> photo with what the detector finds (at its stored threshold and grow) filled: the first step of
+    'edit restore --detector' and of the served restore task packaged with a detector."""
+    threshold, grow = float(info["threshold"]), int(info["grow"])
+    return lambda photo: fill_defects(model, photo, threshold, grow, radius)
+
+
 def save_detector(model: DefectDetector, out_dir: Path, info: dict) -> None:
     from safetensors.torch import save
 

@@ -38,11 +38,12 @@ def _archiver() -> list[str]:
 
 
 def build_archive(model_dir: str | Path, store: str | Path, name: str, variant: str = "fp32", version: str = "1.0",
-                  provenance: dict | None = None, task: str = DEFAULT_TASK) -> Path:
+                  provenance: dict | None = None, task: str = DEFAULT_TASK, extra: tuple[Path, ...] = ()) -> Path:
     """Write ``store/<name>.mar`` serving ``task`` from a model directory (generate, fp32: ``save_generator``
-    output; int8: the quantize output) and return its path. An existing archive of that name is replaced."""
+    output; int8: the quantize output) and return its path. An existing archive of that name is replaced.
+    ``extra`` files join the archive beside the task's own (the restore task's optional defect detector)."""
     model_dir, store = Path(model_dir), Path(store)
-    files = task_class(task).archive_files(model_dir, variant)
+    files = [*task_class(task).archive_files(model_dir, variant), *extra]
     info = read_config(model_dir) if (model_dir / "config.json").is_file() else {}  # edit: a folder of nets
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="productstudio-mar-") as tmp:

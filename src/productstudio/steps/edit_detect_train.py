@@ -74,8 +74,8 @@ STEP = Step(
     description="Regions of the photo folder's train photos get the evaluation table's synthetic dust and "
     "scratches (with their exact masks; some regions stay clean) and a small dilated CNN learns to mark them, "
     "pixel by pixel, for edit.detector.max_steps steps (resumable from its checkpoints). Its threshold is the "
-    "highest of edit.detector.thresholds that keeps edit.detector.target_recall of the visible defect pixels "
-    "on validation crops. Writes detector.safetensors + detector.json; 'edit restore-eval --detector DIR' "
+    "highest of edit.detector.thresholds that keeps edit.detector.target_recall of the defect pixels on "
+    "validation crops. Writes detector.safetensors + detector.json; 'edit restore-eval --detector DIR' "
     "measures detect-then-fill beside inpainting with the true mask.",
     run=run,
     format=format,

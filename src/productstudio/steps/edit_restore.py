@@ -8,21 +8,38 @@ from productstudio import paths
 from productstudio.steps.step import Arg, Step
 
 
-def run(params, in_dir: Path, out: Path, restorer: Path, limit: int | None) -> dict:
-    from productstudio.editing.restore_batch import restore_batch, weights_digest
+def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, limit: int | None) -> dict:
+    from productstudio.editing.folder_edit import MODEL_NAME, FolderEdit, edit_folder, restore_digest
     from productstudio.errors import ParamsError
-    from productstudio.models.restorer import load_restorer
+    from productstudio.models.restorer import load_restorer, restore
 
     if in_dir is None:
         raise ParamsError("edit restore needs --in DIR: the folder of photos to restore")
     model = load_restorer(restorer)
-    return restore_batch(in_dir, out, model, weights_digest(restorer), params.edit.max_pixels, limit=limit)
+    settings, steps = {"restorer": str(restorer)}, []
+    if detector:
+        from productstudio.models.defect_detector import dust_filler, load_detector
+
+        found, info = load_detector(detector)
+        # dust first: the restorer softens a speck's edges, and the detector was trained on sharp ones
+        steps.append(dust_filler(found, info, params.edit.dust_fill_radius))
+        settings.update(detector=str(detector), threshold=info["threshold"], grow=info["grow"],
+                        radius=params.edit.dust_fill_radius)
+    steps.append(lambda photo: restore(model, photo))
+
+    def apply(photo):
+        for step in steps:
+            photo = step(photo)
+        return photo
+    digest = restore_digest(restorer, detector, params.edit.dust_fill_radius if detector else 0)
+    edit = FolderEdit("restore", "restored", MODEL_NAME, digest, apply, settings)
+    return edit_folder(in_dir, out, edit, params.edit.max_pixels, limit=limit)
 
 
 def format(report: dict) -> str:
     s = report["summary"]
     speed = f", {s['seconds_per_megapixel']:.2f} s per megapixel" if s["seconds_per_megapixel"] else ""
-    lines = [f"{s['files']} files from {report['source']}: {s['restored']} restored, {s['quarantined']} quarantined"
+    lines = [f"{s['files']} files from {report['source']}: {s['edited']} {report['done']}, {s['quarantined']} quarantined"
              + (f" ({s['resumed']} resumed from an earlier run)" if s["resumed"] else "") + speed]
     for row in [r for r in report["photos"] if r["status"] == "quarantined"][:10]:
         lines.append(f"  quarantined: {row['source']}: {row['reason']}")
@@ -38,15 +55,18 @@ STEP = Step(
     "(lossless, with XMP provenance naming the model and its weights). OUT/report.json lists every file with how "
     "much the model changed it (PSNR to the input), OUT/quarantine.tsv the unusable files with a one-line reason, "
     "OUT/samples/ before/after crops at 1:1. Sources are never modified; an interrupted run resumes where it "
-    "stopped. 'edit restore-eval' shows where the model beats the classical filters and what it does to clean "
-    "photos.",
+    "stopped. With --detector, dust, specks and scratches are first found by the learned detector ('edit "
+    "detect-train') and filled by inpainting. 'edit restore-eval' shows where the models beat the classical "
+    "methods and what they do to clean photos.",
     run=run,
     format=format,
-    params=("edit.max_pixels",),
+    params=("edit.max_pixels", "edit.dust_fill_radius"),
     args=(
         Arg("--in", "photo folder", type=Path, keyword="in_dir"),
         Arg("--out", "output folder", paths.EDIT_RESTORED),
         Arg("--restorer", "the trained restorer's folder", paths.EDIT_RESTORER),
+        Arg("--detector", "also find and fill dust and scratches with this trained detector's folder "
+            "(e.g. models/detector)", type=Path),
         Arg("--limit", "only the first N files (sorted paths)", type=int),
     ),
 )

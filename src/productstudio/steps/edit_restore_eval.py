@@ -9,11 +9,12 @@ from productstudio.steps.step import NO_MLFLOW, Arg, Step
 from productstudio.tracking import log_run
 
 
-def run(params, photos: Path | None, out: Path, defects: str | None, restorer: Path | None, metrics: Path | None,
-        no_mlflow: bool) -> dict:
+def run(params, photos: Path | None, out: Path, defects: str | None, restorer: Path | None, detector: Path | None,
+        metrics: Path | None, no_mlflow: bool) -> dict:
     from productstudio.artifacts import write_json_atomic
     from productstudio.editing.defects import DEFECTS
-    from productstudio.editing.restoration_eval import evaluate_restoration, learned_method
+    from productstudio.editing.restoration_eval import (detect_and_fill_method, evaluate_restoration,
+                                                         learned_method)
     from productstudio.errors import ParamsError
     from productstudio.models.pretrained import weights_dir
     from productstudio.models.salient import load_segmenter
@@ -29,8 +30,14 @@ def run(params, photos: Path | None, out: Path, defects: str | None, restorer: P
         from productstudio.models.restorer import load_restorer
 
         learned.append(learned_method(load_restorer(restorer)))
+    found = None
+    if detector:
+        from productstudio.models.defect_detector import load_detector
+
+        found = load_detector(detector)
+        learned.append(detect_and_fill_method(*found))
     report = evaluate_restoration(photos or Path(settings.source), out, settings, segmenter, params.edit.cutout,
-                                  defects=names, learned=learned)
+                                  defects=names, learned=learned, detector=found)
     if metrics:
         write_json_atomic(metrics, report["metrics"])
     if not no_mlflow:
@@ -54,6 +61,11 @@ def format(report: dict) -> str:
             lines.append(f"{row['defect']:<10} {row['method']:<24} {row['psnr']:>7.2f} {row['ssim']:>7.4f} "
                          f"{row['gain_db']:>+7.2f} {floor:>7.2f} {str(row['clean_psnr']):>11} "
                          f"{row['clean_delta_e']:>6.2f}")
+    if report.get("detector"):
+        d = report["detector"]
+        lines.append(f"defect detector (threshold {d['threshold']}) on the {d['defect']} test crops: recall "
+                     f"{d['recall']:.3f}, visible recall {d['visible_recall']:.3f}, false-positive area "
+                     f"{d['false_positive_area']:.4f}; on clean crops it marks {d['clean_area']:.4f} of the pixels")
     lines.append("every method of every defect: table.md and rows.json in the output folder")
     if report.get("mlflow_run_id"):
         lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
@@ -68,8 +80,8 @@ STEP = Step(
     "classical method of the defect's family (bilateral, non-local means, median, Gaussian, inpainting with the "
     "true or a detected mask, gray-world / white-patch / shades-of-gray, auto-levels, CLAHE, unsharp mask) is "
     "tuned on train/validation crops and measured on the test crops: PSNR, SSIM, the change it makes to a clean "
-    "crop (PSNR and CIEDE2000 inside the product) and milliseconds per megapixel. Writes table.md, rows.json, "
-    "metrics.json and examples.png.",
+    "crop (PSNR and CIEDE2000 inside the product) and milliseconds per megapixel. The learned restorer and "
+    "defect detector join their rows when given. Writes table.md, rows.json, metrics.json and examples.png.",
     run=run,
     format=format,
     params=("edit.restore_eval", "edit.cutout"),
@@ -80,6 +92,8 @@ STEP = Step(
             "dust,watermark,cast,exposure", type=str),
         Arg("--restorer", "also measure this trained restorer ('edit restore-train' output folder) beside the "
             "classical methods of the noise and JPEG rows"),
+        Arg("--detector", "also measure this trained defect detector ('edit detect-train' output folder): its "
+            "recall and false-positive area, and detect-then-fill beside inpainting with the true mask"),
         Arg("--metrics", "also write the best PSNR per defect here (DVC metrics)"),
         NO_MLFLOW,
     ),

@@ -18,7 +18,7 @@ RESTORE_MODEL_NAME = "studio-restore"
 
 
 def run(params, task: str, alias: str | None, variant: str | None, generator: Path | None, int8: Path | None,
-        name: str | None, store: Path, restorer: Path | None = None) -> dict:
+        name: str | None, store: Path, restorer: Path | None = None, detector: Path | None = None) -> dict:
     from productstudio.serving.archive import archive_from_registry, build_archive
 
     if task == "edit":  # the pretrained editing nets, installed by 'make install', and the edit settings
@@ -30,14 +30,22 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
                             provenance={"edit": section_dict(params.edit), "weights": model_version()})
         return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'"}
     if task == "restore":  # the trained restorer, with the edit section's upload limits
-        from productstudio.editing.restore_batch import weights_digest
+        from productstudio.editing.folder_edit import weights_digest
 
         source = restorer or paths.EDIT_RESTORER
+        provenance = {"max_upload_bytes": params.edit.max_upload_bytes, "max_pixels": params.edit.max_pixels,
+                      "weights_sha256": weights_digest(source)}
+        extra = ()
+        if detector:  # dust and scratches found and filled before the restorer runs, as 'edit restore --detector'
+            from productstudio.models.defect_detector import load_detector
+
+            load_detector(detector)  # a missing or broken detector fails here, not in the worker
+            extra = (Path(detector) / "detector.safetensors", Path(detector) / "detector.json")
+            provenance.update(dust_fill_radius=params.edit.dust_fill_radius,
+                              detector_sha256=weights_digest(detector, "detector.safetensors"))
         mar = build_archive(source, store, name or RESTORE_MODEL_NAME, "fp32", task="restore",
-                            provenance={"max_upload_bytes": params.edit.max_upload_bytes,
-                                        "max_pixels": params.edit.max_pixels,
-                                        "weights_sha256": weights_digest(source)})
-        return {"mar": mar, "variant": "restore", "source": str(source)}
+                            provenance=provenance, extra=extra)
+        return {"mar": mar, "variant": "restore", "source": str(source) + (f" + {detector}" if detector else "")}
     name = name or serve_model_name(params)
     if generator or int8:
         source, variant = (int8, "int8") if int8 else (generator, "fp32")
@@ -53,7 +61,7 @@ def format(result: dict) -> str:
     if result["variant"] == "edit":
         return f"{result['mar']}: the edit task (studio exports) from {result['source']}"
     if result["variant"] == "restore":
-        return f"{result['mar']}: the restore task (noise and JPEG removal) from {result['source']}"
+        return f"{result['mar']}: the restore task (noise, JPEG and, with a detector, dust removal) from {result['source']}"
     return f"{result['mar']}: {result['variant']} generator from {result['source']}"
 
 
@@ -62,7 +70,7 @@ STEP = Step(
     help="build a TorchServe .mar of the generator (fp32 or int8), of the edit task or of the restore task",
     description="--task edit archives the studio editor (the pretrained nets in .tools/weights and params.yaml "
     "'edit': presets, gates, limits); --task restore archives the trained restorer (--restorer, default "
-    "models/restorer) with the edit section's upload limits. By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
+    "models/restorer; with --detector, also the dust and scratch detector) with the edit section's upload limits. By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
     "MLflow registry; --generator or --int8 archive a local directory instead. The archive holds the project's "
     "handler, the weights (safetensors or ONNX, never a pickle) and config.json.",
     run=run,
@@ -79,5 +87,7 @@ STEP = Step(
             type=str),
         Arg("--store", "where the .mar goes", paths.SERVE_STATE / "model-store"),
         Arg("--restorer", "--task restore: the trained restorer's folder (default: models/restorer)"),
+        Arg("--detector", "--task restore: also find and fill dust and scratches first, with this trained "
+            "detector's folder (e.g. models/detector)"),
     ),
 )

@@ -12,6 +12,7 @@ from productstudio.steps import (
     edit_detect_train,
     edit_evalset,
     edit_evaluate,
+    edit_register,
     edit_restore_eval,
     edit_restore_train,
     edit_studio,
@@ -47,7 +48,7 @@ PIPELINE = (
 )
 # Editing's DVC stages and KFP components: commands of the 'edit' group (productstudio edit <target>).
 EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_restore_train.STEP, edit_detect_train.STEP,
-                 edit_restore_eval.STEP, edit_studio.STEP)
+                 edit_restore_eval.STEP, edit_register.STEP, edit_studio.STEP)
 # Commands around the pipeline (no DVC stage).
 COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP)
 # Commands with targets: productstudio <group> <target>.

@@ -1,5 +1,8 @@
 """The ``restore`` task, free of TorchServe: a photo in, the same photo with noise and JPEG artefacts removed out.
 
+When the archive holds the defect detector (``package --task restore --detector DIR``), dust and scratches are
+found and filled first, as ``edit restore --detector`` does.
+
 Request: the photo's bytes as the body (``curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'``), or a
 multipart upload (the file in a ``data`` part). Answer: a lossless PNG of the same size with XMP provenance (an
 edit by ``product-studio-restorer``, its weights' sha256, the source's sha256); ``Accept: application/json`` gives
@@ -35,8 +38,10 @@ class RestoreTask:
 
     name = "restore"
 
-    def __init__(self, model, weights_sha256: str, max_bytes: int, max_pixels: int, model_name: str, version: str):
+    def __init__(self, model, weights_sha256: str, max_bytes: int, max_pixels: int, model_name: str, version: str,
+                 fill_dust=None):
         self.model, self.weights_sha256 = model, weights_sha256
+        self.fill_dust = fill_dust  # photo -> photo with detected dust filled, or None
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self.model_name, self.version = model_name, version
 
@@ -45,14 +50,21 @@ class RestoreTask:
              threads: int = 0) -> "RestoreTask":
         import torch
 
-        from productstudio.editing.restore_batch import weights_digest
+        from productstudio.editing.folder_edit import restore_digest
         from productstudio.models.restorer import load_restorer
 
         if threads:
             torch.set_num_threads(threads)
         meta = json.loads((Path(model_dir) / SERVING_META).read_text())
-        return cls(load_restorer(model_dir), weights_digest(model_dir), int(meta["max_upload_bytes"]),
-                   int(meta["max_pixels"]), model_name, version)
+        fill_dust, digest = None, restore_digest(model_dir)
+        if (Path(model_dir) / "detector.safetensors").is_file():
+            from productstudio.models.defect_detector import dust_filler, load_detector
+
+            radius = int(meta["dust_fill_radius"])
+            fill_dust = dust_filler(*load_detector(model_dir), radius)
+            digest = restore_digest(model_dir, model_dir, radius)
+        return cls(load_restorer(model_dir), digest, int(meta["max_upload_bytes"]), int(meta["max_pixels"]),
+                   model_name, version, fill_dust)
 
     @staticmethod
     def archive_files(model_dir: Path, variant: str) -> list[Path]:
@@ -71,13 +83,13 @@ class RestoreTask:
     def run(self, requests: list[RestoreRequest]) -> list[np.ndarray]:
         from productstudio.models.restorer import restore
 
-        return [restore(self.model, r.photo) for r in requests]
+        return [restore(self.model, self.fill_dust(r.photo) if self.fill_dust else r.photo) for r in requests]
 
     def respond(self, request: RestoreRequest, restored: np.ndarray) -> tuple[str, object]:
         from PIL import Image
 
         from productstudio.editing.provenance import EDITED, Provenance, with_provenance
-        from productstudio.editing.restore_batch import MODEL_NAME, change_db
+        from productstudio.editing.folder_edit import MODEL_NAME, change_db
 
         buffer = io.BytesIO()
         Image.fromarray(restored).save(buffer, format="PNG")
