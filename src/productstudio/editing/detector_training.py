@@ -167,7 +167,7 @@ def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bo
             scores = curve_set.scores(*curve_set.probabilities(model), 0.5)
             model.train()
             with curve_log.open("a", newline="") as handle:
-                csv.writer(handle).writerow([step, f"{seconds:.1f}", *(f"{scores[c]:.5f}" for c in curve_columns[2:])])
+                csv.writer(handle, lineterminator="\n").writerow([step, f"{seconds:.1f}", *(f"{scores[c]:.5f}" for c in curve_columns[2:])])
             bar.set_postfix(recall=f"{scores['recall']:.3f}", fp=f"{scores['false_positive_area']:.4f}")
         if step % settings.checkpoint_every == 0 or step == settings.max_steps:
             save_checkpoint(checkpoints, step, seconds, model, optimizer)

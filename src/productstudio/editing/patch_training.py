@@ -70,7 +70,7 @@ def start_or_resume(out_dir: Path, identity: dict, model, optimizer, logs: dict[
         path = out_dir / name
         if not path.exists():
             path.write_text(",".join(columns) + "\n")
-        else:  # a resume: rows past the checkpoint are redone
+        else:  # a resume: rows past the checkpoint are redone (rows are written with "\n" endings, as here)
             rows = path.read_text().splitlines()
             path.write_text("\n".join([rows[0], *(r for r in rows[1:] if int(r.split(",")[0]) <= step)]) + "\n")
     return step, seconds

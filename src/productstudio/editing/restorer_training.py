@@ -114,7 +114,7 @@ def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bo
     checkpoints, loss_log, curve_log = out_dir / "checkpoints", out_dir / "loss.csv", out_dir / "curve.csv"
     if step == 0:
         with curve_log.open("a", newline="") as handle:
-            csv.writer(handle).writerow([0, 0.0, *(f"{v:.3f}" for v in curve_set.floor().values()), "100.000"])
+            csv.writer(handle, lineterminator="\n").writerow([0, 0.0, *(f"{v:.3f}" for v in curve_set.floor().values()), "100.000"])
     bar = tqdm(total=settings.max_steps, initial=step, desc="restorer", unit="step", disable=not progress)
     model.train()
     while step < settings.max_steps:
@@ -135,7 +135,7 @@ def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bo
             scores = curve_set.measure(model)
             model.train()
             with curve_log.open("a", newline="") as handle:
-                csv.writer(handle).writerow([step, f"{seconds:.1f}", *(f"{scores[c]:.3f}" for c in curve_columns[2:])])
+                csv.writer(handle, lineterminator="\n").writerow([step, f"{seconds:.1f}", *(f"{scores[c]:.3f}" for c in curve_columns[2:])])
             bar.set_postfix({d: f"{scores[d]:.2f}" for d in settings.defects[:2]})
         if step % settings.checkpoint_every == 0 or step == settings.max_steps:
             save_checkpoint(checkpoints, step, seconds, model, optimizer)
