@@ -239,8 +239,13 @@ def _kill_during(root: Path, env: dict, stage: str, half_done, log: Path, limit_
 def test_kill_9_in_each_stage_then_repro_matches_an_uninterrupted_run(tmp_path, fashion_dir, clothing_dir):
     started, head = time.monotonic(), code_version()  # what the stages' manifests record (the installed checkout)
     reference, ref_env = make_project(tmp_path / "reference", fashion_dir, clothing_dir)
-    run(DVC + ["repro", TARGET], reference, ref_env)
+    reference_log = run(DVC + ["repro", TARGET], reference, ref_env)
     reference_s = time.monotonic() - started
+    # The kills follow the order DVC runs the stages in (fixed by the project's PYTHONHASHSEED, so the killed
+    # project's runs keep the reference's order): a stage that ran before the previous kill cannot be killed.
+    order = [line.split("'")[1] for line in reference_log.splitlines() if line.startswith("Running stage")]
+    assert [stage for stage in order if stage in {s for s, _, _ in KILLS}] == list(dict.fromkeys(
+        s for s, _, _ in KILLS)), f"DVC's stage order {order} is not the order of KILLS"
 
     root, env = make_project(tmp_path / "killed", fashion_dir, clothing_dir)
     logs, killed = [], []
