@@ -31,3 +31,16 @@ def clothing_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"{path} is missing: the tests read clothing-dataset-small from ../shared/data")
     return path
+
+
+@pytest.fixture(scope="session")
+def tshirt_photos(tmp_path_factory, clothing_dir) -> Path:
+    """A small photo folder: the first three t-shirt photos of each split of clothing-dataset-small, copied."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("tshirt-photos")
+    for split in ("train", "validation", "test"):
+        (root / split / "t-shirt").mkdir(parents=True)
+        for source in sorted((clothing_dir / split / "t-shirt").glob("*.jpg"))[:3]:
+            shutil.copyfile(source, root / split / "t-shirt" / source.name)
+    return root

@@ -17,14 +17,9 @@ from productstudio.models.defect_detector import (DefectDetector, defect_probabi
                                                   load_detector, save_detector)
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory, clothing_dir):
-    root = tmp_path_factory.mktemp("photos")
-    for split in ("train", "validation", "test"):
-        (root / split / "t-shirt").mkdir(parents=True)
-        for source in sorted((clothing_dir / split / "t-shirt").glob("*.jpg"))[:3]:
-            shutil.copyfile(source, root / split / "t-shirt" / source.name)
-    return root
+@pytest.fixture
+def photos(tshirt_photos):
+    return tshirt_photos
 
 
 def tiny(photos, **changes) -> DetectorSettings:

@@ -114,6 +114,20 @@ def edit_folder(in_dir: str | Path, out_dir: str | Path, edit: FolderEdit, max_p
     return report
 
 
+def summary_text(report: dict, detail: str = "") -> str:
+    """What 'edit restore' and 'edit enhance' print: counts and speed, ``detail``, the quarantined files, where
+    the samples and the report are."""
+    s = report["summary"]
+    speed = f", {s['seconds_per_megapixel']:.2f} s per megapixel" if s["seconds_per_megapixel"] else ""
+    lines = [f"{s['files']} files from {report['source']}: {s['edited']} {report['done']}, {s['quarantined']} "
+             f"quarantined" + (f" ({s['resumed']} resumed from an earlier run)" if s["resumed"] else "") + speed]
+    lines += [detail] if detail else []
+    lines += [f"  quarantined: {row['source']}: {row['reason']}"
+              for row in [r for r in report["photos"] if r["status"] == "quarantined"][:10]]
+    lines.append(f"before/after at 1:1: {report['out']}/samples/; report: {report['out']}/report.json")
+    return "\n".join(lines)
+
+
 def _edit_one(edit: FolderEdit, path: Path, rel: str, sha: str, out_dir: Path, max_pixels: int) -> dict:
     row = {"source": rel, "sha256": sha, "status": "quarantined", "reason": None}
     try:

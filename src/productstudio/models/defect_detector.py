@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from productstudio.models.tiling import inner, tiles
 
 DILATIONS = (1, 1, 2, 4, 8, 1)
 PRIOR_LOGIT = -4.0  # an untrained model says "about 2 % defect" everywhere: training starts from the prior
@@ -71,13 +72,9 @@ def defect_probability(model: DefectDetector, image: np.ndarray) -> np.ndarray:
     out = np.empty((height, width), np.float32)
     model.eval()
     with torch.inference_mode():
-        for top in range(0, height, TILE):
-            for left in range(0, width, TILE):
-                t0, l0 = max(0, top - OVERLAP), max(0, left - OVERLAP)
-                t1, l1 = min(height, top + TILE + OVERLAP), min(width, left + TILE + OVERLAP)
-                logits = model(x[..., t0:t1, l0:l1])[0, 0, top - t0:top - t0 + min(TILE, height - top),
-                                                      left - l0:left - l0 + min(TILE, width - left)]
-                out[top:top + TILE, left:left + TILE] = torch.sigmoid(logits).numpy()
+        for rows, cols, in_rows, in_cols in tiles(height, width, TILE, OVERLAP):
+            logits = model(x[..., in_rows, in_cols])[0, 0, inner(rows, in_rows), inner(cols, in_cols)]
+            out[rows, cols] = torch.sigmoid(logits).numpy()
     return out
 
 

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from productstudio.models.tiling import inner, tiles
+
 TILE = 512  # full-size photos are restored in tiles of this side (memory stays bounded for a 24 MP photo)
 OVERLAP = 32  # each tile is computed with this much context around it (> the receptive field's half, 22 px)
 
@@ -64,19 +66,14 @@ def restore(model: Restorer, image: np.ndarray) -> np.ndarray:
     out = np.empty_like(image)
     model.eval()
     with torch.inference_mode():
-        for top in range(0, height, TILE):
-            for left in range(0, width, TILE):
-                # the tile plus its context, padded by reflection to even sides at the photo's border
-                t0, l0 = max(0, top - OVERLAP), max(0, left - OVERLAP)
-                t1, l1 = min(height, top + TILE + OVERLAP), min(width, left + TILE + OVERLAP)
-                piece = x[..., t0:t1, l0:l1]
-                pad_h, pad_w = (t1 - t0) % 2, (l1 - l0) % 2
-                if pad_h or pad_w:
-                    piece = F.pad(piece, (0, pad_w, 0, pad_h), mode="replicate")
-                restored = model(piece)[0, :, top - t0:top - t0 + min(TILE, height - top),
-                                        left - l0:left - l0 + min(TILE, width - left)]
-                out[top:top + TILE, left:left + TILE] = (
-                    restored.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy())
+        for rows, cols, in_rows, in_cols in tiles(height, width, TILE, OVERLAP):
+            piece = x[..., in_rows, in_cols]
+            # padded by replication to even sides at the photo's border (the pixel-unshuffle needs them)
+            pad_h, pad_w = piece.shape[-2] % 2, piece.shape[-1] % 2
+            if pad_h or pad_w:
+                piece = F.pad(piece, (0, pad_w, 0, pad_h), mode="replicate")
+            restored = model(piece)[0, :, inner(rows, in_rows), inner(cols, in_cols)]
+            out[rows, cols] = restored.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
     return out
 
 

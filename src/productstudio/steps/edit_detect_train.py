@@ -13,6 +13,7 @@ def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Pat
 
     from productstudio.artifacts import write_json_atomic
     from productstudio.editing.detector_training import train_detector
+    from productstudio.steps.training_run import log_training_run
 
     settings = params.edit.detector
     if photos:
@@ -31,25 +32,10 @@ def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Pat
     if metrics:
         write_json_atomic(metrics, report["metrics"])
     if not no_mlflow:
-        report["mlflow_run_id"] = log_training(report, settings, out)
+        report["mlflow_run_id"] = log_training_run(
+            "edit-detector", "detector", settings, report["curve"], report["metrics"], out,
+            ("detector.safetensors", "detector.json", "curve.csv", "loss.csv", "thresholds.csv"))
     return report
-
-
-def log_training(report: dict, settings, out: Path) -> str:
-    """One MLflow run: the settings, the curve as step-indexed metrics, the threshold table, the model files."""
-    import mlflow
-
-    from productstudio.tracking import git_commit, start_run
-
-    with start_run("edit-detector", tags={"git_commit": git_commit(), "kind": "defect-detector"}) as run:
-        mlflow.log_params({k: str(v) for k, v in settings.model_dump().items()})
-        for point in report["curve"]:
-            mlflow.log_metrics({f"val_{k}": float(v) for k, v in point.items() if k != "step"},
-                               step=int(point["step"]))
-        mlflow.log_metrics({k: float(v) for k, v in report["metrics"].items()})
-        for name in ("detector.safetensors", "detector.json", "curve.csv", "loss.csv", "thresholds.csv"):
-            mlflow.log_artifact(str(out / name), "detector")
-        return run.info.run_id
 
 
 def format(report: dict) -> str:

@@ -37,14 +37,9 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
 
 
 def format(report: dict) -> str:
-    s = report["summary"]
-    speed = f", {s['seconds_per_megapixel']:.2f} s per megapixel" if s["seconds_per_megapixel"] else ""
-    lines = [f"{s['files']} files from {report['source']}: {s['edited']} {report['done']}, {s['quarantined']} quarantined"
-             + (f" ({s['resumed']} resumed from an earlier run)" if s["resumed"] else "") + speed]
-    for row in [r for r in report["photos"] if r["status"] == "quarantined"][:10]:
-        lines.append(f"  quarantined: {row['source']}: {row['reason']}")
-    lines.append(f"before/after at 1:1: {report['out']}/samples/; report: {report['out']}/report.json")
-    return "\n".join(lines)
+    from productstudio.editing.folder_edit import summary_text
+
+    return summary_text(report)
 
 
 STEP = Step(

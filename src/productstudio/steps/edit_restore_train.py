@@ -13,6 +13,7 @@ def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Pat
 
     from productstudio.artifacts import write_json_atomic
     from productstudio.editing.restorer_training import train_restorer
+    from productstudio.steps.training_run import log_training_run
 
     settings = params.edit.restorer
     if photos:
@@ -29,27 +30,12 @@ def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Pat
     if metrics:
         write_json_atomic(metrics, report["metrics"])
     if not no_mlflow:
-        report["mlflow_run_id"] = log_training(report, settings, out)
+        # the curve's PSNR columns as val_<defect> (val_psnr_<defect> are the final metrics' names)
+        curve = [{k if k in ("step", "seconds") else f"psnr_{k}": v for k, v in point.items()}
+                 for point in report["curve"]]
+        report["mlflow_run_id"] = log_training_run("edit-restorer", "restorer", settings, curve, report["metrics"], out,
+                                                   ("restorer.safetensors", "restorer.json", "curve.csv", "loss.csv"))
     return report
-
-
-def log_training(report: dict, settings, out: Path) -> str:
-    """One MLflow run: the settings, the curve as step-indexed metrics (MLflow draws it), the model files."""
-    import mlflow
-
-    from productstudio.tracking import git_commit, start_run
-
-    with start_run("edit-restorer", tags={"git_commit": git_commit(), "kind": "restorer"}) as run:
-        mlflow.log_params({k: str(v) for k, v in settings.model_dump().items()})
-        for point in report["curve"]:
-            step = int(point["step"])
-            mlflow.log_metrics({f"val_psnr_{k}": float(v) for k, v in point.items() if k not in ("step", "seconds")},
-                               step=step)
-            mlflow.log_metric("train_seconds", float(point["seconds"]), step=step)
-        mlflow.log_metrics({k: float(v) for k, v in report["metrics"].items()})
-        for name in ("restorer.safetensors", "restorer.json", "curve.csv", "loss.csv"):
-            mlflow.log_artifact(str(out / name), "restorer")
-        return run.info.run_id
 
 
 def format(report: dict) -> str:
