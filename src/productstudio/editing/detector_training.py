@@ -33,7 +33,8 @@ import torch
 
 from productstudio.config import DetectorSettings
 from productstudio.editing.defects import DEFECTS
-from productstudio.editing.patch_training import cosine_lr, load_photos, save_checkpoint, start_or_resume
+from productstudio.editing.patch_training import (cosine_lr, load_photos, save_checkpoint, start_or_resume,
+                                                     validation_crops)
 from productstudio.errors import MissingInput, ParamsError
 from productstudio.models.defect_detector import DefectDetector, defect_probability, features, save_detector
 
@@ -84,12 +85,7 @@ class CurveSet:
     """Validation crops, each damaged once per defect, and the same crops clean."""
 
     def __init__(self, root: Path, settings: DetectorSettings):
-        from productstudio.data.images import centre_crop
-
-        crops = [centre_crop(p, CURVE_CROP) for p in load_photos(root, "validation", settings.curve_crops * 2)]
-        self.clean = [c for c in crops if c is not None][:settings.curve_crops]
-        if not self.clean:
-            raise MissingInput(f"{root}/validation: no photo of at least {CURVE_CROP} px for the detector's curve")
+        self.clean = validation_crops(root, CURVE_CROP, settings.curve_crops)
         self.damaged, self.masks, self.seen = [], [], []
         for defect in settings.defects:
             for i, clean in enumerate(self.clean):

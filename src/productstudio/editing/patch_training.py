@@ -33,6 +33,19 @@ def load_photos(root: Path, split: str, count: int) -> list[np.ndarray]:
     return photos
 
 
+def validation_crops(root: Path, size: int, count: int) -> list[np.ndarray]:
+    """``count`` centre crops of ``size`` px from ``root/validation`` (photos smaller than that are passed over):
+    what a training curve is measured on."""
+    from productstudio.data.images import centre_crop
+    from productstudio.errors import MissingInput
+
+    crops = [centre_crop(p, size) for p in load_photos(root, "validation", count * 2)]
+    crops = [c for c in crops if c is not None][:count]
+    if not crops:
+        raise MissingInput(f"{root}/validation: no photo of at least {size} px to draw the training curve on")
+    return crops
+
+
 def cosine_lr(base: float, step: int, max_steps: int) -> float:
     """The learning rate at ``step``: cosine-decayed from ``base`` to zero over ``max_steps``."""
     return base * 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))

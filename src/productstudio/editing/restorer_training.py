@@ -28,7 +28,8 @@ import torch
 
 from productstudio.config import RestorerSettings
 from productstudio.editing.defects import DEFECTS
-from productstudio.editing.patch_training import cosine_lr, load_photos, save_checkpoint, start_or_resume
+from productstudio.editing.patch_training import (cosine_lr, load_photos, save_checkpoint, start_or_resume,
+                                                     validation_crops)
 from productstudio.errors import MissingInput, ParamsError
 from productstudio.models.restorer import Restorer, psnr, restore, save_restorer
 
@@ -65,12 +66,7 @@ class CurveSet:
     """Validation crops with every defect drawn once: PSNR of the model's output per defect, and on clean crops."""
 
     def __init__(self, root: Path, settings: RestorerSettings):
-        from productstudio.data.images import centre_crop
-
-        crops = [centre_crop(p, CURVE_CROP) for p in load_photos(root, "validation", settings.curve_crops * 2)]
-        self.clean = [c for c in crops if c is not None][:settings.curve_crops]
-        if not self.clean:
-            raise MissingInput(f"{root}/validation: no photo of at least {CURVE_CROP} px for the training curve")
+        self.clean = validation_crops(root, CURVE_CROP, settings.curve_crops)
         self.damaged = {}
         for defect in settings.defects:
             self.damaged[defect] = [DEFECTS[defect].apply(c, np.random.default_rng([settings.seed, STEP_SEED, i]))[0]
