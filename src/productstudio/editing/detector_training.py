@@ -25,7 +25,6 @@ Writes ``out_dir/detector.safetensors`` + ``detector.json`` (the model, its thre
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,7 @@ import torch
 
 from productstudio.config import DetectorSettings
 from productstudio.editing.defects import DEFECTS
-from productstudio.editing.patch_training import (cosine_lr, load_photos, save_checkpoint, start_or_resume,
-                                                     validation_crops)
+from productstudio.editing.patch_training import load_photos, start_or_resume, train_steps, validation_crops
 from productstudio.errors import MissingInput, ParamsError
 from productstudio.models.defect_detector import DefectDetector, defect_probability, features, save_detector
 
@@ -119,8 +117,6 @@ def choose_threshold(table: list[dict], target: float) -> dict:
 
 
 def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bool = True) -> dict:
-    from tqdm import tqdm
-
     unmasked = [d for d in settings.defects if d not in ("dust", "watermark")]
     if unmasked:
         raise ParamsError(f"edit.detector.defects: {', '.join(unmasked)} have no mask to learn; "
@@ -139,35 +135,20 @@ def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bo
     step, seconds = start_or_resume(out_dir, identity(settings), model, optimizer,
                                     {"loss.csv": ["step", "loss"], "curve.csv": curve_columns})
     resumed_from = step
-    checkpoints, loss_log, curve_log = out_dir / "checkpoints", out_dir / "loss.csv", out_dir / "curve.csv"
     pos_weight = torch.tensor(settings.pos_weight)
-    bar = tqdm(total=settings.max_steps, initial=step, desc="detector", unit="step", disable=not progress)
-    model.train()
-    while step < settings.max_steps:
-        images, masks = draw_batch(photos, settings, step)
-        started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(settings.lr, step, settings.max_steps)
+
+    def loss_of(batch):
+        images, masks = batch
         target = torch.from_numpy(masks[:, None].astype(np.float32))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(features(images)), target,
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(features(images)), target,
                                                                     pos_weight=pos_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seconds += time.perf_counter() - started
-        step += 1
-        bar.update(1)
-        with loss_log.open("a") as handle:
-            handle.write(f"{step},{loss.item():.6f}\n")
-        if step % settings.curve_every == 0 or step == settings.max_steps:
-            scores = curve_set.scores(*curve_set.probabilities(model), 0.5)
-            model.train()
-            with curve_log.open("a", newline="") as handle:
-                csv.writer(handle, lineterminator="\n").writerow([step, f"{seconds:.1f}", *(f"{scores[c]:.5f}" for c in curve_columns[2:])])
-            bar.set_postfix(recall=f"{scores['recall']:.3f}", fp=f"{scores['false_positive_area']:.4f}")
-        if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-            save_checkpoint(checkpoints, step, seconds, model, optimizer)
-    bar.close()
+
+    def measure():
+        scores = curve_set.scores(*curve_set.probabilities(model), 0.5)
+        return ([f"{scores[c]:.5f}" for c in curve_columns[2:]],
+                {"recall": f"{scores['recall']:.3f}", "fp": f"{scores['false_positive_area']:.4f}"})
+    seconds = train_steps(model, optimizer, settings, out_dir, step, seconds,
+                          lambda s: draw_batch(photos, settings, s), loss_of, measure, "detector", progress)
     probabilities = curve_set.probabilities(model)
     table = [{"threshold": t, **curve_set.scores(*probabilities, t)} for t in sorted(settings.thresholds)]
     with (out_dir / "thresholds.csv").open("w", newline="") as handle:
@@ -176,9 +157,9 @@ def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bo
         writer.writerows({k: round(v, 5) for k, v in row.items()} for row in table)
     chosen = choose_threshold(table, settings.target_recall)
     info = {"kind": "defect-detector", "width": settings.width, "threshold": chosen["threshold"],
-            "grow": settings.grow, "steps": step, "train_seconds": round(seconds, 1), "defects": settings.defects,
+            "grow": settings.grow, "steps": settings.max_steps, "train_seconds": round(seconds, 1), "defects": settings.defects,
             "source": str(root), "photos": len(photos)}
     save_detector(model, out_dir, info)
-    return {"out": str(out_dir), "steps": step, "resumed_from": resumed_from, "train_seconds": round(seconds, 1),
+    return {"out": str(out_dir), "steps": settings.max_steps, "resumed_from": resumed_from, "train_seconds": round(seconds, 1),
             "threshold": chosen["threshold"], "validation": chosen, "thresholds": table,
-            "curve": list(csv.DictReader(curve_log.open()))}
+            "curve": list(csv.DictReader((out_dir / "curve.csv").open()))}

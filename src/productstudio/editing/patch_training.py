@@ -8,9 +8,12 @@ with the same settings (``identity.json``), and the logs are cut back to the che
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -87,3 +90,45 @@ def start_or_resume(out_dir: Path, identity: dict, model, optimizer, logs: dict[
             rows = path.read_text().splitlines()
             path.write_text("\n".join([rows[0], *(r for r in rows[1:] if int(r.split(",")[0]) <= step)]) + "\n")
     return step, seconds
+
+
+def append_row(path: Path, values: list) -> None:
+    """One row at the end of a CSV log, with "\n" endings (as ``start_or_resume`` rewrites them)."""
+    with path.open("a", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerow(values)
+
+
+def train_steps(model, optimizer, settings, out_dir: Path, step: int, seconds: float, draw: Callable,
+                loss_of: Callable, measure: Callable, desc: str, progress: bool = True) -> float:
+    """Train from ``step`` to ``settings.max_steps``: ``draw(step)`` gives the step's batch (a pure function of
+    the step), ``loss_of(batch)`` its loss; Adam at the cosine learning rate. Each step's loss goes to loss.csv;
+    every ``curve_every`` steps ``measure()`` gives the curve row's values and the progress bar's postfix
+    (curve.csv); every ``checkpoint_every`` steps a checkpoint. Only the optimisation is timed (not the draws
+    or the curve). Returns the seconds trained, ``seconds`` included."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=settings.max_steps, initial=step, desc=desc, unit="step", disable=not progress)
+    model.train()
+    while step < settings.max_steps:
+        batch = draw(step)
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(settings.lr, step, settings.max_steps)
+        loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seconds += time.perf_counter() - started
+        step += 1
+        bar.update(1)
+        with (out_dir / "loss.csv").open("a") as handle:
+            handle.write(f"{step},{loss.item():.6f}\n")
+        if step % settings.curve_every == 0 or step == settings.max_steps:
+            values, postfix = measure()
+            model.train()
+            append_row(out_dir / "curve.csv", [step, f"{seconds:.1f}", *values])
+            bar.set_postfix(postfix)
+        if step % settings.checkpoint_every == 0 or step == settings.max_steps:
+            save_checkpoint(out_dir / "checkpoints", step, seconds, model, optimizer)
+    bar.close()
+    return seconds

@@ -20,7 +20,6 @@ Writes ``out_dir/restorer.safetensors`` + ``restorer.json`` (the model and what 
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 
 from productstudio.config import RestorerSettings
 from productstudio.editing.defects import DEFECTS
-from productstudio.editing.patch_training import (cosine_lr, load_photos, save_checkpoint, start_or_resume,
+from productstudio.editing.patch_training import (append_row, load_photos, start_or_resume, train_steps,
                                                      validation_crops)
 from productstudio.errors import MissingInput, ParamsError
 from productstudio.models.restorer import Restorer, psnr, restore, save_restorer
@@ -89,8 +88,6 @@ def identity(settings: RestorerSettings) -> dict:
 
 
 def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bool = True) -> dict:
-    from tqdm import tqdm
-
     unknown = [d for d in settings.defects if d not in DEFECTS or DEFECTS[d].family not in ("noise", "jpeg")]
     if unknown:
         raise ParamsError(f"edit.restorer.defects: {', '.join(unknown)} are not noise or JPEG defects "
@@ -107,40 +104,22 @@ def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bo
     step, seconds = start_or_resume(out_dir, identity(settings), model, optimizer,
                                     {"loss.csv": ["step", "loss"], "curve.csv": curve_columns})
     resumed_from = step
-    checkpoints, loss_log, curve_log = out_dir / "checkpoints", out_dir / "loss.csv", out_dir / "curve.csv"
     if step == 0:
-        with curve_log.open("a", newline="") as handle:
-            csv.writer(handle, lineterminator="\n").writerow([0, 0.0, *(f"{v:.3f}" for v in curve_set.floor().values()), "100.000"])
-    bar = tqdm(total=settings.max_steps, initial=step, desc="restorer", unit="step", disable=not progress)
-    model.train()
-    while step < settings.max_steps:
-        damaged, clean = draw_batch(photos, settings, step)
-        started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(settings.lr, step, settings.max_steps)
-        loss = torch.nn.functional.mse_loss(model(to_tensor(damaged)), to_tensor(clean))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seconds += time.perf_counter() - started
-        step += 1
-        bar.update(1)
-        with loss_log.open("a") as handle:
-            handle.write(f"{step},{loss.item():.6f}\n")
-        if step % settings.curve_every == 0 or step == settings.max_steps:
-            scores = curve_set.measure(model)
-            model.train()
-            with curve_log.open("a", newline="") as handle:
-                csv.writer(handle, lineterminator="\n").writerow([step, f"{seconds:.1f}", *(f"{scores[c]:.3f}" for c in curve_columns[2:])])
-            bar.set_postfix({d: f"{scores[d]:.2f}" for d in settings.defects[:2]})
-        if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-            save_checkpoint(checkpoints, step, seconds, model, optimizer)
-    bar.close()
-    info = {"kind": "restorer", "width": settings.width, "depth": settings.depth, "steps": step,
+        append_row(out_dir / "curve.csv", [0, 0.0, *(f"{v:.3f}" for v in curve_set.floor().values()), "100.000"])
+
+    def measure():
+        scores = curve_set.measure(model)
+        return ([f"{scores[c]:.3f}" for c in curve_columns[2:]],
+                {d: f"{scores[d]:.2f}" for d in settings.defects[:2]})
+    seconds = train_steps(model, optimizer, settings, out_dir, step, seconds,
+                          lambda s: draw_batch(photos, settings, s),
+                          lambda batch: torch.nn.functional.mse_loss(model(to_tensor(batch[0])), to_tensor(batch[1])),
+                          measure, "restorer", progress)
+    info = {"kind": "restorer", "width": settings.width, "depth": settings.depth, "steps": settings.max_steps,
             "train_seconds": round(seconds, 1), "defects": settings.defects, "source": str(root),
             "photos": len(photos)}
     save_restorer(model, out_dir, info)
-    curve = list(csv.DictReader(curve_log.open()))
-    return {"out": str(out_dir), "steps": step, "resumed_from": resumed_from, "train_seconds": round(seconds, 1),
+    curve = list(csv.DictReader((out_dir / "curve.csv").open()))
+    return {"out": str(out_dir), "steps": settings.max_steps, "resumed_from": resumed_from, "train_seconds": round(seconds, 1),
             "curve": curve, "final": {k: float(v) for k, v in curve[-1].items() if k not in ("step", "seconds")},
             "floor": {k: float(v) for k, v in curve[0].items() if k not in ("step", "seconds", "clean")}}
