@@ -78,6 +78,7 @@ bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_quantize.py
 	python bench/bench_serving.py
 	python bench/bench_serving_edit.py
+	python bench/bench_style.py
 
 clean:
 	rm -rf data reports .scratch .dvc-remote

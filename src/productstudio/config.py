@@ -382,6 +382,16 @@ class EnhanceSettings(_Section):
     sharpen_amount: float = Field(default=0.3, gt=0)
 
 
+class StyleSettings(_Section):
+    """Style (productstudio edit style): a catalogue look measured on reference photos, or a painterly style."""
+
+    tone_strength: float = Field(default=0.0, ge=0, le=1)  # how far the product's tone moves to the look's
+    white_balance: bool = False  # divide out the light seen on the background (costs dE 4.2 here: bench_style)
+    white_balance_p: float = Field(default=4.0, ge=1)
+    preserve: Literal["colour", "background", "none"] = "colour"  # painterly: what keeps the photo's own colour
+    strength: float = Field(default=1.0, ge=0, le=1)  # painterly: the style code mixed with the photo's own
+
+
 class EditorPromoteSettings(_Section):
     """When a learned editor's challenger becomes champion (productstudio edit register): issue 11's targets."""
 
@@ -487,6 +497,7 @@ class EditSettings(_Section):
     restorer: RestorerSettings = RestorerSettings()
     detector: DetectorSettings = DetectorSettings()
     enhance: EnhanceSettings = EnhanceSettings()
+    style: StyleSettings = StyleSettings()
     promote: EditorPromoteSettings = EditorPromoteSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -33,6 +33,7 @@ EDIT_EVALUATION = Path("reports/edit/evaluate")
 EDIT_RESTORER = Path("models/restorer")  # the learned restorer (noise + JPEG): safetensors + JSON
 EDIT_DETECTOR = Path("models/detector")  # the learned defect detector (dust, scratches): safetensors + JSON
 EDIT_ENHANCED = Path(".scratch/edit/enhanced")  # edit enhance: the enhanced photos of a folder
+EDIT_STYLED = Path(".scratch/edit/styled")  # edit style: the styled photos of a folder (and the look measured)
 EDIT_RESTORED = Path(".scratch/edit/restored")  # edit restore: the restored photos of a folder
 EDIT_RESTORE_EVAL = Path("reports/edit/restore_eval")  # the restoration table: defects x methods
 

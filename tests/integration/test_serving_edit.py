@@ -21,6 +21,20 @@ from tests.integration.photo_client import post_photo, start_served
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
+LOOK = {"background": [250, 248, 245], "tone": [40.0, 90.0, 120.0, 150.0, 220.0], "fill": 0.7, "aspect": 0.8,
+        "references": 3}  # a catalogue look as 'edit style' measures one (package --look)
+
+
+def style_code() -> np.ndarray:
+    """The style code 'package --style-image' archives, of a blue and orange striped picture."""
+    from productstudio.models.pretrained import weights_dir
+    from productstudio.models.stylizer import load_stylizer
+
+    stylizer = load_stylizer(weights_dir("magenta-style-predict"), weights_dir("magenta-style-transform"), threads=1)
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[..., 2] = 220
+    stripes[::8] = (250, 160, 20)
+    return stylizer.style_code(stripes)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +42,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-edit")
     edit = load_params(REPO_ROOT / "params.yaml").edit.model_copy(update={"max_upload_bytes": MAX_UPLOAD})
     mar = build_archive(weights_root(), root / "store", "studio-edit", task="edit",
-                        provenance={"edit": section_dict(edit)})
+                        provenance={"edit": section_dict(edit), "look": LOOK, "style_code": style_code().tolist()})
     assert archive_task(mar) == "edit"
     yield start_served(mar, root / "state", MAX_UPLOAD + 1024)
     server.stop(root / "state")
@@ -101,6 +115,8 @@ def test_a_photo_without_a_product_is_refused_with_422(served):
     Image.new("RGB", (400, 400), (128, 128, 128)).save(blank, format="JPEG")
     status, _, body = post(served, blank.getvalue(), "amazon-main")
     assert status == 422 and b"refused" in body, body[:300]
+    status, _, body = post(served, blank.getvalue(), headers={"X-Operation": "look"})
+    assert status == 422 and b"no product" in body, body[:300]  # nothing to frame
 
 
 def test_the_serve_start_step_serves_an_edit_archive_with_its_upload_limit(tmp_path, clothing_dir):
@@ -223,3 +239,50 @@ def test_hostile_images_get_their_answer_with_bounded_memory_and_the_worker_surv
     # The same worker (not a restarted one) still serves a photo.
     assert post(served, _photo(clothing_dir, index=2), "studio-1024")[0] == 200
     assert _worker(served).pid == worker.pid
+
+
+def _decoded(body: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def test_enhance_look_and_paint_are_served_as_the_library_makes_them(served, clothing_dir):
+    from productstudio.config import CutoutSettings, EnhanceSettings
+    from productstudio.editing.enhance import enhance
+    from productstudio.editing.style import CatalogueLook, apply_look
+    from productstudio.models.restorer import psnr
+    from productstudio.models.salient import load_segmenter
+
+    source = _photo(clothing_dir)
+    photo = _decoded(source)
+    segmenter = load_segmenter(weights_root() / "u2netp", threads=1)
+    status, content_type, body = post(served, source, headers={"X-Operation": "enhance",
+                                                               "X-Operations": "white-balance,exposure"})
+    assert (status, content_type) == (200, "image/png"), body[:300]
+    expected = enhance(photo, EnhanceSettings(operations=["white-balance", "exposure"]), segmenter, CutoutSettings())
+    assert psnr(_decoded(body), expected) > 45  # the library's answer (ONNX Runtime threads may differ)
+    assert read_provenance(body)["extra"]["operation"] == "enhance"
+
+    status, content_type, body = post(served, source, headers={"X-Operation": "look"})
+    assert (status, content_type) == (200, "image/png"), body[:300]
+    look = CatalogueLook(**{**LOOK, "background": tuple(LOOK["background"]), "tone": tuple(LOOK["tone"])})
+    expected = apply_look(photo, look, segmenter, CutoutSettings(), tone_strength=0.0, balance=False).image
+    served_look = _decoded(body)
+    assert served_look.shape == expected.shape and psnr(served_look, expected) > 45
+    assert tuple(served_look[0, 0]) == tuple(LOOK["background"])
+
+    status, content_type, body = post(served, source, headers={"X-Operation": "paint", "Accept": "application/json"})
+    assert (status, content_type) == (200, "application/json"), body[:300]
+    answer = json.loads(body)
+    assert answer["operation"] == "paint" and (answer["width"], answer["height"]) == (photo.shape[1], photo.shape[0])
+    assert answer["change_db"] < 40  # painted (the colour kept: edit.style.preserve)
+
+
+@pytest.mark.parametrize("headers, phrase", [
+    ({"X-Operation": "vintage"}, "unknown operation"),
+    ({"X-Operation": "enhance", "X-Operations": "vivid"}, "white-balance, exposure, sharpen"),
+])
+def test_bad_operations_get_400_and_the_server_keeps_serving(served, clothing_dir, headers, phrase):
+    status, _, body = post(served, _photo(clothing_dir), headers=headers)
+    assert status == 400 and phrase in body.decode(), body[:300]
+    status, content_type, _ = post(served, _photo(clothing_dir), "amazon-main")
+    assert (status, content_type) == (200, "image/jpeg")

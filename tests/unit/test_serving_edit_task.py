@@ -82,3 +82,20 @@ def test_zip_holds_one_file_per_export_and_the_report():
         assert sorted(archive.namelist()) == ["amazon-main.jpg", "report.json"]
         assert archive.read("amazon-main.jpg") == b"jpeg-bytes"
         assert json.loads(archive.read("report.json")) == {"exports": []}
+
+
+def test_operations_an_archive_does_not_hold_are_a_400_that_says_how_to_add_them():
+    from productstudio.editing.studio import StudioEditor
+    from productstudio.serving.tasks.edit import EditTask
+
+    task = EditTask(StudioEditor.load(SETTINGS, threads=1), "studio-edit", "1.0")  # no look, no style archived
+    assert task.parse_operation({}) == ("studio", tuple(SETTINGS.enhance.operations))
+    assert task.parse_operation({"x-operation": "Enhance", "x-operations": "exposure, sharpen"}) == \
+        ("enhance", ("exposure", "sharpen"))
+    for operation, phrase in (("look", "package --task edit --look"), ("paint", "--style-image"),
+                              ("vintage", "unknown operation")):
+        with pytest.raises(BadRequest) as caught:
+            task.parse_operation({"operation": operation})
+        assert caught.value.status == 400 and phrase in caught.value.message
+    request = task.parse(_jpeg(), "application/json", {"x-operation": "enhance"})
+    assert (request.operation, request.presets, request.answer) == ("enhance", (), "json")

@@ -1,10 +1,11 @@
-"""Editing a folder of photos at each photo's full size: the doors 'edit restore' and 'edit enhance'.
+"""Editing a folder of photos at each photo's full size: the doors 'edit restore', 'edit enhance' and 'edit style'.
 
     edit = FolderEdit("restore", "restored", MODEL_NAME, digest, lambda photo: restore(model, photo))
     report = edit_folder(in_dir, out_dir, edit, max_pixels)
 
     out/<relative path>.png       the edited photo, lossless, with XMP provenance (the model or recipe and its digest)
-    out/report.json               every file: edited (with how much it changed) or quarantined (one-line reason)
+    out/report.json               every file: edited (with how much it changed) or quarantined (one-line reason:
+                                  not an image, or a photo the edit cannot take, such as no product to frame)
     out/quarantine.tsv            files that are not usable images, with the reason (as validation does)
     out/samples/<n>.png           before / after at 1:1 (a 256 px centre crop: noise does not show in a thumbnail)
     out/records/                  one finished photo per file: an interrupted run resumes from them (a record
@@ -31,7 +32,7 @@ from productstudio.data.images import BadImage, centre_crop
 from productstudio.editing.contact_sheet import before_after_png
 from productstudio.editing.provenance import EDITED, Provenance, with_provenance
 from productstudio.editing.studio import list_photos, read_photo
-from productstudio.errors import MissingInput, ParamsError
+from productstudio.errors import DataError, MissingInput, ParamsError
 from productstudio.models.restorer import psnr
 
 MODEL_NAME = "product-studio-restorer"  # provenance's model name for the learned restorer
@@ -47,6 +48,7 @@ class FolderEdit:
     digest: str  # sha256 of what decides the pixels (weights, settings): resume records and provenance name it
     apply: Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 RGB -> the same shape
     settings: dict = field(default_factory=dict)  # recorded in the report
+    whole_samples: bool = False  # before/after of the whole photo (a style is global), not a 1:1 crop
 
 
 def weights_digest(directory: str | Path, file: str = "restorer.safetensors") -> str:
@@ -101,6 +103,7 @@ def edit_folder(in_dir: str | Path, out_dir: str | Path, edit: FolderEdit, max_p
                "seconds_per_megapixel": round(sum(r["seconds"] for r in edited) / megapixels, 3) if megapixels else None}
     report = {"source": str(in_dir), "out": str(out_dir), "operation": edit.operation, "done": edit.done,
               "model": edit.model_name, "digest": edit.digest, "settings": edit.settings, "summary": summary,
+              "samples": "whole photos" if edit.whole_samples else "1:1",
               "photos": rows}
     write_json_atomic(out_dir / "report.json", report)
     (out_dir / "quarantine.tsv").write_text("path\treason\n" + "".join(
@@ -108,7 +111,11 @@ def edit_folder(in_dir: str | Path, out_dir: str | Path, edit: FolderEdit, max_p
     for index, row in enumerate(edited[:SAMPLES]):
         before = read_photo(in_dir / row["source"], max_pixels)
         after = read_photo(out_dir / row["file"], max_pixels)
-        side = min(SAMPLE_SIDE, *before.shape[:2])
+        if edit.whole_samples:
+            before_after_png(Image.fromarray(before), [(edit.done, Image.fromarray(after))],
+                             out_dir / "samples" / f"{index:02d}.png", cell=SAMPLE_SIDE)
+            continue
+        side = min(SAMPLE_SIDE, *before.shape[:2], *after.shape[:2])
         before_after_png(Image.fromarray(centre_crop(before, side)), [(edit.done, Image.fromarray(centre_crop(after, side)))],
                          out_dir / "samples" / f"{index:02d}.png", cell=side)
     return report
@@ -124,7 +131,7 @@ def summary_text(report: dict, detail: str = "") -> str:
     lines += [detail] if detail else []
     lines += [f"  quarantined: {row['source']}: {row['reason']}"
               for row in [r for r in report["photos"] if r["status"] == "quarantined"][:10]]
-    lines.append(f"before/after at 1:1: {report['out']}/samples/; report: {report['out']}/report.json")
+    lines.append(f"before/after ({report['samples']}): {report['out']}/samples/; report: {report['out']}/report.json")
     return "\n".join(lines)
 
 
@@ -136,7 +143,11 @@ def _edit_one(edit: FolderEdit, path: Path, rel: str, sha: str, out_dir: Path, m
         row["reason"] = str(error)
         return row
     started = time.perf_counter()
-    result = edit.apply(photo)
+    try:
+        result = edit.apply(photo)
+    except DataError as error:  # a photo this edit cannot take (a style with no product to frame): say why
+        row["reason"] = str(error)
+        return row
     seconds = time.perf_counter() - started
     buffer = io.BytesIO()
     Image.fromarray(result).save(buffer, format="PNG")
@@ -146,5 +157,5 @@ def _edit_one(edit: FolderEdit, path: Path, rel: str, sha: str, out_dir: Path, m
     write_atomic(out_dir / file, with_provenance(buffer.getvalue(), provenance))
     row.update(status="edited", file=file.as_posix(), width=photo.shape[1], height=photo.shape[0],
                megapixels=photo.shape[0] * photo.shape[1] / 1e6, seconds=round(seconds, 3),
-               change_db=change_db(photo, result))
+               change_db=change_db(photo, result) if result.shape == photo.shape else None)
     return row

@@ -5,9 +5,8 @@ that kind's loader.
     model, info = load("models/train/generator")      # a Generator; info["kind"] == "gan"
     model, info = load("models/quantized", threads=1)  # an OnnxGenerator, same (z, y) -> images contract
 
-Kinds (``model_kind``): "u2netp-onnx", "ppocr-det-onnx" and the two "magenta-style-*-onnx" (the pretrained
-editing nets that ``models.pretrained`` installs: a salient-object segmenter, a text detector and the halves of a
-painterly stylizer), "gan" and "cvae" (safetensors; a CVAE's decoder generates, its encoder is saved
+Kinds (``model_kind``): "u2netp-onnx" and "ppocr-det-onnx" (the pretrained editing nets that
+``models.pretrained`` installs: a salient-object segmenter and a text detector), "gan" and "cvae" (safetensors; a CVAE's decoder generates, its encoder is saved
 beside it: ``models.io.load_encoder``), and "int8-onnx" (the quantize step's directory: a generator's
 config.json plus a ``quantization`` entry, which keeps the architecture's "kind"). Configs saved before
 kinds were written are inferred: a named encoder means "cvae", else "gan".
@@ -51,12 +50,6 @@ def _text_detector(directory: Path, device: torch.device, threads: int):
     return load_text_detector(directory, threads=threads)
 
 
-def _style_network(directory: Path, device: torch.device, threads: int):
-    from productstudio.models.stylizer import style_network
-
-    return style_network(directory, threads=threads)  # an ONNX Runtime session; models.stylizer pairs the two
-
-
 # kind -> loader(directory, device, threads) -> a model with the kind's contract
 LOADERS: dict[str, Callable[[Path, torch.device, int], object]] = {
     "gan": _torch_generator,
@@ -64,8 +57,6 @@ LOADERS: dict[str, Callable[[Path, torch.device, int], object]] = {
     INT8_ONNX: _onnx_generator,
     "u2netp-onnx": _salient_segmenter,  # pretrained, from a pinned wheel (models.pretrained)
     "ppocr-det-onnx": _text_detector,
-    "magenta-style-predict-onnx": _style_network,  # one half of models.stylizer each (an ONNX Runtime session)
-    "magenta-style-transform-onnx": _style_network,
 }
 
 

@@ -98,14 +98,6 @@ def _check_kind(directory: Path, kind: str) -> Path:
     return model
 
 
-def style_network(directory: str | Path, threads: int = 0):
-    """One half of the stylizer, by its config's kind: an ONNX Runtime session."""
-    directory = Path(directory)
-    config = directory / "config.json"
-    kind = json.loads(config.read_text()).get("kind") if config.is_file() else None
-    return _session(_check_kind(directory, kind if kind in (PREDICT_KIND, TRANSFORM_KIND) else PREDICT_KIND), threads)
-
-
 def load_stylizer(predict_dir: str | Path, transform_dir: str | Path, threads: int = 0) -> Stylizer:
     """The stylizer installed in the two directories (kinds magenta-style-predict-onnx and -transform-onnx)."""
     return Stylizer(_check_kind(Path(predict_dir), PREDICT_KIND), _check_kind(Path(transform_dir), TRANSFORM_KIND),

@@ -1,4 +1,4 @@
-"""The 'edit' group: productstudio edit <target> (studio, restore, enhance, evalset, evaluate,
+"""The 'edit' group: productstudio edit <target> (studio, restore, enhance, style, evalset, evaluate,
 restore-train, detect-train, restore-eval, register)."""
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from productstudio.steps.edit_restore import STEP as RESTORE
 from productstudio.steps.edit_restore_eval import STEP as RESTORE_EVAL
 from productstudio.steps.edit_restore_train import STEP as RESTORE_TRAIN
 from productstudio.steps.edit_studio import STEP as STUDIO
+from productstudio.steps.edit_style import STEP as STYLE
 
 HELP = ("edit real product photos: studio shots and marketplace formats (background removal, checked exports), "
-        "noise, JPEG and dust removal, enhancement")
+        "noise, JPEG and dust removal, enhancement, catalogue and painterly style")
 DESCRIPTION = ("Editing of real photos. 'edit studio' turns a photo folder into marketplace exports (one folder per "
                "preset) with a JSON report and an HTML contact sheet; 'edit restore' removes noise and JPEG artefacts "
                "from a folder of photos with the learned restorer (and dust with the learned detector); 'edit "
-               "enhance' white-balances (from the background), exposes and sharpens a folder; 'edit evalset' builds "
+               "enhance' white-balances (from the background), exposes and sharpens a folder; 'edit style' gives a folder the "
+               "look of a few reference photos (or a painterly style, for ads); 'edit evalset' builds "
                "the labelled set of "
                "cut-outs on real backgrounds; 'edit evaluate' measures mask IoU, MAE and boundary F on it; "
                "'edit restore-train' trains the learned restorer (noise + JPEG); 'edit detect-train' trains the learned dust and scratch detector; 'edit restore-eval' measures "
@@ -27,4 +29,4 @@ DESCRIPTION = ("Editing of real photos. 'edit studio' turns a photo folder into 
                "and its champion.")
 
 
-TARGETS = (STUDIO, RESTORE, ENHANCE, EVALSET, EVALUATE, RESTORE_TRAIN, DETECT_TRAIN, RESTORE_EVAL, REGISTER)
+TARGETS = (STUDIO, RESTORE, ENHANCE, STYLE, EVALSET, EVALUATE, RESTORE_TRAIN, DETECT_TRAIN, RESTORE_EVAL, REGISTER)

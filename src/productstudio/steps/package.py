@@ -17,8 +17,39 @@ EDIT_MODEL_NAME = "studio-edit"
 RESTORE_MODEL_NAME = "studio-restore"
 
 
+def style_provenance(params, look: Path | None, style_image: Path | None) -> dict:
+    """What the served edit task needs for 'look' and 'paint': the catalogue look and the style code (100 numbers,
+    computed here once), as JSON in the archive's serving.json."""
+    import hashlib
+    from dataclasses import asdict
+
+    extra = {}
+    if look:
+        from productstudio.editing.style import CatalogueLook
+
+        extra["look"] = asdict(CatalogueLook.load(look))
+    if style_image:
+        from productstudio.data.images import BadImage
+        from productstudio.editing.studio import read_photo
+        from productstudio.errors import MissingInput, ParamsError
+        from productstudio.models.pretrained import weights_dir
+        from productstudio.models.stylizer import load_stylizer
+
+        if not Path(style_image).is_file():
+            raise MissingInput(f"{style_image}: no such style image")
+        try:
+            rgb = read_photo(Path(style_image), params.edit.max_pixels)
+        except BadImage as error:
+            raise ParamsError(f"--style-image {style_image}: {error}") from None
+        stylizer = load_stylizer(weights_dir("magenta-style-predict"), weights_dir("magenta-style-transform"))
+        extra.update(style_code=[float(v) for v in stylizer.style_code(rgb)],
+                     style_image_sha256=hashlib.sha256(Path(style_image).read_bytes()).hexdigest())
+    return extra
+
+
 def run(params, task: str, alias: str | None, variant: str | None, generator: Path | None, int8: Path | None,
-        name: str | None, store: Path, restorer: Path | None = None, detector: Path | None = None) -> dict:
+        name: str | None, store: Path, restorer: Path | None = None, detector: Path | None = None,
+        look: Path | None = None, style_image: Path | None = None) -> dict:
     from productstudio.serving.archive import archive_from_registry, build_archive
 
     if task == "edit":  # the pretrained editing nets, installed by 'make install', and the edit settings
@@ -26,9 +57,12 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
         from productstudio.editing.studio import model_version
         from productstudio.models.pretrained import weights_root
 
-        mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit",
-                            provenance={"edit": section_dict(params.edit), "weights": model_version()})
-        return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'"}
+        provenance = {"edit": section_dict(params.edit), "weights": model_version(),
+                      **style_provenance(params, look, style_image)}
+        mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit", provenance=provenance)
+        operations = ["studio", "enhance"] + ["look"] * bool(look) + ["paint"] * bool(style_image)
+        return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'",
+                "operations": operations}
     if task == "restore":  # the trained restorer, with the edit section's upload limits
         from productstudio.editing.folder_edit import weights_digest
 
@@ -59,7 +93,8 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
 
 def format(result: dict) -> str:
     if result["variant"] == "edit":
-        return f"{result['mar']}: the edit task (studio exports) from {result['source']}"
+        return (f"{result['mar']}: the edit task from {result['source']}; operations (X-Operation): "
+                f"{', '.join(result['operations'])}")
     if result["variant"] == "restore":
         return f"{result['mar']}: the restore task (noise, JPEG and, with a detector, dust removal) from {result['source']}"
     return f"{result['mar']}: {result['variant']} generator from {result['source']}"
@@ -69,7 +104,8 @@ STEP = Step(
     name="package",
     help="build a TorchServe .mar of the generator (fp32 or int8), of the edit task or of the restore task",
     description="--task edit archives the studio editor (the pretrained nets in .tools/weights and params.yaml "
-    "'edit': presets, gates, limits); --task restore archives the trained restorer (--restorer, default "
+    "'edit': presets, gates, limits), which also enhances photos, and with --look (a look.json from 'edit "
+    "style') or --style-image gives them a catalogue look or a painterly style; --task restore archives the trained restorer (--restorer, default "
     "models/restorer; with --detector, also the dust and scratch detector) with the edit section's upload limits. By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
     "MLflow registry; --generator or --int8 archive a local directory instead. The archive holds the project's "
     "handler, the weights (safetensors or ONNX, never a pickle) and config.json.",
@@ -89,5 +125,8 @@ STEP = Step(
         Arg("--restorer", "--task restore: the trained restorer's folder (default: models/restorer)"),
         Arg("--detector", "--task restore: also find and fill dust and scratches first, with this trained "
             "detector's folder (e.g. models/detector)"),
+        Arg("--look", "--task edit: serve this catalogue look (a look.json written by 'edit style') as operation "
+            "'look'"),
+        Arg("--style-image", "--task edit: serve this picture's painterly style as operation 'paint'"),
     ),
 )

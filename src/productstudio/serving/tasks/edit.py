@@ -1,4 +1,5 @@
-"""The ``edit`` task, free of TorchServe: a product photo in, its studio exports out (``editing.studio``).
+"""The ``edit`` task, free of TorchServe: a product photo in, its studio exports out (``editing.studio``), or the
+photo enhanced, in the archive's catalogue look or painted in its style.
 
 Request: the photo's bytes as the body (``curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'``), or a
 multipart upload (the file in a ``data`` part); the presets in an ``X-Preset:
@@ -8,6 +9,13 @@ the worker); default: the archive's ``edit.presets``.
 Answer: one preset -> the exported image itself (image/jpeg, image/png or image/webp, XMP provenance inside);
 several presets -> a ZIP of ``<preset>.<ext>`` files and ``report.json`` (checks per export); with
 ``Accept: application/json`` -> the report with the images in base64.
+
+Other operations, chosen with an ``X-Operation`` header or an ``operation`` form field (default ``studio``):
+``enhance`` (``edit.enhance.operations``, or those named in ``X-Operations: white-balance,exposure,sharpen``),
+``look`` (the catalogue look archived with ``package --task edit --look look.json``) and ``paint`` (the style
+archived with ``--style-image``, ``edit.style.preserve`` and ``strength``). Each answers a lossless PNG with XMP
+provenance (``Accept: application/json``: the PNG in base64 with how much the photo changed); an operation the
+archive does not hold is a 400 that says how to add it.
 
 Limits, checked before any pixel is decoded: the body size (``edit.max_upload_bytes``; TorchServe's own
 ``max_request_size`` answers 413 earlier) and the declared pixel count (``edit.max_pixels``). A corrupt or hostile
@@ -32,12 +40,17 @@ from productstudio.errors import BadRequest
 SERVING_META = "serving.json"
 
 
+OPERATIONS = ("studio", "enhance", "look", "paint")
+
+
 @dataclass(frozen=True)
 class EditRequest:
     photo: np.ndarray  # (H, W, 3) uint8 RGB, upright
     sha256: str
     presets: tuple[str, ...]
     answer: str  # "image", "zip" or "json"
+    operation: str = "studio"  # one of OPERATIONS
+    enhancements: tuple[str, ...] = ()  # enhance: which operations, in editing.enhance's order
 
 
 def _text(value) -> str:
@@ -100,9 +113,11 @@ class EditTask:
 
     name = "edit"
 
-    def __init__(self, editor, model_name: str, version: str):
+    def __init__(self, editor, model_name: str, version: str, look=None, stylizer=None, style_code=None):
         self.editor, self.settings = editor, editor.settings
         self.model_name, self.version = model_name, version
+        self.look = look  # editing.style.CatalogueLook or None
+        self.stylizer, self.style_code = stylizer, style_code  # the painterly style, or None
 
     @classmethod
     def load(cls, model_dir: Path, model_name: str, version: str, variant: str = "fp32", threads: int = 0) -> "EditTask":
@@ -111,7 +126,21 @@ class EditTask:
 
         meta = json.loads((Path(model_dir) / SERVING_META).read_text())
         settings = EditSettings.model_validate(meta["edit"])
-        return cls(StudioEditor.load(settings, threads=threads, weights_root=Path(model_dir)), model_name, version)
+        look = stylizer = code = None
+        if meta.get("look"):
+            from productstudio.editing.style import CatalogueLook
+
+            look = CatalogueLook(**{**meta["look"], "background": tuple(meta["look"]["background"]),
+                                    "tone": tuple(meta["look"]["tone"])})
+        if meta.get("style_code"):
+            from productstudio.models.pretrained import weights_dir
+            from productstudio.models.stylizer import load_stylizer
+
+            stylizer = load_stylizer(weights_dir("magenta-style-predict", Path(model_dir)),
+                                     weights_dir("magenta-style-transform", Path(model_dir)), threads=threads)
+            code = np.asarray(meta["style_code"], np.float32)
+        return cls(StudioEditor.load(settings, threads=threads, weights_root=Path(model_dir)), model_name, version,
+                   look, stylizer, code)
 
     @staticmethod
     def archive_files(model_dir: Path, variant: str) -> list[Path]:
@@ -124,21 +153,93 @@ class EditTask:
             weights_dir(name, Path(model_dir))
         return [Path(model_dir)]
 
+    def parse_operation(self, options: dict) -> tuple[str, tuple[str, ...]]:
+        from productstudio.editing.enhance import OPERATIONS as ENHANCEMENTS
+
+        raw = options.get("operation") or options.get("x-operation")
+        operation = _text(raw).strip().lower() if raw else "studio"
+        if operation not in OPERATIONS:
+            raise BadRequest(f"unknown operation {operation[:40]!r} (known: {', '.join(OPERATIONS)})")
+        if operation == "look" and self.look is None:
+            raise BadRequest("this archive holds no catalogue look: package it with 'productstudio package --task "
+                             "edit --look look.json'")
+        if operation == "paint" and self.style_code is None:
+            raise BadRequest("this archive holds no painterly style: package it with 'productstudio package --task "
+                             "edit --style-image FILE'")
+        enhancements = tuple(self.settings.enhance.operations)
+        raw = options.get("operations") or options.get("x-operations")
+        if operation == "enhance" and raw:
+            enhancements = tuple(n.strip() for n in _text(raw).split(",") if n.strip())
+            unknown = [n for n in enhancements if n not in ENHANCEMENTS]
+            if unknown or not enhancements:
+                raise BadRequest(f"operations: choose one or more of {', '.join(ENHANCEMENTS)}")
+        return operation, enhancements
+
     def parse(self, body, accept: str | None, options: dict | None = None) -> EditRequest:
-        presets = parse_presets(options or {}, self.settings.preset_table, self.settings.presets)
+        operation, enhancements = self.parse_operation(options or {})
+        presets = parse_presets(options or {}, self.settings.preset_table, self.settings.presets) \
+            if operation == "studio" else ()
         photo = decode_photo(body, self.settings.max_upload_bytes, self.settings.max_pixels)
-        return EditRequest(photo, hashlib.sha256(bytes(body)).hexdigest(), presets, wanted_answer(accept, presets))
+        answer = wanted_answer(accept, presets) if operation == "studio" else \
+            ("json" if wanted_answer(accept, ()) == "json" else "image")
+        return EditRequest(photo, hashlib.sha256(bytes(body)).hexdigest(), presets, answer, operation, enhancements)
 
     def run(self, requests: list[EditRequest]) -> list:
         from productstudio.editing.studio import select_presets
 
         return [self.editor.edit(r.photo, select_presets(self.settings, list(r.presets)), source_sha256=r.sha256)
-                for r in requests]
+                if r.operation == "studio" else self.apply(r) for r in requests]
+
+    def apply(self, request: EditRequest) -> np.ndarray:
+        """One photo through enhance, look or paint: the same library functions as 'edit enhance' / 'edit style'."""
+        from productstudio.errors import DataError
+
+        settings, segmenter = self.settings, self.editor.segmenter
+        try:
+            if request.operation == "enhance":
+                from productstudio.editing.enhance import enhance
+
+                chosen = settings.enhance.model_copy(update={"operations": list(request.enhancements)})
+                return enhance(request.photo, chosen, segmenter, settings.cutout)
+            if request.operation == "look":
+                from productstudio.editing.style import apply_look
+
+                return apply_look(request.photo, self.look, segmenter, settings.cutout, settings.style.tone_strength,
+                                  settings.style.white_balance, settings.style.white_balance_p).image
+            from productstudio.editing.style import paint
+
+            return paint(request.photo, self.stylizer, self.style_code, settings.style.preserve,
+                         settings.style.strength, segmenter, settings.cutout).image
+        except DataError as error:  # no product to frame: the photo, not the server, is the problem
+            return BadRequest(f"refused: {error}", 422)
+
+    def respond_image(self, request: EditRequest, image: np.ndarray) -> tuple[str, object]:
+        from PIL import Image
+
+        from productstudio.editing.folder_edit import change_db
+        from productstudio.editing.provenance import EDITED, Provenance, with_provenance
+
+        if isinstance(image, BadRequest):
+            raise image
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        provenance = Provenance(EDITED, f"{self.model_name}:{request.operation}", f"version:{self.version}",
+                                source_sha256=request.sha256, extra={"operation": request.operation})
+        data = with_provenance(buffer.getvalue(), provenance)
+        if request.answer == "image":
+            return "image/png", data
+        return "application/json", {
+            "model": self.model_name, "version": self.version, "operation": request.operation,
+            "source_sha256": request.sha256, "width": image.shape[1], "height": image.shape[0],
+            "change_db": change_db(request.photo, image) if image.shape == request.photo.shape else None,
+            "image": base64.b64encode(data).decode("ascii")}
 
     def respond(self, request: EditRequest, edited) -> tuple[str, object]:
         from productstudio.editing.studio import EXTENSIONS
         from productstudio.imaging import FORMATS
 
+        if request.operation != "studio":
+            return self.respond_image(request, edited)
         if edited.refused:
             raise BadRequest(f"refused: {edited.refused}", 422)
         passing = [e for e in edited.exports if e.passed]
