@@ -79,6 +79,7 @@ bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_serving.py
 	python bench/bench_serving_edit.py
 	python bench/bench_style.py
+	python bench/bench_watermark.py
 
 clean:
 	rm -rf data reports .scratch .dvc-remote

@@ -78,3 +78,28 @@ def test_an_untrained_model_gives_back_the_same_pixels(folder, tmp_path):
     assert row["change_db"] == 100.0
     with Image.open(photos / row["source"]) as source:
         assert np.array_equal(np.asarray(Image.open(tmp_path / "same" / row["file"])), np.asarray(source.convert("RGB")))
+
+
+def test_watermarks_are_filled_first_when_asked_and_make_another_edit(tmp_path, clothing_dir):
+    import cv2
+
+    from productstudio.editing.defects import watermark
+
+    photos = tmp_path / "own-photos"
+    photos.mkdir()
+    source = np.asarray(Image.open(sorted((clothing_dir / "test" / "t-shirt").glob("*.jpg"))[0]).convert("RGB"))
+    marked, letters, _ = watermark(source, np.random.default_rng(3))
+    Image.fromarray(marked).save(photos / "proof.png")
+    identity = tmp_path / "identity"  # an untrained restorer gives its input back: only the watermark step acts
+    save_restorer(Restorer(width=8, depth=2), identity, {"kind": "restorer", "width": 8, "depth": 2})
+    plain = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "plain", restorer=identity, detector=None,
+                             limit=None)
+    cleaned = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "cleaned", restorer=identity, detector=None,
+                               limit=None, watermarks=True)
+    assert plain["photos"][0]["change_db"] == 100 and cleaned["digest"] != plain["digest"]
+    assert "OCR letters" in cleaned["settings"]["watermarks"]
+    result = np.asarray(Image.open(tmp_path / "cleaned" / "proof.png").convert("RGB"))
+    strong = cv2.erode(letters.astype(np.uint8), np.ones((2, 2), np.uint8)) > 0
+    before = np.abs(marked.astype(int) - source.astype(int))[strong].mean()
+    after = np.abs(result.astype(int) - source.astype(int))[strong].mean()
+    assert after < 0.8 * before  # letters filled towards the photo under them

@@ -8,7 +8,8 @@ from productstudio import paths
 from productstudio.steps.step import Arg, Step
 
 
-def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, limit: int | None) -> dict:
+def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, limit: int | None,
+        watermarks: bool = False) -> dict:
     from productstudio.editing.folder_edit import MODEL_NAME, FolderEdit, edit_folder, restore_digest
     from productstudio.errors import ParamsError
     from productstudio.models.restorer import load_restorer, restore
@@ -17,6 +18,21 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
         raise ParamsError("edit restore needs --in DIR: the folder of photos to restore")
     model = load_restorer(restorer)
     settings, steps = {"restorer": str(restorer)}, []
+    marks = ""
+    if watermarks:  # first: the letters are sharpest before anything else touches the photo
+        import hashlib
+
+        from productstudio.editing import watermark
+        from productstudio.models.pretrained import sha256_of, weights_dir
+        from productstudio.models.text_detector import load_text_detector
+
+        text_dir = weights_dir("ppocr-det")
+        text_detector = load_text_detector(text_dir, threads=0)
+        radius = params.edit.dust_fill_radius
+        steps.append(lambda photo: watermark.remove_watermark(photo, text_detector, radius))
+        marks = hashlib.sha256(f"{sha256_of(text_dir / 'model.onnx')}:{watermark.STROKE_KERNEL}:"
+                               f"{watermark.STROKE_LEVEL}:{watermark.LIMIT_SIDE}:{radius}".encode()).hexdigest()
+        settings.update(watermarks="OCR letters (ppocr-det) + Navier-Stokes fill")
     if detector:
         from productstudio.models.defect_detector import dust_filler, load_detector
 
@@ -32,6 +48,10 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
             photo = step(photo)
         return photo
     digest = restore_digest(restorer, detector, params.edit.dust_fill_radius if detector else 0)
+    if marks:
+        import hashlib
+
+        digest = hashlib.sha256(f"{digest}:watermarks:{marks}".encode()).hexdigest()
     edit = FolderEdit("restore", "restored", MODEL_NAME, digest, apply, settings)
     return edit_folder(in_dir, out, edit, params.edit.max_pixels, limit=limit)
 
@@ -51,7 +71,9 @@ STEP = Step(
     "much the model changed it (PSNR to the input), OUT/quarantine.tsv the unusable files with a one-line reason, "
     "OUT/samples/ before/after crops at 1:1. Sources are never modified; an interrupted run resumes where it "
     "stopped. With --detector, dust, specks and scratches are first found by the learned detector ('edit "
-    "detect-train') and filled by inpainting. 'edit restore-eval' shows where the models beat the classical "
+    "detect-train') and filled by inpainting. With --watermarks, text found by the OCR detector is shrunk to its "
+    "letters and filled first: only for your own images (a watermark you or your studio put there); "
+    "bench/bench_watermark.py measures it. 'edit restore-eval' shows where the models beat the classical "
     "methods and what they do to clean photos.",
     run=run,
     format=format,
@@ -62,6 +84,8 @@ STEP = Step(
         Arg("--restorer", "the trained restorer's folder", paths.EDIT_RESTORER),
         Arg("--detector", "also find and fill dust and scratches with this trained detector's folder "
             "(e.g. models/detector)", type=Path),
+        Arg("--watermarks", "also remove text watermarks (OCR letters, inpainted) -- only from your own images",
+            action="store_true"),
         Arg("--limit", "only the first N files (sorted paths)", type=int),
     ),
 )
