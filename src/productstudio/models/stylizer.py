@@ -21,23 +21,13 @@ import cv2
 import numpy as np
 
 from productstudio.errors import DataError, MissingInput
+from productstudio.models.onnx_session import cpu_session
 
 MODEL_FILE = "model.onnx"
 PREDICT_KIND = "magenta-style-predict-onnx"
 TRANSFORM_KIND = "magenta-style-transform-onnx"
 STYLE_SIDE = 256
 CONTENT_SIDE = 384
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: all cores
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared cores: do not spin
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _check_rgb(rgb: np.ndarray) -> None:
@@ -60,8 +50,8 @@ class Stylizer:
     """The two ONNX Runtime sessions, reused for every image."""
 
     def __init__(self, predict_path: str | Path, transform_path: str | Path, threads: int = 0):
-        self.predict = _session(Path(predict_path), threads)
-        self.transform = _session(Path(transform_path), threads)
+        self.predict = cpu_session(Path(predict_path), threads)
+        self.transform = cpu_session(Path(transform_path), threads)
         self.code_name = self.transform.get_inputs()[1].name
 
     def style_code(self, rgb: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from productstudio.errors import DataError, MissingInput
+from productstudio.models.onnx_session import cpu_session
 
 MODEL_FILE = "model.onnx"
 KIND = "ppocr-det-onnx"
@@ -46,17 +47,6 @@ class TextBox:
     x1: int  # exclusive
     y1: int  # exclusive
     score: float  # mean text probability inside the detected core
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: all cores
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared cores: do not spin
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def network_size(height: int, width: int, limit_side: int) -> tuple[int, int]:
@@ -74,7 +64,7 @@ class TextDetector:
     def __init__(self, path: str | Path, threads: int = 0, pixel_threshold: float = 0.3, box_threshold: float = 0.8,
                  min_side: int = 4, min_aspect: float = 2.0, max_thickness: float = 0.12, unclip_ratio: float = 1.5):
         self.path = Path(path)
-        self.session = _session(self.path, threads)
+        self.session = cpu_session(self.path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.pixel_threshold, self.box_threshold = pixel_threshold, box_threshold
         self.min_side, self.min_aspect, self.max_thickness = min_side, min_aspect, max_thickness
