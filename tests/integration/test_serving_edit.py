@@ -38,11 +38,27 @@ def style_code() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def restorer_dir(tmp_path_factory):
+    """A small restorer that visibly changes photos (operation 'restore', as 'package --task edit --restorer')."""
+    import torch
+
+    from productstudio.models.restorer import Restorer, save_restorer
+
+    torch.manual_seed(0)
+    model = Restorer(width=8, depth=2)
+    torch.nn.init.normal_(model.tail.weight, std=0.02)
+    directory = tmp_path_factory.mktemp("restorer")
+    save_restorer(model, directory, {"kind": "restorer", "width": 8, "depth": 2})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, restorer_dir):
     root = tmp_path_factory.mktemp("serve-edit")
     edit = load_params(REPO_ROOT / "params.yaml").edit.model_copy(update={"max_upload_bytes": MAX_UPLOAD})
     mar = build_archive(weights_root(), root / "store", "studio-edit", task="edit",
-                        provenance={"edit": section_dict(edit), "look": LOOK, "style_code": style_code().tolist()})
+                        provenance={"edit": section_dict(edit), "look": LOOK, "style_code": style_code().tolist()},
+                        extra=(restorer_dir / "restorer.safetensors", restorer_dir / "restorer.json"))
     assert archive_task(mar) == "edit"
     yield start_served(mar, root / "state", MAX_UPLOAD + 1024)
     server.stop(root / "state")
@@ -243,6 +259,16 @@ def test_hostile_images_get_their_answer_with_bounded_memory_and_the_worker_surv
 
 def _decoded(body: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def test_restore_is_served_as_the_library_makes_it(served, restorer_dir, clothing_dir):
+    from productstudio.models.restorer import load_restorer, restore
+
+    source = _photo(clothing_dir, index=1)
+    status, content_type, body = post(served, source, headers={"X-Operation": "restore"})
+    assert (status, content_type) == (200, "image/png"), body[:300]
+    assert np.array_equal(_decoded(body), restore(load_restorer(restorer_dir), _decoded(source)))
+    assert read_provenance(body)["extra"]["operation"] == "restore"
 
 
 def test_enhance_look_and_paint_are_served_as_the_library_makes_them(served, clothing_dir):

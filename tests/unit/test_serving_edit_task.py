@@ -93,6 +93,7 @@ def test_operations_an_archive_does_not_hold_are_a_400_that_says_how_to_add_them
     assert task.parse_operation({"x-operation": "Enhance", "x-operations": "exposure, sharpen"}) == \
         ("enhance", ("exposure", "sharpen"))
     for operation, phrase in (("look", "package --task edit --look"), ("paint", "--style-image"),
+                              ("restore", "package --task edit --restorer"),
                               ("vintage", "unknown operation")):
         with pytest.raises(BadRequest) as caught:
             task.parse_operation({"operation": operation})

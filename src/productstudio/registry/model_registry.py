@@ -131,14 +131,31 @@ def _hand_challenger(mlflow_client, name: str, attempts: int = 5):
 
     MLflow's REST API has no compare-and-set for aliases, so two processes registering at once could each
     write their own version last. Instead each writes the newest version it sees, then looks again: the last
-    writer's second look sees every version created before its write, so the alias ends on the newest."""
+    writer's second look sees every version created before its write, so the alias ends on the newest.
+
+    The alias's first write races too: MLflow looks for the alias row, then inserts it, so the slower of two
+    processes gets the database's unique-key error; its row now exists, and the next attempt updates it."""
+    from mlflow.exceptions import MlflowException
+
     newest = None
-    for _ in range(attempts):
+    for attempt in range(attempts):
         newest = _distinct(_versions(mlflow_client, name))[-1]
-        mlflow_client.set_registered_model_alias(name, CHALLENGER, str(newest.version))
+        try:
+            mlflow_client.set_registered_model_alias(name, CHALLENGER, str(newest.version))
+        except MlflowException as error:
+            if not _alias_created_meanwhile(error) or attempt == attempts - 1:
+                raise
+            continue
         if _distinct(_versions(mlflow_client, name))[-1].version == newest.version:
             break
     return newest
+
+
+def _alias_created_meanwhile(error: Exception) -> bool:
+    """Whether ``error`` is the store refusing a second alias row (PostgreSQL's or SQLite's unique-key error)."""
+    text = str(error)
+    return "registered_model_alias" in text and any(
+        phrase in text for phrase in ("UniqueViolation", "duplicate key", "UNIQUE constraint failed"))
 
 
 def latest_version(name: str, mlflow_client=None):

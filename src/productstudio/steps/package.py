@@ -47,6 +47,24 @@ def style_provenance(params, look: Path | None, style_image: Path | None) -> dic
     return extra
 
 
+def learned_editor_files(restorer: Path, detector: Path | None) -> tuple[tuple[Path, ...], dict]:
+    """The restorer's (and optional detector's) files for an archive, and their sha256 for serving.json; a missing
+    or broken model fails here, not in the worker."""
+    from productstudio.editing.folder_edit import weights_digest
+    from productstudio.models.restorer import load_restorer
+
+    load_restorer(restorer)
+    files, learned = [Path(restorer) / "restorer.safetensors", Path(restorer) / "restorer.json"], \
+        {"weights_sha256": weights_digest(restorer)}
+    if detector:  # dust and scratches found and filled before the restorer runs, as 'edit restore --detector'
+        from productstudio.models.defect_detector import load_detector
+
+        load_detector(detector)
+        files += [Path(detector) / "detector.safetensors", Path(detector) / "detector.json"]
+        learned["detector_sha256"] = weights_digest(detector, "detector.safetensors")
+    return tuple(files), learned
+
+
 def run(params, task: str, alias: str | None, variant: str | None, generator: Path | None, int8: Path | None,
         name: str | None, store: Path, restorer: Path | None = None, detector: Path | None = None,
         look: Path | None = None, style_image: Path | None = None) -> dict:
@@ -59,26 +77,28 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
 
         provenance = {"edit": section_dict(params.edit), "weights": model_version(),
                       **style_provenance(params, look, style_image)}
-        mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit", provenance=provenance)
-        operations = ["studio", "enhance"] + ["look"] * bool(look) + ["paint"] * bool(style_image)
+        extra = ()
+        if restorer:  # operation 'restore' (with dust filled first when a detector comes too)
+            extra, learned = learned_editor_files(restorer, detector)
+            provenance.update(learned)
+        elif detector:
+            from productstudio.errors import ParamsError
+
+            raise ParamsError("--detector fills dust before the restorer: give --restorer too")
+        mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit", provenance=provenance,
+                            extra=extra)
+        operations = ["studio"] + ["restore"] * bool(restorer) + ["enhance"] + ["look"] * bool(look) + \
+            ["paint"] * bool(style_image)
         return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'",
                 "operations": operations}
     if task == "restore":  # the trained restorer, with the edit section's upload limits
-        from productstudio.editing.folder_edit import weights_digest
-
         source = restorer or paths.EDIT_RESTORER
+        files, learned = learned_editor_files(source, detector)
         provenance = {"max_upload_bytes": params.edit.max_upload_bytes, "max_pixels": params.edit.max_pixels,
-                      "weights_sha256": weights_digest(source)}
-        extra = ()
-        if detector:  # dust and scratches found and filled before the restorer runs, as 'edit restore --detector'
-            from productstudio.models.defect_detector import load_detector
-
-            load_detector(detector)  # a missing or broken detector fails here, not in the worker
-            extra = (Path(detector) / "detector.safetensors", Path(detector) / "detector.json")
-            provenance.update(dust_fill_radius=params.edit.dust_fill_radius,
-                              detector_sha256=weights_digest(detector, "detector.safetensors"))
+                      "dust_fill_radius": params.edit.dust_fill_radius, **learned}
+        # the restorer's own files are the task's (archive_files); the detector's join them
         mar = build_archive(source, store, name or RESTORE_MODEL_NAME, "fp32", task="restore",
-                            provenance=provenance, extra=extra)
+                            provenance=provenance, extra=files[2:])
         return {"mar": mar, "variant": "restore", "source": str(source) + (f" + {detector}" if detector else "")}
     name = name or serve_model_name(params)
     if generator or int8:
@@ -122,9 +142,10 @@ STEP = Step(
         Arg("--name", "model name in TorchServe (default: serve.model_name or register.model_name; edit: studio-edit; restore: studio-restore)",
             type=str),
         Arg("--store", "where the .mar goes", paths.SERVE_STATE / "model-store"),
-        Arg("--restorer", "--task restore: the trained restorer's folder (default: models/restorer)"),
-        Arg("--detector", "--task restore: also find and fill dust and scratches first, with this trained "
-            "detector's folder (e.g. models/detector)"),
+        Arg("--restorer", "--task restore: the trained restorer's folder (default: models/restorer); --task edit: "
+            "also serve it as operation 'restore'"),
+        Arg("--detector", "--task restore or edit (with --restorer): also find and fill dust and scratches first, "
+            "with this trained detector's folder (e.g. models/detector)"),
         Arg("--look", "--task edit: serve this catalogue look (a look.json written by 'edit style') as operation "
             "'look'"),
         Arg("--style-image", "--task edit: serve this picture's painterly style as operation 'paint'"),

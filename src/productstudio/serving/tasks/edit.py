@@ -11,7 +11,8 @@ several presets -> a ZIP of ``<preset>.<ext>`` files and ``report.json`` (checks
 ``Accept: application/json`` -> the report with the images in base64.
 
 Other operations, chosen with an ``X-Operation`` header or an ``operation`` form field (default ``studio``):
-``enhance`` (``edit.enhance.operations``, or those named in ``X-Operations: white-balance,exposure,sharpen``),
+``restore`` (the learned restorer archived with ``package --task edit --restorer DIR``, dust filled first when
+``--detector DIR`` came with it), ``enhance`` (``edit.enhance.operations``, or those named in ``X-Operations: white-balance,exposure,sharpen``),
 ``look`` (the catalogue look archived with ``package --task edit --look look.json``) and ``paint`` (the style
 archived with ``--style-image``, ``edit.style.preserve`` and ``strength``). Each answers a lossless PNG with XMP
 provenance (``Accept: application/json``: the PNG in base64 with how much the photo changed); an operation the
@@ -40,7 +41,7 @@ from productstudio.errors import BadRequest
 SERVING_META = "serving.json"
 
 
-OPERATIONS = ("studio", "enhance", "look", "paint")
+OPERATIONS = ("studio", "restore", "enhance", "look", "paint")
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,11 @@ class EditTask:
 
     name = "edit"
 
-    def __init__(self, editor, model_name: str, version: str, look=None, stylizer=None, style_code=None):
+    def __init__(self, editor, model_name: str, version: str, look=None, stylizer=None, style_code=None,
+                 restorer=None, fill_dust=None):
         self.editor, self.settings = editor, editor.settings
         self.model_name, self.version = model_name, version
+        self.restorer, self.fill_dust = restorer, fill_dust  # the learned restorer (and dust filler), or None
         self.look = look  # editing.style.CatalogueLook or None
         self.stylizer, self.style_code = stylizer, style_code  # the painterly style, or None
 
@@ -139,8 +142,17 @@ class EditTask:
             stylizer = load_stylizer(weights_dir("magenta-style-predict", Path(model_dir)),
                                      weights_dir("magenta-style-transform", Path(model_dir)), threads=threads)
             code = np.asarray(meta["style_code"], np.float32)
+        restorer = fill_dust = None
+        if (Path(model_dir) / "restorer.safetensors").is_file():
+            from productstudio.models.restorer import load_restorer
+
+            restorer = load_restorer(model_dir)
+            if (Path(model_dir) / "detector.safetensors").is_file():
+                from productstudio.models.defect_detector import dust_filler, load_detector
+
+                fill_dust = dust_filler(*load_detector(model_dir), settings.dust_fill_radius)
         return cls(StudioEditor.load(settings, threads=threads, weights_root=Path(model_dir)), model_name, version,
-                   look, stylizer, code)
+                   look, stylizer, code, restorer, fill_dust)
 
     @staticmethod
     def archive_files(model_dir: Path, variant: str) -> list[Path]:
@@ -163,6 +175,9 @@ class EditTask:
         if operation == "look" and self.look is None:
             raise BadRequest("this archive holds no catalogue look: package it with 'productstudio package --task "
                              "edit --look look.json'")
+        if operation == "restore" and self.restorer is None:
+            raise BadRequest("this archive holds no restorer: package it with 'productstudio package --task edit "
+                             "--restorer models/restorer [--detector models/detector]'")
         if operation == "paint" and self.style_code is None:
             raise BadRequest("this archive holds no painterly style: package it with 'productstudio package --task "
                              "edit --style-image FILE'")
@@ -191,11 +206,17 @@ class EditTask:
                 if r.operation == "studio" else self.apply(r) for r in requests]
 
     def apply(self, request: EditRequest) -> np.ndarray:
-        """One photo through enhance, look or paint: the same library functions as 'edit enhance' / 'edit style'."""
+        """One photo through restore, enhance, look or paint: the same library functions as 'edit restore',
+        'edit enhance' and 'edit style'."""
         from productstudio.errors import DataError
 
         settings, segmenter = self.settings, self.editor.segmenter
         try:
+            if request.operation == "restore":
+                from productstudio.models.restorer import restore
+
+                photo = self.fill_dust(request.photo) if self.fill_dust else request.photo
+                return restore(self.restorer, photo)
             if request.operation == "enhance":
                 from productstudio.editing.enhance import enhance
 
