@@ -15,22 +15,15 @@ import torch
 from productstudio.errors import MissingInput
 from productstudio.models.gan import GANConfig
 from productstudio.models.io import CONFIG
+from productstudio.models.onnx_session import cpu_session
 
 INT8_FILE = "generator.int8.onnx"
 
 
 def make_session(path: str | Path, threads: int = 0):
-    """An ONNX Runtime CPU session; ``threads`` 0 lets ORT take all cores. Worker threads do not spin
-    between calls: on shared cores spinning steals time from everything else (and from torch when
-    both run in one process, as in the benchmark)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """An ONNX Runtime CPU session (``models.onnx_session``): not spinning matters here too, where torch shares
+    the process and its cores in the benchmark."""
+    return cpu_session(path, threads)
 
 
 class OnnxGenerator:
