@@ -290,7 +290,7 @@ def test_enhance_look_and_paint_are_served_as_the_library_makes_them(served, clo
 
     status, content_type, body = post(served, source, headers={"X-Operation": "look"})
     assert (status, content_type) == (200, "image/png"), body[:300]
-    look = CatalogueLook(**{**LOOK, "background": tuple(LOOK["background"]), "tone": tuple(LOOK["tone"])})
+    look = CatalogueLook.from_dict(LOOK)
     expected = apply_look(photo, look, segmenter, CutoutSettings(), tone_strength=0.0, balance=False).image
     served_look = _decoded(body)
     assert served_look.shape == expected.shape and psnr(served_look, expected) > 45

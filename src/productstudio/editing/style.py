@@ -65,6 +65,11 @@ class CatalogueLook:
         data = json.loads(path.read_text())
         if tuple(data.pop("quantiles", ())) != QUANTILES:
             raise DataError(f"{path}: measured at other luminance quantiles than {QUANTILES}")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CatalogueLook":
+        """The look from its JSON form (look.json, or the served archive's serving.json)."""
         return cls(background=tuple(data["background"]), tone=tuple(data["tone"]), fill=float(data["fill"]),
                    aspect=float(data["aspect"]), references=int(data["references"]))
 
@@ -173,6 +178,25 @@ def chroma_shift(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
         mask = np.ones(mask.shape, bool)
     lab_a, lab_b = rgb2lab(a[mask][None])[0], rgb2lab(b[mask][None])[0]
     return float(np.linalg.norm(lab_a[:, 1:] - lab_b[:, 1:], axis=1).mean())
+
+
+def style_image_code(stylizer, path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
+    """The style code of the picture at ``path`` and the file's sha256 (what 'edit style --style-image' and
+    'package --task edit --style-image' record); a one-line error for a missing or unusable picture."""
+    import hashlib
+
+    from productstudio.data.images import BadImage
+    from productstudio.editing.studio import read_photo
+    from productstudio.errors import ParamsError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInput(f"{path}: no such style image")
+    try:
+        rgb = read_photo(path, max_pixels)
+    except BadImage as error:
+        raise ParamsError(f"--style-image {path}: {error}") from None
+    return stylizer.style_code(rgb), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def keep_colour(photo: np.ndarray, painted: np.ndarray) -> np.ndarray:

@@ -33,10 +33,8 @@ def run(params, in_dir: Path, out: Path, references: Path | None, look: Path | N
 
     from pydantic import ValidationError
 
-    from productstudio.data.images import BadImage
     from productstudio.editing.folder_edit import FolderEdit, edit_folder
-    from productstudio.editing.studio import read_photo
-    from productstudio.editing.style import LOOK_FILE, CatalogueLook, apply_look, fit_look, paint
+    from productstudio.editing.style import LOOK_FILE, CatalogueLook, apply_look, fit_look, paint, style_image_code
     from productstudio.errors import MissingInput, ParamsError
     from productstudio.models.pretrained import sha256_of, weights_dir
     from productstudio.models.salient import load_segmenter
@@ -64,17 +62,10 @@ def run(params, in_dir: Path, out: Path, references: Path | None, look: Path | N
     if style_image is not None:
         from productstudio.models.stylizer import load_stylizer
 
-        if not style_image.is_file():
-            raise MissingInput(f"{style_image}: no such style image")
-        try:
-            style_rgb = read_photo(style_image, params.edit.max_pixels)
-        except BadImage as error:
-            raise ParamsError(f"--style-image {style_image}: {error}") from None
         predict_dir, transform_dir = weights_dir("magenta-style-predict"), weights_dir("magenta-style-transform")
         stylizer = load_stylizer(predict_dir, transform_dir, threads=0)
-        code = stylizer.style_code(style_rgb)
-        recorded.update(mode="painterly", style_image=str(style_image),
-                        style_image_sha256=hashlib.sha256(style_image.read_bytes()).hexdigest())
+        code, image_sha256 = style_image_code(stylizer, style_image, params.edit.max_pixels)
+        recorded.update(mode="painterly", style_image=str(style_image), style_image_sha256=image_sha256)
         identity = sha256_of(predict_dir / "model.onnx") + sha256_of(transform_dir / "model.onnx") + code.tobytes().hex()
         operation, done, name = "paint", "painted", PAINT_MODEL
 

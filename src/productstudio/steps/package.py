@@ -20,7 +20,6 @@ RESTORE_MODEL_NAME = "studio-restore"
 def style_provenance(params, look: Path | None, style_image: Path | None) -> dict:
     """What the served edit task needs for 'look' and 'paint': the catalogue look and the style code (100 numbers,
     computed here once), as JSON in the archive's serving.json."""
-    import hashlib
     from dataclasses import asdict
 
     extra = {}
@@ -29,21 +28,13 @@ def style_provenance(params, look: Path | None, style_image: Path | None) -> dic
 
         extra["look"] = asdict(CatalogueLook.load(look))
     if style_image:
-        from productstudio.data.images import BadImage
-        from productstudio.editing.studio import read_photo
-        from productstudio.errors import MissingInput, ParamsError
+        from productstudio.editing.style import style_image_code
         from productstudio.models.pretrained import weights_dir
         from productstudio.models.stylizer import load_stylizer
 
-        if not Path(style_image).is_file():
-            raise MissingInput(f"{style_image}: no such style image")
-        try:
-            rgb = read_photo(Path(style_image), params.edit.max_pixels)
-        except BadImage as error:
-            raise ParamsError(f"--style-image {style_image}: {error}") from None
         stylizer = load_stylizer(weights_dir("magenta-style-predict"), weights_dir("magenta-style-transform"))
-        extra.update(style_code=[float(v) for v in stylizer.style_code(rgb)],
-                     style_image_sha256=hashlib.sha256(Path(style_image).read_bytes()).hexdigest())
+        code, image_sha256 = style_image_code(stylizer, Path(style_image), params.edit.max_pixels)
+        extra.update(style_code=[float(v) for v in code], style_image_sha256=image_sha256)
     return extra
 
 

@@ -133,8 +133,7 @@ class EditTask:
         if meta.get("look"):
             from productstudio.editing.style import CatalogueLook
 
-            look = CatalogueLook(**{**meta["look"], "background": tuple(meta["look"]["background"]),
-                                    "tone": tuple(meta["look"]["tone"])})
+            look = CatalogueLook.from_dict(meta["look"])
         if meta.get("style_code"):
             from productstudio.models.pretrained import weights_dir
             from productstudio.models.stylizer import load_stylizer
