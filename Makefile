@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install nginx postgresql run colour studio serve serve-stop registry registry-stop test test-fast pipeline-yaml bench clean
+.PHONY: install nginx postgresql chromium run colour studio web serve serve-stop registry registry-stop test test-fast pipeline-yaml bench clean
 
 install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
 
@@ -26,6 +26,9 @@ nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked)
 postgresql:  ## Debian's PostgreSQL server binaries (apt-get install postgresql when root and missing); prints their dir
 	bash scripts/install-postgresql
 
+chromium:  ## Debian's Chromium and chromedriver for the studio page's browser test (apt-get install when root and missing)
+	bash scripts/install-chromium
+
 run: install  ## the main job: dvc repro (ingest ... train, evaluate, quantize, register, promote) on Fashion-MNIST, then a summary
 	dvc repro
 	@productstudio summary
@@ -40,6 +43,11 @@ colour: install  ## the generation steps on colour photos at 64 px (configs/clot
 studio: install  ## studio exports of ../shared/data/clothing-dataset-small/test with a report and a contact sheet
 	dvc repro edit_studio edit_evaluate
 	@echo "contact sheet: reports/edit/studio/index.html; cut-out quality: reports/edit/evaluate/metrics.json"
+
+# The studio page for merchants on 127.0.0.1:8075 (productstudio web): generate, edit and export images, see the
+# registry and the canary. Starts the generator's and the edit task's TorchServe when they are not running.
+web: install  ## the studio page (after 'make run'): prints its URL with the access token; Ctrl-C stops it
+	productstudio web $(WEB_FLAGS)
 
 # A live local endpoint: the registry's champion (or, with no champion yet, the main job's generator)
 # packaged and served by TorchServe on 127.0.0.1:8085; prints the URL, the key file and a curl example.
@@ -60,7 +68,7 @@ registry: install postgresql  ## start the team MLflow server (PostgreSQL + S3) 
 registry-stop:  ## stop what 'make registry' started
 	productstudio registry stop
 
-test: install nginx postgresql  ## the whole suite, slow end-to-end tests included
+test: install nginx postgresql chromium  ## the whole suite, slow end-to-end tests included
 	bash scripts/pytest-strict tests --durations=25
 
 test-fast: install  ## the unit tests (tests/unit): no services, a few minutes

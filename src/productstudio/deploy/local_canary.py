@@ -34,10 +34,10 @@ from productstudio.config import DeploySettings, Params, ProtocolSettings
 from productstudio.errors import BadRequest, MissingInput, ServiceError
 from productstudio.serving import server
 from productstudio.deploy.nginx_proxy import SIDES, CanaryProxy, ProxyLimits
+from productstudio.registry.model_registry import ROLLBACK_TAG
 
 DEPLOY_FILE = "deploy.json"
 CLIENT_KEY = "client_key"
-ROLLBACK_TAG = "canary.rollback"
 
 
 def canary_serve_settings(params: Params):

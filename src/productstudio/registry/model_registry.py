@@ -36,6 +36,7 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 ARTIFACT = "generator"  # the logged model's name inside its run
 IDENTITY = ("data.version", "params.hash", "git.commit", "model.sha256")
+ROLLBACK_TAG = "canary.rollback"  # set on a challenger version when its canary is rolled back (deploy rollback)
 TAG_LIMIT = 5000  # MLflow's maximum tag value length
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")  # models:/<name>@<alias> or /<version>
 
@@ -324,3 +325,35 @@ def version_with_alias(mlflow_client, name: str, alias: str):
 
 def registered_record(registered: Registered) -> dict:
     return asdict(registered)
+
+
+def versions_overview(name: str, mlflow_client=None) -> list[dict]:
+    """Every version of ``name``, newest first, as people read it: its aliases, ``metrics.*`` numbers, how they were
+    measured (``metrics.protocol``), the promotion decision and reason, and a canary rollback note if any."""
+    mlflow_client = mlflow_client or client()
+    versions = _versions(mlflow_client, name)
+    # search_model_versions leaves ModelVersion.aliases empty; the registered model holds them
+    aliases = dict(getattr(mlflow_client.get_registered_model(name), "aliases", None) or {}) if versions else {}
+    rows = []
+    for mv in reversed(versions):
+        tags = dict(mv.tags or {})
+        metrics = {key[len("metrics."):]: float(value) for key, value in tags.items()
+                   if key.startswith("metrics.") and key != "metrics.protocol" and _is_number(value)}
+        try:
+            protocol = json.loads(tags.get("metrics.protocol", "{}"))
+        except ValueError:
+            protocol = {}
+        rows.append({"version": str(mv.version), "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version)),
+                     "created": int(mv.creation_timestamp or 0), "metrics": metrics, "protocol": protocol,
+                     "decision": tags.get("promotion.decision"), "reason": tags.get("promotion.reason"),
+                     "decided_at": tags.get("promotion.decided_at"), "rollback": tags.get(ROLLBACK_TAG),
+                     "data_version": tags.get("data.version"), "git_commit": tags.get("git.commit")})
+    return rows
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True

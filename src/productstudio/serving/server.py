@@ -179,9 +179,9 @@ def load_handle(state_dir: str | Path) -> ServerHandle | None:
     return ServerHandle(state_dir, saved["model"], saved["inference_url"], saved["management_url"], saved["metrics_url"])
 
 
-def served_config(state_dir: str | Path) -> dict:
-    """config.json of the model archive served from ``state_dir`` (its categories, ...): the archive that
-    ``start`` recorded, or the one archive in the state's model store for servers started before it did."""
+def served_archive(state_dir: str | Path) -> Path:
+    """The model archive served from ``state_dir``: the one ``start`` recorded, or the one archive in the state's
+    model store for servers started before it did."""
     state_dir = Path(state_dir).resolve()
     try:
         recorded = json.loads((state_dir / SERVER_FILE).read_text()).get("archive")
@@ -190,7 +190,12 @@ def served_config(state_dir: str | Path) -> dict:
     archives = [Path(recorded)] if recorded else sorted((state_dir / "model-store").glob("*.mar"))
     if len(archives) != 1 or not archives[0].is_file():
         raise MissingInput(f"{state_dir}: cannot tell which model archive is served (start it with productstudio serve)")
-    with zipfile.ZipFile(archives[0]) as archive:
+    return archives[0]
+
+
+def served_config(state_dir: str | Path) -> dict:
+    """config.json of the model archive served from ``state_dir`` (its categories, ...)."""
+    with zipfile.ZipFile(served_archive(state_dir)) as archive:
         return json.loads(archive.read("config.json"))
 
 

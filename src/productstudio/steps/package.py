@@ -78,10 +78,10 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
             raise ParamsError("--detector fills dust before the restorer: give --restorer too")
         mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit", provenance=provenance,
                             extra=extra)
-        operations = ["studio"] + ["restore"] * bool(restorer) + ["enhance"] + ["look"] * bool(look) + \
-            ["paint"] * bool(style_image)
+        from productstudio.serving.tasks.edit import archive_offer
+
         return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'",
-                "operations": operations}
+                "operations": archive_offer(mar)["operations"]}
     if task == "restore":  # the trained restorer, with the edit section's upload limits
         source = restorer or paths.EDIT_RESTORER
         files, learned = learned_editor_files(source, detector)

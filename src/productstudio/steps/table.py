@@ -31,6 +31,7 @@ from productstudio.steps import (
     train,
     train_classifier,
     validate,
+    web,
 )
 
 # The pipeline's steps, in the order 'dvc repro' runs them (each is a DVC stage and a KFP component).
@@ -50,7 +51,7 @@ PIPELINE = (
 EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_restore_train.STEP, edit_detect_train.STEP,
                  edit_restore_eval.STEP, edit_register.STEP, edit_studio.STEP)
 # Commands around the pipeline (no DVC stage).
-COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP)
+COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP, web.STEP)
 # Commands with targets: productstudio <group> <target>.
 GROUPS = {
     "deploy": (deploy.HELP, deploy.DESCRIPTION, deploy.TARGETS),

@@ -91,6 +91,21 @@ def decode_photo(body, max_bytes: int, max_pixels: int) -> np.ndarray:
         raise BadRequest(str(error), status) from None
 
 
+def archive_offer(mar: str | Path) -> dict:
+    """What an edit archive can do: its operations (``restore`` with a restorer, ``look`` with a catalogue look,
+    ``paint`` with a style code), its marketplace presets (all, and the default ones) and its upload limits."""
+    with zipfile.ZipFile(mar) as archive:
+        meta = json.loads(archive.read(SERVING_META))
+        names = set(archive.namelist())
+    from productstudio.config import EditSettings
+
+    edit = EditSettings.model_validate(meta["edit"])
+    operations = ["studio"] + ["restore"] * ("restorer.safetensors" in names) + ["enhance"] + \
+        ["look"] * bool(meta.get("look")) + ["paint"] * bool(meta.get("style_code"))
+    return {"operations": operations, "presets": list(edit.preset_table), "default_presets": list(edit.presets),
+            "max_upload_bytes": edit.max_upload_bytes, "max_pixels": edit.max_pixels}
+
+
 def wanted_answer(accept: str | None, presets: tuple[str, ...]) -> str:
     first = (accept or "").split(",")[0].split(";")[0].strip().lower()
     if first == "application/json":
