@@ -119,10 +119,17 @@ function checksView(entry) {
                          text: `${exported.preset} ${verdict}` }));
     const rows = Object.entries(exported.checks || {}).map(([rule, check]) =>
       el("tr", { class: check.ok ? "ok" : "error" }, el("td", { text: check.ok ? "✓" : "✗" }), el("td", { text: rule }),
-         el("td", { text: String(check.value) }), el("td", { text: String(check.rule) })));
-    if (rows.length) box.append(el("table", {}, ...rows));
+         el("td", { text: checkValue(check.value) }), el("td", { text: String(check.rule) })));
+    // every check of the format, folded away when all pass
+    if (rows.length) box.append(el("details", exported.passed ? {} : { open: "" },
+                                   el("summary", { text: `${rows.length} checks` }), el("table", {}, ...rows)));
   }
   return box;
+}
+
+function checkValue(value) {
+  if (value === null || typeof value !== "object") return String(value);
+  return Object.entries(value).filter(([, x]) => typeof x !== "object").map(([key, x]) => `${key} ${x}`).join(", ");
 }
 
 function resultView(job, entry) {
