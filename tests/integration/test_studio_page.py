@@ -219,6 +219,10 @@ def test_generate_regenerate_and_download(browser):
     new_seed = driver.find_element(By.CSS_SELECTOR, "#grid .tile[data-index='0']").get_attribute("data-seed")
     _screenshot(browser, "studio-generate.png")
 
+    driver.find_element(By.CSS_SELECTOR, "#grid .tile[data-index='1'] a").click()  # one image
+    one = _wait(browser, lambda _d: next(iter(browser["downloads"].glob("item3-seed12.png")), None), "one image's download")
+    assert Image.open(one).size == (28, 28)
+
     driver.find_element(By.ID, "generate-zip").click()
     with _downloaded_zip(browser, "product-studio-generate") as archive:
         names = sorted(archive.namelist())
