@@ -255,6 +255,7 @@ def test_edit_photos_with_hostile_files_and_download_the_zip(browser, uploads, s
     before = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in expected}
     driver.find_element(By.ID, "tab-edit").click()
     driver.find_element(By.ID, "files").send_keys("\n".join(str(folder / name) for name in expected))
+    driver.find_element(By.CSS_SELECTOR, "input[name=step][value=watermark-removal]").click()
     driver.find_element(By.CSS_SELECTOR, "input[name=step][value=restore]").click()
     driver.find_element(By.CSS_SELECTOR, "input[name=restyle][value=look]").click()
     assert driver.find_element(By.CSS_SELECTOR, "input[name=restyle][value=paint]").get_attribute("disabled")  # not served
@@ -276,7 +277,7 @@ def test_edit_photos_with_hostile_files_and_download_the_zip(browser, uploads, s
     _wait(browser, lambda d: _images_loaded(d, ".result[data-name='noisy shirt.jpg'] .compare img", 2), "before/after")
     verdicts = {p.get_attribute("data-preset"): p.text for p in shirt.find_elements(By.CSS_SELECTOR, ".export")}
     assert verdicts == {"amazon-main": "amazon-main passes", "transparent-png": "transparent-png passes"}
-    assert "restore → look" in shirt.text and "background_white" in shirt.get_attribute("textContent")
+    assert "watermark-removal → restore → look" in shirt.text and "background_white" in shirt.get_attribute("textContent")
     slider = shirt.find_element(By.CSS_SELECTOR, ".compare input")
     driver.execute_script("arguments[0].value = 25; arguments[0].dispatchEvent(new Event('input'));", slider)
     assert "25%" in shirt.find_element(By.CSS_SELECTOR, ".compare .after").get_attribute("style")

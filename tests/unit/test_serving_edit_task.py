@@ -92,6 +92,7 @@ def test_operations_an_archive_does_not_hold_are_a_400_that_says_how_to_add_them
     assert task.parse_operation({}) == ("studio", tuple(SETTINGS.enhance.operations))
     assert task.parse_operation({"x-operation": "Enhance", "x-operations": "exposure, sharpen"}) == \
         ("enhance", ("exposure", "sharpen"))
+    assert task.parse_operation({"operation": "watermark-removal"})[0] == "watermark-removal"  # every archive: OCR inside
     for operation, phrase in (("look", "package --task edit --look"), ("paint", "--style-image"),
                               ("restore", "package --task edit --restorer"),
                               ("vintage", "unknown operation")):

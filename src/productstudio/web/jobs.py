@@ -7,7 +7,7 @@ Job folder layout (``<scratch>/jobs/<id>/``)::
     job.json                      kind ("generate" | "edit"), what was asked, one entry per image or photo
     generate: <n>.png             image n of the grid (replaced when regenerated)
     edit:     <n>/source.<ext>    the upload, as sent (validated first)
-              <n>/<step>.png      each operation's result (restore, enhance, look, paint)
+              <n>/<step>.png      each operation's result (watermark-removal, restore, enhance, look, paint)
               <n>/<preset>.<ext>  each marketplace export that passed its checks
 
 The ZIP of an edit job is laid out per marketplace preset: ``<preset>/<photo>.<ext>`` (``edited/<photo>.png`` when
@@ -29,7 +29,9 @@ from productstudio.errors import BadRequest
 from productstudio.web.backends import Answer, Endpoint, call
 
 UPLOAD_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # what the edit task decodes and browsers show
-STEPS = ("restore", "enhance", "look", "paint")  # the served edit operations that give one photo back, in this order
+# The served edit operations that give one photo back, in this order (watermark letters are sharpest before
+# anything else touches the photo, as 'edit restore --watermarks' does).
+STEPS = ("watermark-removal", "restore", "enhance", "look", "paint")
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 

@@ -13,7 +13,9 @@ several presets -> a ZIP of ``<preset>.<ext>`` files and ``report.json`` (checks
 Other operations, chosen with an ``X-Operation`` header or an ``operation`` form field (default ``studio``):
 ``restore`` (the learned restorer archived with ``package --task edit --restorer DIR``, dust filled first when
 ``--detector DIR`` came with it), ``enhance`` (``edit.enhance.operations``, or those named in ``X-Operations: white-balance,exposure,sharpen``),
-``look`` (the catalogue look archived with ``package --task edit --look look.json``) and ``paint`` (the style
+``watermark-removal`` (text found by the OCR detector every edit archive holds, shrunk to its letters and
+inpainted: only for the merchant's own images), ``look`` (the catalogue look archived with ``package --task edit
+--look look.json``) and ``paint`` (the style
 archived with ``--style-image``, ``edit.style.preserve`` and ``strength``). Each answers a lossless PNG with XMP
 provenance (``Accept: application/json``: the PNG in base64 with how much the photo changed); an operation the
 archive does not hold is a 400 that says how to add it.
@@ -41,7 +43,7 @@ from productstudio.errors import BadRequest
 SERVING_META = "serving.json"
 
 
-OPERATIONS = ("studio", "restore", "enhance", "look", "paint")
+OPERATIONS = ("studio", "watermark-removal", "restore", "enhance", "look", "paint")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def archive_offer(mar: str | Path) -> dict:
     from productstudio.config import EditSettings
 
     edit = EditSettings.model_validate(meta["edit"])
-    operations = ["studio"] + ["restore"] * ("restorer.safetensors" in names) + ["enhance"] + \
+    operations = ["studio", "watermark-removal"] + ["restore"] * ("restorer.safetensors" in names) + ["enhance"] + \
         ["look"] * bool(meta.get("look")) + ["paint"] * bool(meta.get("style_code"))
     return {"operations": operations, "presets": list(edit.preset_table), "default_presets": list(edit.presets),
             "max_upload_bytes": edit.max_upload_bytes, "max_pixels": edit.max_pixels}
@@ -220,12 +222,16 @@ class EditTask:
                 if r.operation == "studio" else self.apply(r) for r in requests]
 
     def apply(self, request: EditRequest) -> np.ndarray:
-        """One photo through restore, enhance, look or paint: the same library functions as 'edit restore',
-        'edit enhance' and 'edit style'."""
+        """One photo through watermark removal, restore, enhance, look or paint: the same library functions as
+        'edit restore [--watermarks]', 'edit enhance' and 'edit style'."""
         from productstudio.errors import DataError
 
         settings, segmenter = self.settings, self.editor.segmenter
         try:
+            if request.operation == "watermark-removal":
+                from productstudio.editing.watermark import remove_watermark
+
+                return remove_watermark(request.photo, self.editor.text_detector, settings.dust_fill_radius)
             if request.operation == "restore":
                 from productstudio.models.restorer import restore
 
