@@ -11,6 +11,9 @@ from productstudio import paths
 from productstudio.steps.step import Arg, Step
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Here rather than in paths.py, a dependency of every DVC stage: the page is no stage.
+WEB_SCRATCH = Path(".scratch/web")  # the page's uploads and results
+WEB_EDIT_STATE = WEB_SCRATCH / "serve-edit"  # the edit task's TorchServe the page starts
 
 
 def _generator_endpoint(params, state: Path, canary: Path, started: list) -> None:
@@ -115,10 +118,10 @@ STEP = Step(
             "127.0.0.1", str),
         Arg("--port", "port of the page", 8075, int),
         Arg("--generate-state", "state folder of the generator's TorchServe (productstudio serve start)", paths.SERVE_STATE),
-        Arg("--edit-state", "state folder of the edit task's TorchServe", paths.WEB_EDIT_STATE),
+        Arg("--edit-state", "state folder of the edit task's TorchServe", WEB_EDIT_STATE),
         Arg("--canary-state", "a canary deployment (productstudio deploy canary): generate through its proxy while it runs",
             paths.DEPLOY_STATE),
-        Arg("--scratch", "where uploads and results are kept", paths.WEB_SCRATCH),
+        Arg("--scratch", "where uploads and results are kept", WEB_SCRATCH),
         Arg("--look", "when the edit task is started here: offer this catalogue look (look.json from 'edit style')"),
         Arg("--style-image", "when the edit task is started here: offer this painterly style (a picture)"),
     ),
