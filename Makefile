@@ -78,6 +78,7 @@ pipeline-yaml: install  ## recompile pipelines/product_studio.yaml after changin
 	python -m pipelines.product_studio compile
 	python -m pipelines.product_studio compile --train-on trainjob
 	python -m pipelines.studio compile
+	python -m pipelines.editors compile
 
 bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_load.py
