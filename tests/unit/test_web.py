@@ -116,3 +116,42 @@ def test_a_big_lossless_step_result_is_passed_on_as_a_jpeg():
     assert jobs._as_upload(png, len(png)) == (png, "image/png")
     data, kind = jobs._as_upload(png, len(png) - 1)
     assert kind == "image/jpeg" and Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+def test_an_expired_key_is_renewed_once_and_the_request_sent_again():
+    """TorchServe refuses an expired key with a 400 naming it; the page renews the key and asks again, once."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from productstudio.web.backends import TOKEN_REFUSED, Endpoint, call
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802  (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["Authorization"])
+            ok = self.headers["Authorization"] == "Bearer fresh"
+            body = b'{"ok": true}' if ok else json.dumps({"code": 400, "message": f"{TOKEN_REFUSED}. Token expired"}).encode()
+            self.send_response(200 if ok else 400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        keys = {"current": "expired"}
+        endpoint = Endpoint(f"http://127.0.0.1:{server.server_port}/predictions/m", "test", lambda: keys["current"],
+                            lambda: keys.update(current="fresh"))
+        assert call(endpoint, b"{}").status == 200 and seen == ["Bearer expired", "Bearer fresh"]
+        keys["current"], seen[:] = "expired", []
+        stuck = Endpoint(endpoint.predict_url, "test", lambda: "expired", lambda: "expired")  # renewing did not help
+        answer = call(stuck, b"{}")
+        assert answer.status == 400 and TOKEN_REFUSED in answer.reason() and len(seen) == 2
+    finally:
+        server.shutdown()

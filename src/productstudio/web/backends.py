@@ -18,6 +18,8 @@ from typing import Callable
 from productstudio.errors import MissingInput, ServiceError
 from productstudio.serving import server
 
+TOKEN_REFUSED = "Token Authorization failed"
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -81,8 +83,8 @@ def from_canary(state_dir: str | Path) -> Endpoint | None:
 
 
 def call(endpoint: Endpoint, body: bytes, headers: dict | None = None, timeout: float = 300.0) -> Answer:
-    """POST ``body`` to the endpoint with its key; a 401 renews the key once. Never raises for an HTTP status;
-    ``ServiceError`` when nothing answers."""
+    """POST ``body`` to the endpoint with its key; a refused key (expired after serve.token_expiration_min) is
+    renewed once. Never raises for an HTTP status; ``ServiceError`` when nothing answers."""
     for attempt in range(2):
         request = urllib.request.Request(endpoint.predict_url, data=body, method="POST",
                                          headers={**(headers or {}), "Authorization": f"Bearer {endpoint.key()}"})
@@ -92,13 +94,18 @@ def call(endpoint: Endpoint, body: bytes, headers: dict | None = None, timeout: 
                               dict(response.headers))
         except urllib.error.HTTPError as error:
             answer = Answer(error.code, error.headers.get("Content-Type", ""), error.read(), dict(error.headers))
-            if error.code == 401 and endpoint.renew is not None and attempt == 0:
+            if _key_refused(answer) and endpoint.renew is not None and attempt == 0:
                 endpoint.renew()
                 continue
             return answer
         except OSError as error:
             raise ServiceError(f"{endpoint.via} does not answer ({error})") from None
     return answer
+
+
+def _key_refused(answer: Answer) -> bool:
+    """TorchServe 0.12 refuses a missing, wrong or expired key with a 400 that says so (not a 401)."""
+    return answer.status in (400, 401) and TOKEN_REFUSED in answer.body.decode("utf-8", errors="replace")
 
 
 def categories(endpoint: Endpoint) -> list[str]:
