@@ -12,7 +12,6 @@ Tasks: ``edit-restore-train`` and ``edit-detect-train`` side by side -> ``edit-r
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -91,17 +90,10 @@ def compile_pipeline(path: str | Path = PACKAGE_PATH) -> Path:
 def run_local(photos: str | Path, root: str | Path, params: Optional[str | Path] = None,
               mlflow_tracking_uri: str = "") -> dict[str, str]:
     """Run with kfp.local's SubprocessRunner in this interpreter; return the output folders."""
-    from kfp import local
+    from pipelines.product_studio import _read_params, local_session
 
-    from pipelines.product_studio import _environment, _read_params
-
-    root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     params_yaml = _read_params(params)
-    with _environment(root / "tmp"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
-                   workspace_root=str(root / "workspace"), raise_on_error=True)
+    with local_session(root):
         task = editors(photos_uri=str(Path(photos).resolve()), params_yaml=params_yaml,
                        mlflow_tracking_uri=mlflow_tracking_uri)
     return {name: artifact.path for name, artifact in task.outputs.items()}

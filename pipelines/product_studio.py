@@ -276,18 +276,15 @@ def _environment(tmpdir: Path) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_local(
-    params: Optional[str | Path], root: str | Path, quarantine: bool = False, mlflow_tracking_uri: str = ""
-) -> dict[str, str]:
-    """Run the pipeline with kfp.local's SubprocessRunner in this interpreter; return output paths.
+@contextlib.contextmanager
+def local_session(root: str | Path) -> Iterator[Path]:
+    """kfp.local's SubprocessRunner in this interpreter, for a pipeline called inside the block; yields ``root``.
 
-    Under ``root``: ``outputs/`` (the pipeline root: every task's artifacts), ``tmp/`` (TMPDIR of
-    the tasks) and ``workspace/`` (kfp.local's workspace, removed by kfp when the run ends).
-    Raises RuntimeError naming the failed task when a task fails (its log is printed above).
-    """
+    Under ``root``: ``outputs/`` (the pipeline root: every task's artifacts), ``tmp/`` (TMPDIR of the tasks) and
+    ``workspace/`` (kfp.local's workspace, removed by kfp when the run ends). A failed task raises RuntimeError
+    naming it (its log is printed above)."""
     from kfp import local
 
-    params_yaml = _read_params(params)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with _environment(root / "tmp"), warnings.catch_warnings():
@@ -301,6 +298,15 @@ def run_local(
             workspace_root=str(root / "workspace"),
             raise_on_error=True,
         )
+        yield root
+
+
+def run_local(
+    params: Optional[str | Path], root: str | Path, quarantine: bool = False, mlflow_tracking_uri: str = ""
+) -> dict[str, str]:
+    """Run the pipeline with kfp.local (``local_session``); return output paths."""
+    params_yaml = _read_params(params)
+    with local_session(root):
         task = product_studio(params_yaml=params_yaml, quarantine=quarantine, mlflow_tracking_uri=mlflow_tracking_uri)
     return {name: artifact.path for name, artifact in task.outputs.items()}
 

@@ -10,7 +10,6 @@ Tasks: ``edit-studio`` (``productstudio edit studio``'s step) and, beside it, ``
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -79,17 +78,10 @@ def compile_pipeline(path: str | Path = PACKAGE_PATH) -> Path:
 def run_local(photos: str | Path, evalset_photos: str | Path, root: str | Path, params: Optional[str | Path] = None,
               presets: str = "", limit: int = 0, mlflow_tracking_uri: str = "") -> dict[str, str]:
     """Run with kfp.local's SubprocessRunner in this interpreter; return the output folders (exports, evaluation)."""
-    from kfp import local
+    from pipelines.product_studio import _read_params, local_session
 
-    from pipelines.product_studio import _environment, _read_params
-
-    root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     params_yaml = _read_params(params)
-    with _environment(root / "tmp"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
-                   workspace_root=str(root / "workspace"), raise_on_error=True)
+    with local_session(root):
         task = studio(photos_uri=str(Path(photos).resolve()), evalset_photos_uri=str(Path(evalset_photos).resolve()),
                       params_yaml=params_yaml, presets=presets, limit=limit, mlflow_tracking_uri=mlflow_tracking_uri)
     return {name: artifact.path for name, artifact in task.outputs.items()}

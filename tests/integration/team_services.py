@@ -111,3 +111,25 @@ def canary_params(params, ports: list[int]):
         "serve": params.serve.model_copy(update={**dict(zip(serve_keys, ports[:5])), "max_batch_delay_ms": 1}),
         "deploy": params.deploy.model_copy(update=dict(zip(deploy_keys, ports[5:11]))),
     })
+
+
+def two_generator_registry(root: Path, name: str, generators: dict, categories: list[str]):
+    """A sqlite registry at ``root/mlflow.db`` holding ``generators`` ({"1": Generator, "2": ...}) as versions of
+    ``name``, v1 champion and v2 challenger, with MLFLOW_TRACKING_URI pointing at it: (client, MonkeyPatch to undo)."""
+    import pytest
+    from mlflow import MlflowClient
+
+    from productstudio.models.io import save_generator
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(name)
+    for version, generator in generators.items():
+        model_dir = root / "models" / version
+        save_generator(generator, model_dir / "artifacts" / "generator", categories=categories)
+        client.create_model_version(name, str(model_dir))
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_alias(name, "challenger", "2")
+    return client, patch

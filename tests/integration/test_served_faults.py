@@ -29,10 +29,10 @@ from PIL import Image
 from productstudio.config import load_params
 from productstudio.deploy import local_canary as deploy
 from productstudio.deploy.nginx_proxy import CanaryProxy, count_sides
-from productstudio.models.io import save_generator
 from productstudio.serving import server
 from productstudio.serving.server import free_ports
 from tests.conftest import REPO_ROOT
+from tests.integration.team_services import two_generator_registry
 from tests.integration.test_deploy_canary import CATEGORIES, NAME, tiny_generator
 
 pytestmark = pytest.mark.slow
@@ -45,21 +45,9 @@ REPORT: dict = {}
 @pytest.fixture(scope="module")
 def canary(tmp_path_factory):
     """Champion v1 and challenger v2 (two tiny working generators) behind nginx, 20 % to the challenger."""
-    from mlflow import MlflowClient
-
     subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install-nginx")], check=True, timeout=300)
     root = tmp_path_factory.mktemp("faults")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(NAME)
-    for version in ("1", "2"):
-        model_dir = root / "models" / version
-        save_generator(tiny_generator(), model_dir / "artifacts" / "generator", categories=CATEGORIES)
-        client.create_model_version(NAME, str(model_dir))
-    client.set_registered_model_alias(NAME, "champion", "1")
-    client.set_registered_model_alias(NAME, "challenger", "2")
+    client, mp = two_generator_registry(root, NAME, {"1": tiny_generator(), "2": tiny_generator()}, CATEGORIES)
 
     ports = free_ports(11)
     base = load_params(REPO_ROOT / "params.yaml")

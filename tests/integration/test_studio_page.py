@@ -24,7 +24,6 @@ from PIL import Image
 
 from productstudio.config import load_params, section_dict
 from productstudio.deploy import local_canary as deploy
-from productstudio.models.io import save_generator
 from productstudio.models.pretrained import weights_root
 from productstudio.serving import server
 from productstudio.serving.archive import build_archive
@@ -32,7 +31,7 @@ from productstudio.serving.server import free_ports
 from tests.conftest import REPO_ROOT
 from tests.integration.hostile import png_bytes
 from tests.integration.photo_client import start_served
-from tests.integration.team_services import canary_params
+from tests.integration.team_services import canary_params, two_generator_registry
 from tests.integration.test_deploy_canary import CATEGORIES, NAME, tiny_generator
 from tests.integration.test_serving_edit import LOOK, restorer_dir  # noqa: F401  (a fixture)
 
@@ -43,28 +42,17 @@ WAIT_S = 240  # generous: three TorchServe and a browser share 2 cores
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, restorer_dir):  # noqa: F811
     """Registry v1 (champion) and v2 (challenger) with metrics and a decision, canary at 30 %, the edit task."""
-    from mlflow import MlflowClient
-
     for script in ("install-nginx", "install-chromium"):
         subprocess.run(["bash", str(REPO_ROOT / "scripts" / script)], check=True, timeout=900, stdout=subprocess.DEVNULL)
     root = tmp_path_factory.mktemp("studio")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(NAME)
+    client, mp = two_generator_registry(root, NAME, {"1": tiny_generator(), "2": tiny_generator()}, CATEGORIES)
     for version in ("1", "2"):
-        model_dir = root / "models" / version
-        save_generator(tiny_generator(), model_dir / "artifacts" / "generator", categories=CATEGORIES)
-        client.create_model_version(NAME, str(model_dir))
         for key, value in {"metrics.fid": f"{40.0 - int(version):.1f}", "metrics.kid": "0.031",
                            "metrics.protocol": json.dumps({"fid": {"num_real": 1000, "feature_network": "inception-v3"}})}.items():
             client.set_model_version_tag(NAME, version, key, value)
     for key, value in {"promotion.decision": "promoted", "promotion.reason": "first champion: no champion to beat",
                        "promotion.decided_at": "2026-12-01T10:00:00Z"}.items():
         client.set_model_version_tag(NAME, "1", key, value)
-    client.set_registered_model_alias(NAME, "champion", "1")
-    client.set_registered_model_alias(NAME, "challenger", "2")
 
     params = canary_params(load_params(REPO_ROOT / "params.yaml"), free_ports(11))
     canary_state, edit_state = root / "deploy", root / "edit"
