@@ -325,3 +325,45 @@ def test_models_view_and_canary_rollback(browser, services):
     tags = services["client"].get_model_version(NAME, "2").tags
     assert tags[deploy.ROLLBACK_TAG].endswith("rolled back from the studio page")
     assert driver.find_element(By.ID, "rollback-button").get_attribute("disabled")
+
+
+def test_the_page_starts_and_stops_the_torchserve_it_needs(tmp_path):
+    """'productstudio web' with nothing served: it packages the registry's champion and the edit task, serves both,
+    answers, and stops both when it is stopped (SIGINT, as Ctrl-C)."""
+    import signal
+
+    import yaml
+
+    _, mp = two_generator_registry(tmp_path, NAME, {"1": tiny_generator(), "2": tiny_generator()}, CATEGORIES)
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["serve"].update(zip(("inference_port", "management_port", "metrics_port", "grpc_inference_port",
+                                "grpc_management_port"), free_ports(5)))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    generate_state, edit_state = tmp_path / "serve", tmp_path / "web" / "serve-edit"
+    port = free_ports(1)[0]
+    log = open(tmp_path / "web.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "productstudio.cli", "web", "--params", str(tmp_path / "params.yaml"), "--port", str(port),
+         "--generate-state", str(generate_state), "--edit-state", str(edit_state), "--canary-state", str(tmp_path / "none"),
+         "--scratch", str(tmp_path / "web")],
+        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ})
+    try:
+        _wait_for(lambda: "Product Studio page: http://127.0.0.1:" in (tmp_path / "web.log").read_text()
+                  or process.poll() is not None, "the page's URL")
+        assert process.poll() is None, (tmp_path / "web.log").read_text()[-2000:]
+        token = {"Authorization": f"Bearer {(tmp_path / 'web' / 'token').read_text().strip()}"}
+        _wait_for(lambda: _status(f"http://127.0.0.1:{port}/api/info", token) == 200, "the page")
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api/info", headers=token), timeout=60) as answer:
+            info = json.loads(answer.read())
+        assert info["generator"]["categories"] == CATEGORIES and "studio-edit" in info["editor"]["via"]
+        assert server.status(generate_state)["running"] and server.status(edit_state)["running"]
+        assert server.served_config(generate_state)  # the champion's archive, from the registry
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+        log.close()
+        mp.undo()
+    output = (tmp_path / "web.log").read_text()
+    assert process.returncode == 0, output[-2000:]
+    assert "stopped TorchServe from" in output
+    assert not server.status(generate_state)["running"] and not server.status(edit_state)["running"]
