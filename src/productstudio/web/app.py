@@ -1,6 +1,6 @@
 """The studio page: one HTML page (``static/``) and a small JSON API in front of the served models and the registry.
 
-FastAPI because it is already in the stack (MLflow's server brings it), starts in a second and serves a plain page
+FastAPI because it is already in the stack (MLflow's server brings it) and serves a plain page
 that Chromium drives in the tests; Gradio would add a large frontend of its own for three simple views.
 
     app = create_app(PageConfig(...))          # uvicorn.run(app, host="127.0.0.1", port=8075)
