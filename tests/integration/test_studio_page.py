@@ -242,6 +242,7 @@ def test_edit_photos_with_hostile_files_and_download_the_zip(browser, uploads, s
     folder, expected = uploads
     before = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in expected}
     driver.find_element(By.ID, "tab-edit").click()
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "input[name=preset]"), "the served edit task's options")
     driver.find_element(By.ID, "files").send_keys("\n".join(str(folder / name) for name in expected))
     driver.find_element(By.CSS_SELECTOR, "input[name=step][value=watermark-removal]").click()
     driver.find_element(By.CSS_SELECTOR, "input[name=step][value=restore]").click()
@@ -281,8 +282,11 @@ def test_edit_photos_with_hostile_files_and_download_the_zip(browser, uploads, s
     refused = {p["name"]: p["error"] for p in report["photos"] if p["error"]}
     assert set(refused) == {"notes.jpg", "bomb.png", "animation.gif"}  # huge.jpg never left the browser
     assert {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in expected} == before
-    kept = [p for p in (services["root"] / "web").rglob("*") if p.is_file()]
-    assert kept and all(p.is_relative_to(services["root"] / "web") for p in kept)
+    # the upload, as sent, was kept once: in its job folder under the page's scratch, nowhere else in the test's tree
+    sent = (folder / "noisy shirt.jpg").read_bytes()
+    copies = [p for p in services["root"].rglob("*") if p.is_file() and p.stat().st_size == len(sent)
+              and p.read_bytes() == sent]
+    assert [p.relative_to(services["root"]).parts[:2] for p in copies] == [("web", "jobs")], copies
 
 
 def test_the_server_refuses_what_the_browser_did_not_stop(page, services):
