@@ -130,7 +130,8 @@ def main() -> None:
         varied = settings.model_copy(update={"batch_size": batch_size})
         return build(varied, len(categories), shape, torch.device("cpu")), varied
 
-    reference, _ = fresh()
+    # The reference swaps the plain generator's blocks (with residual blocks configured, the plain one is the base).
+    reference = build(settings.model_copy(update={"g_block": "conv"}), len(categories), shape, torch.device("cpu"))
     g = reference.modules["generator"]
     for i, block in enumerate(g.blocks):
         g.blocks[i] = TransposedUpBlock(block.conv.in_channels, block.conv.out_channels, len(categories))
@@ -147,14 +148,14 @@ def main() -> None:
     flops = step_flops(*fresh(), images, labels)
     matmul = matmul_flops_per_s()
     achieved = flops * ours_rate / settings.batch_size
-    print(f"\nGAN training throughput, batch {settings.batch_size}, {shape} images, {torch.get_num_threads()} threads")
+    print(f"\nGAN training throughput, {settings.g_block} generator blocks, batch {settings.batch_size}, {shape} images, {torch.get_num_threads()} threads")
     print(f"{'variant':<36} {'images/s':>10} {'vs ours':>8}")
     for name, rate in rows.items():
         print(f"{name:<36} {rate:>10.1f} {rate / ours_rate:>8.2f}")
     print("\nwhere a step's time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in profile.items()))
     print(f"FLOPs per step {flops / 1e9:.2f} G; at {ours_rate:.0f} images/s that is {achieved / 1e9:.1f} GFLOP/s, "
           f"{achieved / matmul:.1%} of a 1024x1024 fp32 matmul on the same threads ({matmul / 1e9:.1f} GFLOP/s)\n")
-    result = {"batch_size": settings.batch_size, "threads": torch.get_num_threads(), "images_per_s": ours_rate,
+    result = {"g_block": settings.g_block, "batch_size": settings.batch_size, "threads": torch.get_num_threads(), "images_per_s": ours_rate,
               "reference_transposed_images_per_s": rows["transposed conv (reference)"],
               "ratio": ours_rate / rows["transposed conv (reference)"],
               "variants_images_per_s": rows, "step_time_share": profile, "step_gflops": flops / 1e9,

@@ -99,6 +99,8 @@ class TrainSettings(_Section):
     model: Literal["gan", "cvae"] = "gan"
     latent_dim: int = Field(default=64, ge=2)
     g_width: int = Field(default=32, ge=4)  # generator channels at full resolution
+    # conv: nearest upsample + one 3x3 conv per resolution; residual: two convs and a shortcut (BigGAN's block).
+    g_block: Literal["conv", "residual"] = "conv"
     d_width: int = Field(default=32, ge=4)  # discriminator (or VAE encoder) channels at full resolution
     batch_size: int = Field(default=64, ge=2)
     lr_g: float = Field(default=4e-4, gt=0)

@@ -67,3 +67,25 @@ def test_latent_streams_and_per_image_seeds():
     model = Generator(CONFIG).eval()
     a = np.concatenate(list(generated_batches(model, 12, 3, 12, "cpu")))
     assert a.shape == (12, 1, 28, 28) and a.dtype == np.uint8
+
+
+def test_residual_generator_saves_loads_and_exports_like_the_plain_one(tmp_path):
+    from productstudio.models.gan import ResidualUpBlock, UpBlock
+    from productstudio.quantization.onnx_model import export_onnx
+
+    torch.manual_seed(0)
+    plain, residual = Generator(CONFIG), Generator(GANConfig(num_classes=3, g_width=8, latent_dim=16, g_block="residual"))
+    assert all(isinstance(b, UpBlock) for b in plain.blocks) and all(isinstance(b, ResidualUpBlock) for b in residual.blocks)
+    convs = lambda model: sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # noqa: E731
+    assert convs(residual) == 3 * len(residual.blocks) + 1 and convs(plain) == len(plain.blocks) + 1
+    residual.train()(torch.randn(32, 16), torch.randint(0, 3, (32,)))  # batch-norm statistics of its own
+    residual.eval()
+    z, y = torch.randn(4, 16), torch.tensor([0, 1, 2, 0])
+    images = residual(z, y)
+    assert images.shape == (4, 1, 28, 28) and images.abs().max() <= 1 and images.std() > 0.01
+    save_generator(residual, tmp_path / "gen")
+    loaded, info = load(tmp_path / "gen")
+    assert info["model"]["g_block"] == "residual" and torch.equal(loaded(z, y), images)
+    export_onnx(loaded, tmp_path / "gen.onnx")  # checks the ONNX graph against the module itself
+    with pytest.raises(ValueError, match="choose conv or residual"):
+        Generator(GANConfig(g_block="dense"))

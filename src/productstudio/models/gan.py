@@ -28,6 +28,7 @@ class GANConfig:
     latent_dim: int = 64
     g_width: int = 32  # channels at full resolution; doubled at each lower resolution
     d_width: int = 32
+    g_block: str = "conv"  # "conv": upsample + one conv per resolution; "residual": two convs and a shortcut
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,26 +109,53 @@ class UpBlock(nn.Module):
         return F.relu(self.norm(self.conv(x), y))
 
 
+class ResidualUpBlock(nn.Module):
+    """Pre-activation residual block (the BigGAN generator's, without attention): norm, ReLU, upsample,
+    conv, norm, ReLU, conv, plus an upsampled 1x1-conv shortcut. Twice the convolutions of UpBlock."""
+
+    def __init__(self, cin: int, cout: int, num_classes: int):
+        super().__init__()
+        self.norm1 = ConditionalBatchNorm(cin, num_classes)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm2 = ConditionalBatchNorm(cout, num_classes)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.norm1(x, y)), scale_factor=2.0, mode="nearest")
+        h = self.conv2(F.relu(self.norm2(self.conv1(h), y)))
+        return h + self.shortcut(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
 class Generator(nn.Module):
     def __init__(self, config: GANConfig):
         super().__init__()
+        if config.g_block not in ("conv", "residual"):
+            raise ValueError(f"g_block {config.g_block!r}: choose conv or residual")
         self.config = config
         start, ups = start_resolution(config.image_size)
         widths = [config.g_width * 2 ** (ups - i) for i in range(ups + 1)]
+        residual = config.g_block == "residual"
         self.start = start
         self.embed = nn.Embedding(config.num_classes, config.latent_dim)
         self.project = nn.Linear(2 * config.latent_dim, widths[0] * start * start)
-        self.norm0 = ConditionalBatchNorm(widths[0], config.num_classes)
-        self.blocks = nn.ModuleList(UpBlock(widths[i], widths[i + 1], config.num_classes) for i in range(ups))
+        block = ResidualUpBlock if residual else UpBlock
+        # Plain blocks normalise after each conv; residual blocks before it, so theirs comes at the end.
+        self.norm0 = ConditionalBatchNorm(widths[-1 if residual else 0], config.num_classes)
+        self.blocks = nn.ModuleList(block(widths[i], widths[i + 1], config.num_classes) for i in range(ups))
         self.to_image = nn.Conv2d(widths[-1], config.channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Latents (N, latent_dim) and categories (N,) -> images (N, C, H, W) in [-1, 1]."""
         x = self.project(torch.cat([z, self.embed(y)], dim=1))
         x = x.view(len(z), -1, self.start, self.start)
-        x = F.relu(self.norm0(x, y))
+        residual = self.config.g_block == "residual"
+        if not residual:
+            x = F.relu(self.norm0(x, y))
         for block in self.blocks:
             x = block(x, y)
+        if residual:
+            x = F.relu(self.norm0(x, y))
         return torch.tanh(self.to_image(x))
 
 

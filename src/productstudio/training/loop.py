@@ -134,7 +134,7 @@ def build(settings: TrainSettings, num_classes: int, shape: tuple[int, int, int]
     torch.manual_seed(settings.seed)
     config = GANConfig(
         num_classes=num_classes, channels=shape[0], image_size=shape[1],
-        latent_dim=settings.latent_dim, g_width=settings.g_width, d_width=settings.d_width,
+        latent_dim=settings.latent_dim, g_width=settings.g_width, d_width=settings.d_width, g_block=settings.g_block,
     )
     betas = (settings.beta1, settings.beta2)
     if settings.model == "gan":
