@@ -113,6 +113,10 @@ class TrainSettings(_Section):
     # The stopping rule: a step budget, so the same data, params and code give the same weights however busy
     # the machine is. 1,600 steps take about 12 minutes on 2 quiet cores.
     max_steps: int = Field(default=1600, ge=1)
+    # Transitional conditioning (Shahbazi et al. 2022, "Collapse by conditioning"): [start, end] steps over which
+    # the category's weight in both networks rises from 0 (unconditional) to 1; null: conditional from the start.
+    # Class-conditional GANs on few images per category draw one image per category; starting unconditional avoids it.
+    condition_ramp: Optional[tuple[int, int]] = None
     # Learning rates fall linearly to zero over this last share of the run (0: constant).
     lr_decay: float = Field(default=0.0, ge=0, le=1)
     # An optional guard, summed over resumes: reaching it before max_steps stops with an error (the
@@ -127,6 +131,15 @@ class TrainSettings(_Section):
     kid_samples: int = Field(default=250, ge=4)
     seed: int = 0
     threads: int = Field(default=0, ge=0)  # 0: all cores
+
+
+    @model_validator(mode="after")
+    def _ramp_inside_the_run(self) -> "TrainSettings":
+        if self.condition_ramp is not None:
+            start, end = self.condition_ramp
+            if not 0 <= start <= end < self.max_steps:
+                raise ValueError(f"condition_ramp {list(self.condition_ramp)}: need 0 <= start <= end < max_steps ({self.max_steps})")
+        return self
 
 
 class ProtocolSettings(_Section):

@@ -89,3 +89,31 @@ def test_residual_generator_saves_loads_and_exports_like_the_plain_one(tmp_path)
     export_onnx(loaded, tmp_path / "gen.onnx")  # checks the ONNX graph against the module itself
     with pytest.raises(ValueError, match="choose conv or residual"):
         Generator(GANConfig(g_block="dense"))
+
+
+def test_condition_strength_zero_ignores_the_category_and_one_is_the_trained_model():
+    from productstudio.config import TrainSettings
+    from productstudio.models.gan import Discriminator
+    from productstudio.training.loop import condition_strength
+
+    torch.manual_seed(0)
+    generator, discriminator = Generator(CONFIG).eval(), Discriminator(CONFIG).eval()  # eval: no power iteration
+    for module in generator.modules():  # categories that really differ (initialised, every gain is 1 and bias 0)
+        if isinstance(module, torch.nn.Embedding):
+            torch.nn.init.normal_(module.weight)
+    z, x = torch.randn(2, 16).repeat(3, 1), torch.randn(6, 1, 28, 28)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    conditional, conditional_d = generator(z, y), discriminator(x, y)
+    assert not torch.allclose(conditional[0], conditional[2])
+    generator.condition_strength = discriminator.condition_strength = 0.0
+    unconditional = generator(z, y)
+    assert torch.allclose(unconditional[0], unconditional[2]) and torch.allclose(unconditional[1], unconditional[5])
+    assert torch.allclose(discriminator(x, y), discriminator(x, torch.zeros_like(y)))
+    generator.condition_strength = discriminator.condition_strength = 1.0
+    assert torch.equal(generator(z, y), conditional) and torch.equal(discriminator(x, y), conditional_d)
+
+    ramp = TrainSettings(max_steps=100, condition_ramp=(10, 30))
+    assert [condition_strength(s, ramp) for s in (0, 10, 20, 30, 99)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert condition_strength(0, TrainSettings()) == 1.0
+    with pytest.raises(ValueError, match="end < max_steps"):
+        TrainSettings(max_steps=100, condition_ramp=(10, 100))

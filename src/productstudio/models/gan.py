@@ -94,8 +94,13 @@ class ConditionalBatchNorm(nn.Module):
         nn.init.ones_(self.gain.weight)
         nn.init.zeros_(self.bias.weight)
 
+    strength = 1.0  # set by the Generator: 0 ignores the category (see Generator.condition_strength)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+        gain, bias = self.gain(y), self.bias(y)
+        if self.strength != 1.0:
+            gain, bias = 1 + self.strength * (gain - 1), self.strength * bias
+        return self.norm(x) * gain[:, :, None, None] + bias[:, :, None, None]
 
 
 class UpBlock(nn.Module):
@@ -145,9 +150,24 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(block(widths[i], widths[i + 1], config.num_classes) for i in range(ups))
         self.to_image = nn.Conv2d(widths[-1], config.channels, 3, padding=1)
 
+    @property
+    def condition_strength(self) -> float:
+        """How much the category counts, 0..1; training ramps it up (train.condition_ramp), a trained model uses 1."""
+        return self._condition_strength if hasattr(self, "_condition_strength") else 1.0
+
+    @condition_strength.setter
+    def condition_strength(self, value: float) -> None:
+        self._condition_strength = float(value)
+        for module in self.modules():
+            if isinstance(module, ConditionalBatchNorm):
+                module.strength = float(value)
+
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Latents (N, latent_dim) and categories (N,) -> images (N, C, H, W) in [-1, 1]."""
-        x = self.project(torch.cat([z, self.embed(y)], dim=1))
+        embedding = self.embed(y)
+        if self.condition_strength != 1.0:
+            embedding = self.condition_strength * embedding
+        x = self.project(torch.cat([z, embedding], dim=1))
         x = x.view(len(z), -1, self.start, self.start)
         residual = self.config.g_block == "residual"
         if not residual:
@@ -191,9 +211,11 @@ class Discriminator(nn.Module):
         self.linear = spectral_norm(nn.Linear(widths[-1], 1))
         self.embed = spectral_norm(nn.Embedding(config.num_classes, widths[-1]))
 
+    condition_strength = 1.0  # weight of the projection (category) term; see Generator.condition_strength
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.features(x).sum(dim=(2, 3))  # global sum pooling
-        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        return self.linear(h).squeeze(1) + self.condition_strength * (self.embed(y) * h).sum(dim=1)
 
 
 def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

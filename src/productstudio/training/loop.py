@@ -190,6 +190,10 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         augment_rng = torch.Generator().manual_seed(seed)
     augment = (lambda t: diff_augment(t, settings.augment, augment_rng)) if settings.augment else (lambda t: t)
 
+    strength = condition_strength(state.step, settings)
+    for key in ("generator", "discriminator", "ema"):
+        state.modules[key].condition_strength = strength
+
     # The labels name the phases for a profiler (bench/bench_train.py's G/D split); without one they cost nothing.
     with record_function("generate"):
         fake = g(z, y_fake)
@@ -207,6 +211,14 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         # Warm-up: early on the EMA follows the generator closely, or it would lag at the random init.
         update_ema(ema, state.modules["generator"], min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
+
+
+def condition_strength(step: int, settings: TrainSettings) -> float:
+    """The category's weight at this step under train.condition_ramp: 0 before its start, 1 from its end."""
+    if settings.condition_ramp is None:
+        return 1.0
+    start, end = settings.condition_ramp
+    return 1.0 if step >= end else 0.0 if step <= start else (step - start) / (end - start)
 
 
 def vae_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, device) -> dict:
