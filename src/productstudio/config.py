@@ -135,7 +135,7 @@ class TrainSettings(_Section):
 
     @model_validator(mode="after")
     def _ramp_inside_the_run(self) -> "TrainSettings":
-        if self.condition_ramp is not None:
+        if self.condition_ramp is not None and self.model == "gan":  # the CVAE baseline has no ramp
             start, end = self.condition_ramp
             if not 0 <= start <= end < self.max_steps:
                 raise ValueError(f"condition_ramp {list(self.condition_ramp)}: need 0 <= start <= end < max_steps ({self.max_steps})")

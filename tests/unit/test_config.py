@@ -88,6 +88,11 @@ def test_baseline_overlays_train():
     baseline = params.baseline_train
     assert (baseline.model, baseline.max_minutes, baseline.batch_size) == ("cvae", 2, 32)
     assert params.train.model == "gan"
+    # The GAN's conditioning ramp runs past the CVAE baseline's shorter step budget: the baseline ignores it.
+    ramped = parse_params({"train": {"max_steps": 3000, "condition_ramp": [500, 2000]}})
+    assert ramped.train.condition_ramp == (500, 2000) and ramped.baseline_train.max_steps == 600
+    with pytest.raises(ParamsError, match="condition_ramp"):
+        parse_params({"train": {"max_steps": 1000, "condition_ramp": [500, 2000]}})
 
 
 def test_committed_configs_load():
