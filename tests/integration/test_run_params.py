@@ -18,7 +18,9 @@ def test_colour_config_trains_evaluates_and_registers(tmp_path, clothing_dir):
     config = yaml.safe_load((REPO_ROOT / "configs/clothing-64.yaml").read_text())
     # The committed file with a small subset and a short run; image size, mode, augmentation stay as committed.
     config["ingest"].update(image_folder=str(clothing_dir), limit_per_category=6)
-    config["train"].update(max_steps=4, checkpoint_every=2, sample_every=4, kid_every=4, kid_samples=8, log_every=2)
+    # The conditioning ramp shrunk with the run: unconditional at step 0-1, full strength from step 3.
+    config["train"].update(max_steps=4, checkpoint_every=2, sample_every=4, kid_every=4, kid_samples=8, log_every=2,
+                           condition_ramp=[1, 3])
     config["evaluate"].update(metrics=["fid20_test", "kid20_test"], classifier_epochs=1)
     config["protocol"] = {"kid_subset_size": 10, "kid_subsets": 5}
     params = tmp_path / "clothing.yaml"
