@@ -132,7 +132,6 @@ class TrainSettings(_Section):
     seed: int = 0
     threads: int = Field(default=0, ge=0)  # 0: all cores
 
-
     @model_validator(mode="after")
     def _ramp_inside_the_run(self) -> "TrainSettings":
         if self.condition_ramp is not None and self.model == "gan":  # the CVAE baseline has no ramp

@@ -149,11 +149,12 @@ class Generator(nn.Module):
         self.norm0 = ConditionalBatchNorm(widths[-1 if residual else 0], config.num_classes)
         self.blocks = nn.ModuleList(block(widths[i], widths[i + 1], config.num_classes) for i in range(ups))
         self.to_image = nn.Conv2d(widths[-1], config.channels, 3, padding=1)
+        self._condition_strength = 1.0  # not saved: a trained model always runs at full strength
 
     @property
     def condition_strength(self) -> float:
         """How much the category counts, 0..1; training ramps it up (train.condition_ramp), a trained model uses 1."""
-        return self._condition_strength if hasattr(self, "_condition_strength") else 1.0
+        return self._condition_strength
 
     @condition_strength.setter
     def condition_strength(self, value: float) -> None:
