@@ -105,6 +105,7 @@ def test_condition_strength_zero_ignores_the_category_and_one_is_the_trained_mod
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     conditional, conditional_d = generator(z, y), discriminator(x, y)
     assert not torch.allclose(conditional[0], conditional[2])
+    assert not torch.allclose(conditional_d, discriminator(x, torch.zeros_like(y)))  # so the check at 0 below can fail
     generator.condition_strength = discriminator.condition_strength = 0.0
     unconditional = generator(z, y)
     assert torch.allclose(unconditional[0], unconditional[2]) and torch.allclose(unconditional[1], unconditional[5])
