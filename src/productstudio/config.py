@@ -117,6 +117,9 @@ class TrainSettings(_Section):
     # the category's weight in both networks rises from 0 (unconditional) to 1; null: conditional from the start.
     # Class-conditional GANs on few images per category draw one image per category; starting unconditional avoids it.
     condition_ramp: Optional[tuple[int, int]] = None
+    # Mode-seeking weight (Mao et al. 2019, MSGAN): the generator is also pushed to make two latents of one
+    # category give images as far apart as the latents are; 0: off. Counters a generator that ignores its latent.
+    mode_seeking: float = Field(default=0.0, ge=0)
     # Learning rates fall linearly to zero over this last share of the run (0: constant).
     lr_decay: float = Field(default=0.0, ge=0, le=1)
     # An optional guard, summed over resumes: reaching it before max_steps stops with an error (the

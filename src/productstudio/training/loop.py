@@ -183,6 +183,10 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     n, shard = settings.batch_size, state.dist.shard  # latents are drawn for the global batch, then shared out
     z = shard(torch.randn(n, settings.latent_dim, generator=state.rng)).to(device)
     y_fake = shard(torch.randint(0, state.modules["generator"].config.num_classes, (n,), generator=state.rng)).to(device)
+    if settings.mode_seeking:
+        # Pairs for the mode-seeking term: the second half of this rank's share repeats the first half's categories.
+        half = len(y_fake) // 2
+        y_fake = torch.cat([y_fake[:half], y_fake[:half], y_fake[2 * half:]])
     augment_rng = state.rng
     if settings.augment and state.dist.active:
         # One shared draw keeps every rank's generator in step; each rank augments its share with its own stream.
@@ -204,6 +208,8 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         opt_d.step()
     with record_function("generator_update"):
         g_loss = hinge_g_loss(d(augment(fake), y_fake))
+        if settings.mode_seeking:
+            g_loss = g_loss + settings.mode_seeking * mode_seeking_loss(fake, z)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -211,6 +217,18 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         # Warm-up: early on the EMA follows the generator closely, or it would lag at the random init.
         update_ema(ema, state.modules["generator"], min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
+
+
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's term for pairs (first half, second half) of one category: small when images differ as much as latents.
+
+    Per pair: mean |image difference| / mean |latent difference|; the loss is the mean of its inverse, so a
+    pair drawn almost alike (the collapse this fights) costs the most.
+    """
+    half = len(fake) // 2
+    image_gap = (fake[:half] - fake[half:2 * half]).abs().flatten(1).mean(dim=1)
+    latent_gap = (z[:half] - z[half:2 * half]).abs().mean(dim=1)
+    return (1.0 / (image_gap / latent_gap + eps)).mean()
 
 
 def condition_strength(step: int, settings: TrainSettings) -> float:

@@ -1,0 +1,47 @@
+"""One GAN training step on a tiny model: the conditioning ramp and the mode-seeking pairs reach the networks."""
+
+import pytest
+import torch
+
+from productstudio.config import TrainSettings
+from productstudio.training import loop
+
+
+def _step(settings: TrainSettings, step: int) -> tuple[loop.TrainState, list[torch.Tensor]]:
+    state = loop.build(settings, num_classes=3, shape=(1, 28, 28), device=torch.device("cpu"))
+    state.step = step
+    categories = []
+    state.modules["generator"].register_forward_hook(lambda module, args, out: categories.append(args[1].clone()))
+    x, y = torch.rand(settings.batch_size, 1, 28, 28) * 2 - 1, torch.randint(0, 3, (settings.batch_size,))
+    losses = loop.gan_step(state, x, y, settings, torch.device("cpu"))
+    assert set(losses) == {"loss_d", "loss_g"} and all(torch.isfinite(torch.tensor(list(losses.values()))))
+    return state, categories
+
+
+@pytest.mark.parametrize("step, strength", [(5, 0.0), (20, 0.5), (40, 1.0)])
+def test_the_conditioning_ramp_sets_every_network_at_each_step(step, strength):
+    settings = TrainSettings(g_width=4, d_width=4, latent_dim=8, batch_size=8, max_steps=50, condition_ramp=(10, 30))
+    state, _ = _step(settings, step)
+    assert [state.modules[k].condition_strength for k in ("generator", "discriminator", "ema")] == [strength] * 3
+
+
+def test_mode_seeking_draws_pairs_of_one_category_and_only_when_asked():
+    settings = TrainSettings(g_width=4, d_width=4, latent_dim=8, batch_size=9, mode_seeking=1.0)
+    _, [categories] = _step(settings, 0)
+    assert torch.equal(categories[:4], categories[4:8])  # the odd one out stays unpaired
+    _, [plain] = _step(settings.model_copy(update={"mode_seeking": 0.0}), 0)
+    assert not torch.equal(plain[:4], plain[4:8])  # same seed: without the term the draw is left as it was
+    assert torch.equal(plain[:4], categories[:4]) and torch.equal(plain[8:], categories[8:])
+
+
+def test_mode_seeking_loss_punishes_alike_pairs_and_its_gradient_pulls_them_apart():
+    z = torch.randn(8, 8)
+    different = torch.cat([torch.full((4, 1, 4, 4), -0.5), torch.full((4, 1, 4, 4), 0.5)])
+    assert loop.mode_seeking_loss(0.01 * torch.randn(8, 1, 4, 4), z) > 10 * loop.mode_seeking_loss(different, z)
+    images = (torch.randn(8, 1, 4, 4) * 0.1).requires_grad_()
+    loss = loop.mode_seeking_loss(images, z)
+    loss.backward()
+    with torch.no_grad():
+        stepped = images - 0.01 * images.grad
+    gap = lambda t: (t[:4] - t[4:]).abs().mean()
+    assert gap(stepped) > gap(images.detach()) and loop.mode_seeking_loss(stepped, z) < loss
