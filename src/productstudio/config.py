@@ -380,10 +380,13 @@ class RestorerSettings(_Section):
     patch: int = Field(default=96, ge=16, multiple_of=2)
     batch_size: int = Field(default=16, ge=1)
     width: int = Field(default=48, ge=4)
-    depth: int = Field(default=8, ge=1)
-    lr: float = Field(default=5e-4, gt=0)  # Adam, cosine-decayed to zero over max_steps
-    max_steps: int = Field(default=2400, ge=1)  # the stopping rule (a step budget: reproducible)
-    curve_every: int = Field(default=300, ge=1)  # validation PSNR per defect every N steps (the gain curve)
+    depth: int = Field(default=8, ge=2, multiple_of=2)  # 3x3 convolutions in the body, two per residual block
+    lr: float = Field(default=1e-3, gt=0)  # Adam, cosine-decayed to zero over max_steps
+    # mse: the squared error (the L2). psnr: minus the mean PSNR per patch, which weighs each patch by
+    # how little is wrong with it: clean crops stay at 57 dB instead of 39, but JPEG is left as it is.
+    loss: Literal["mse", "psnr"] = "mse"
+    max_steps: int = Field(default=4800, ge=1)  # the stopping rule (a step budget: reproducible)
+    curve_every: int = Field(default=600, ge=1)  # validation PSNR per defect every N steps (the gain curve)
     curve_crops: int = Field(default=12, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
     seed: int = 0

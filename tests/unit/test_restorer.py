@@ -4,6 +4,7 @@ puts the model beside the classical rows."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_tiles_give_the_same_pixels_as_one_pass(monkeypatch):
     from productstudio.models import restorer as module
 
     torch.manual_seed(0)
-    model = Restorer(width=8, depth=3)
+    model = Restorer(width=8, depth=4)
     torch.nn.init.normal_(model.tail.weight, std=0.05)  # a model that changes the photo
     image = np.random.default_rng(1).integers(0, 256, (150, 131, 3), dtype=np.uint8)
     whole = restore(model, image)
@@ -90,6 +91,18 @@ def test_saved_models_round_trip_and_a_missing_one_is_one_line(tmp_path):
     assert np.array_equal(restore(loaded, image), restore(model, image))
     with pytest.raises(MissingInput, match="restore-train"):
         load_restorer(tmp_path / "nothing")
+    # a model saved by the earlier plain-stack layout (no "body" recorded) is refused, not loaded half-matched
+    info = json.loads((tmp_path / "restorer.json").read_text())
+    del info["body"]
+    (tmp_path / "restorer.json").write_text(json.dumps(info))
+    with pytest.raises(MissingInput, match="older layout"):
+        load_restorer(tmp_path)
+
+
+def test_the_body_is_residual_blocks_of_two_convolutions():
+    assert len(Restorer(width=8, depth=6).body) == 3
+    with pytest.raises(ValueError, match="even"):
+        Restorer(width=8, depth=3)
 
 
 def test_defects_outside_noise_and_jpeg_are_refused(photos, tmp_path):
@@ -111,3 +124,20 @@ def test_the_evaluation_table_measures_a_learned_model_beside_the_classical_rows
     # an untrained restorer is the identity: exactly the floor, and a clean crop is left identical
     assert learned["psnr"] == rows[("jpeg10", "none")]["psnr"] and learned["clean_psnr"] == "identical"
     assert ("cast", "restorer (learned)") not in rows  # only the families it was made for
+
+
+def test_the_psnr_loss_is_minus_the_mean_patch_psnr_and_favours_the_nearly_clean_patch():
+    from productstudio.editing.restorer_training import restoration_loss
+
+    clean = torch.zeros(2, 3, 4, 4)
+    restored = clean.clone()
+    restored[0] += 0.1  # squared error 1e-2: 20 dB
+    restored[1] += 0.001  # 1e-6: 60 dB, floored at 50 dB by the loss
+    restored.requires_grad_(True)
+    assert restoration_loss(restored, clean, "mse").item() == pytest.approx((1e-2 + 1e-6) / 2)
+    loss = restoration_loss(restored, clean, "psnr")
+    assert loss.item() == pytest.approx((np.log10(1e-2 + 1e-5) + np.log10(1e-6 + 1e-5)) / 2, rel=1e-5)
+    loss.backward()
+    # per unit of error the nearly clean patch pulls harder: the log weighs a patch by 1 / its error
+    pull = restored.grad.flatten(1).abs().sum(dim=1) / (restored - clean).detach().flatten(1).abs().sum(dim=1)
+    assert pull[1] > 10 * pull[0]

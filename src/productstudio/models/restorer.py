@@ -24,22 +24,41 @@ from torch.nn import functional as F
 from productstudio.models.tiling import inner, tiles
 
 TILE = 512  # full-size photos are restored in tiles of this side (memory stays bounded for a 24 MP photo)
+BODY = "residual"  # the body's layout, saved with the weights: a file of another layout is refused, not misread
 OVERLAP = 32  # each tile is computed with this much context around it (> the receptive field's half, 22 px)
+
+
+class ResidualBlock(nn.Module):
+    """conv-ReLU-conv added to its input (EDSR's block, without normalisation)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.first = nn.Conv2d(width, width, 3, padding=1)
+        self.second = nn.Conv2d(width, width, 3, padding=1)
+        for layer in (self.first, self.second):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        # each block starts as a small change to its input, so a deep stack starts near the identity
+        self.second.weight.data.mul_(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.second(F.relu(self.first(x)))
 
 
 class Restorer(nn.Module):
     def __init__(self, width: int = 48, depth: int = 8):
+        """``depth`` 3x3 convolutions between head and tail, two per residual block (so it must be even)."""
         super().__init__()
+        if depth < 2 or depth % 2:
+            raise ValueError(f"depth {depth}: the body is residual blocks of two convolutions, so an even number >= 2")
         self.width, self.depth = width, depth
         self.head = nn.Conv2d(12, width, 3, padding=1)
-        self.body = nn.Sequential(*[layer for _ in range(depth)
-                                    for layer in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))])
+        nn.init.kaiming_normal_(self.head.weight, nonlinearity="relu")
+        nn.init.zeros_(self.head.bias)
+        # Residual blocks, not a plain conv-ReLU stack: at the same weights and FLOPs the plain stack of 8 layers
+        # learned about 6x slower (noise sigma 25 after 400 steps: 21.9 dB vs 27.2) and died at lr 2e-3
+        self.body = nn.Sequential(*[ResidualBlock(width) for _ in range(depth // 2)])
         self.tail = nn.Conv2d(width, 12, 3, padding=1)
-        for layer in [self.head, *self.body[::2]]:
-            # He initialisation: a plain ReLU stack at torch's default init shrinks its signal about 2x per layer,
-            # and after 8 layers the gradients vanished (1e-11 at the head: the model never left the identity)
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
@@ -83,7 +102,7 @@ def save_restorer(model: Restorer, out_dir: Path, info: dict) -> None:
     from productstudio.artifacts import write_atomic, write_json_atomic
 
     write_atomic(out_dir / "restorer.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    write_json_atomic(out_dir / "restorer.json", info)
+    write_json_atomic(out_dir / "restorer.json", {**info, "body": BODY})
 
 
 def load_restorer(directory: str | Path) -> Restorer:
@@ -98,6 +117,9 @@ def load_restorer(directory: str | Path) -> Restorer:
         raise MissingInput(f"{directory}: no restorer here (restorer.safetensors + restorer.json); "
                            "train one with 'productstudio edit restore-train'")
     info = json.loads(info_path.read_text())
+    if info.get("body") != BODY:
+        raise MissingInput(f"{directory}: a restorer of an older layout (body {info.get('body', 'plain')!r}, this "
+                           f"version reads {BODY!r}); retrain it with 'productstudio edit restore-train'")
     model = Restorer(int(info["width"]), int(info["depth"]))
     model.load_state_dict(load(weights.read_bytes()))
     model.eval()
