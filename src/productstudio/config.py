@@ -380,7 +380,7 @@ class RestorerSettings(_Section):
     patch: int = Field(default=96, ge=16, multiple_of=2)
     batch_size: int = Field(default=16, ge=1)
     width: int = Field(default=48, ge=4)
-    depth: int = Field(default=8, ge=2, multiple_of=2)  # 3x3 convolutions in the body, two per residual block
+    depth: int = Field(default=12, ge=2, multiple_of=2)  # 3x3 convolutions in the body, two per residual block
     lr: float = Field(default=1e-3, gt=0)  # Adam, cosine-decayed to zero over max_steps
     # mse: the squared error (the L2). psnr: minus the mean PSNR per patch, which weighs each patch by
     # how little is wrong with it: clean crops stay at 57 dB instead of 39, but JPEG is left as it is.

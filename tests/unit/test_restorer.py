@@ -99,6 +99,22 @@ def test_saved_models_round_trip_and_a_missing_one_is_one_line(tmp_path):
         load_restorer(tmp_path)
 
 
+def test_the_tile_overlap_covers_the_default_models_reach():
+    from productstudio.models.restorer import OVERLAP
+
+    torch.manual_seed(0)
+    model = Restorer(width=8, depth=RestorerSettings().depth)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    x = torch.full((1, 3, 128, 128), 0.5)
+    poked = x.clone()
+    poked[..., 64, 64] = 1.0
+    with torch.no_grad():
+        changed = (model(poked) - model(x)).abs().amax(dim=(0, 1)) > 0
+    rows, cols = changed.nonzero(as_tuple=True)
+    reach = int(max((rows - 64).abs().max(), (cols - 64).abs().max()))
+    assert 0 < reach < OVERLAP  # one pixel moves outputs this far: a tile's border needs that much context
+
+
 def test_the_body_is_residual_blocks_of_two_convolutions():
     assert len(Restorer(width=8, depth=6).body) == 3
     with pytest.raises(ValueError, match="even"):

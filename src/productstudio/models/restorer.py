@@ -1,11 +1,11 @@
 """The learned restorer: a small blind residual CNN that removes sensor noise and JPEG artefacts.
 
-    model = Restorer(width=48, depth=8)
+    model = Restorer(width=48, depth=12)
     restored = restore(model, damaged_rgb)            # (H, W, 3) uint8 -> (H, W, 3) uint8
 
 Blind: one model for every noise level and JPEG quality it was trained on, told neither (a merchant's photo
 does not say its sigma). The network works at half resolution (pixel-unshuffle by 2: a 3x3 layer there sees
-6x6 pixels, so 10 layers reach across a JPEG block and its neighbours at a quarter of the full-size cost) and
+6x6 pixels, so 14 layers reach across a JPEG block and its neighbours at a quarter of the full-size cost) and
 predicts a correction added to the photo; the last layer starts at zero, so an untrained model is the identity
 and training starts from "leave the photo alone", which is what a clean photo needs.
 """
@@ -25,7 +25,7 @@ from productstudio.models.tiling import inner, tiles
 
 TILE = 512  # full-size photos are restored in tiles of this side (memory stays bounded for a 24 MP photo)
 BODY = "residual"  # the body's layout, saved with the weights: a file of another layout is refused, not misread
-OVERLAP = 32  # each tile is computed with this much context around it (> the receptive field's half, 22 px)
+OVERLAP = 32  # each tile is computed with this much context around it (> the reach of one pixel: 25 px at depth 12)
 
 
 class ResidualBlock(nn.Module):
@@ -46,7 +46,7 @@ class ResidualBlock(nn.Module):
 
 
 class Restorer(nn.Module):
-    def __init__(self, width: int = 48, depth: int = 8):
+    def __init__(self, width: int = 48, depth: int = 12):
         """``depth`` 3x3 convolutions between head and tail, two per residual block (so it must be even)."""
         super().__init__()
         if depth < 2 or depth % 2:
