@@ -5,8 +5,9 @@
 - Data: ``photos`` photos of ``source/train`` (never validation or test) held in memory; each step draws
   ``batch_size`` random ``patch`` px crops and damages each with a defect of ``defects`` (the same functions as
   the evaluation table, ``editing.defects``) or leaves it clean (``clean_share``).
-- Loss: mean squared error to the clean patch (the issue's L2); Adam, the learning rate cosine-decayed to zero
-  over ``max_steps``, which is the stopping rule: the same data, params and code give the same weights.
+- Loss (``loss``): mean squared error to the clean patch (``mse``, the issue's L2) or minus the mean per-patch
+  PSNR (``psnr``, see ``restoration_loss``); Adam, the learning rate cosine-decayed to zero over ``max_steps``,
+  which is the stopping rule: the same data, params and code give the same weights.
 - Every step's draws come from a generator seeded by (seed, step), so a run resumed from a checkpoint
   (``checkpoint_every``; tensors only, loaded weights-only) continues exactly as an uninterrupted one.
 - The curve: every ``curve_every`` steps, PSNR per defect on ``curve_crops`` validation crops (256 px, the
