@@ -157,3 +157,21 @@ def test_the_psnr_loss_is_minus_the_mean_patch_psnr_and_favours_the_nearly_clean
     # per unit of error the nearly clean patch pulls harder: the log weighs a patch by 1 / its error
     pull = restored.grad.flatten(1).abs().sum(dim=1) / (restored - clean).detach().flatten(1).abs().sum(dim=1)
     assert pull[1] > 10 * pull[0]
+
+
+def test_an_oversampled_defect_is_drawn_more_often_and_a_stray_one_is_refused(photos, tmp_path):
+    from productstudio.editing.patch_training import load_photos
+
+    loaded = load_photos(photos, "train", 3)
+
+    def jpeg_share(settings):
+        # noise sigma 50 moves a patch's pixels by 32-40 levels on average, JPEG quality 10 by 3-22
+        moved = [np.abs(d.astype(int) - c.astype(int)).mean(axis=(1, 2, 3))
+                 for d, c in (draw_batch(loaded, settings, step) for step in range(20))]
+        return float((np.concatenate(moved) < 26).mean())
+
+    uniform = jpeg_share(tiny(photos, clean_share=0.0))
+    oversampled = jpeg_share(tiny(photos, clean_share=0.0, oversample={"jpeg10": 3}))
+    assert 0.35 < uniform < 0.65 and oversampled > 0.65  # 160 draws each: about 1/2 and 3/4
+    with pytest.raises(ParamsError, match="noise15"):
+        train_restorer(tiny(photos, oversample={"noise15": 2}), tmp_path, progress=False)

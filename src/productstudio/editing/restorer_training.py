@@ -4,7 +4,8 @@
 
 - Data: ``photos`` photos of ``source/train`` (never validation or test) held in memory; each step draws
   ``batch_size`` random ``patch`` px crops and damages each with a defect of ``defects`` (the same functions as
-  the evaluation table, ``editing.defects``) or leaves it clean (``clean_share``).
+  the evaluation table, ``editing.defects``; uniformly, or ``oversample``'s defects more often) or leaves it
+  clean (``clean_share``).
 - Loss (``loss``): mean squared error to the clean patch (``mse``, the issue's L2) or minus the mean per-patch
   PSNR (``psnr``, see ``restoration_loss``); Adam, the learning rate cosine-decayed to zero over ``max_steps``,
   which is the stopping rule: the same data, params and code give the same weights.
@@ -41,6 +42,7 @@ def draw_batch(photos: list[np.ndarray], settings: RestorerSettings, step: int) 
     """Step ``step``'s (damaged, clean) patches, (N, patch, patch, 3) uint8 each: a pure function of the step."""
     rng = np.random.default_rng([settings.seed, step])
     size = settings.patch
+    pool = [d for d in settings.defects for _ in range(settings.oversample.get(d, 1))]
     damaged, clean = [], []
     for _ in range(settings.batch_size):
         photo = photos[int(rng.integers(len(photos)))]
@@ -52,7 +54,7 @@ def draw_batch(photos: list[np.ndarray], settings: RestorerSettings, step: int) 
         if rng.random() < settings.clean_share:
             damaged.append(patch)
         else:
-            defect = settings.defects[int(rng.integers(len(settings.defects)))]
+            defect = pool[int(rng.integers(len(pool)))]
             damaged.append(DEFECTS[defect].apply(patch, rng)[0])
         clean.append(patch)
     return np.stack(damaged), np.stack(clean)
@@ -102,6 +104,10 @@ def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bo
     if unknown:
         raise ParamsError(f"edit.restorer.defects: {', '.join(unknown)} are not noise or JPEG defects "
                           f"({', '.join(n for n, d in DEFECTS.items() if d.family in ('noise', 'jpeg'))})")
+    odd = [f"{d}: {n}" for d, n in settings.oversample.items() if d not in settings.defects or n < 1]
+    if odd:
+        raise ParamsError(f"edit.restorer.oversample: {', '.join(odd)}: each key must be one of edit.restorer.defects "
+                          "and each count at least 1")
     root, out_dir = Path(settings.source), Path(out_dir)
     photos = [p for p in load_photos(root, "train", settings.photos) if min(p.shape[:2]) >= settings.patch]
     if not photos:
