@@ -375,8 +375,9 @@ class RestorerSettings(_Section):
 
     source: str = "../shared/data/clothing-dataset-small"  # trains on train/, draws its curve on validation/
     defects: list[str] = ["noise15", "noise25", "noise50", "jpeg10", "jpeg20", "jpeg30"]
-    # a defect named here is drawn this many times as often as the others (e.g. {jpeg10: 2}: the hardest one)
-    oversample: dict[str, int] = {}
+    # a defect named here is drawn this many times as often as each other one: JPEG q10, the hardest, twice
+    # (at 1,800 steps +0.19 dB on JPEG q10 and +0.10 on q20 for -0.06 on noise sigma 25, on validation)
+    oversample: dict[str, int] = {"jpeg10": 2}
     clean_share: float = Field(default=0.1, ge=0, lt=1)  # patches left clean: the model must leave those alone
     photos: int = Field(default=400, ge=1)  # training photos held in memory (spread over the sorted list)
     patch: int = Field(default=96, ge=16, multiple_of=2)

@@ -24,7 +24,8 @@ def photos(tshirt_photos):
 
 def tiny(photos, **changes) -> RestorerSettings:
     values = dict(source=str(photos), photos=3, patch=48, batch_size=8, width=8, depth=2, max_steps=30,
-                  curve_every=15, curve_crops=1, checkpoint_every=2, lr=2e-3, defects=["noise50", "jpeg10"])
+                  curve_every=15, curve_crops=1, checkpoint_every=2, lr=2e-3, defects=["noise50", "jpeg10"],
+                  oversample={})
     return RestorerSettings(**{**values, **changes})
 
 

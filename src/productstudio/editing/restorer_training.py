@@ -106,8 +106,8 @@ def train_restorer(settings: RestorerSettings, out_dir: str | Path, progress: bo
                           f"({', '.join(n for n, d in DEFECTS.items() if d.family in ('noise', 'jpeg'))})")
     odd = [f"{d}: {n}" for d, n in settings.oversample.items() if d not in settings.defects or n < 1]
     if odd:
-        raise ParamsError(f"edit.restorer.oversample: {', '.join(odd)}: each key must be one of edit.restorer.defects "
-                          "and each count at least 1")
+        raise ParamsError(f"edit.restorer.oversample: {', '.join(odd)}: name only defects of edit.restorer.defects, "
+                          "each with a count of at least 1 (or set it to {})")
     root, out_dir = Path(settings.source), Path(out_dir)
     photos = [p for p in load_photos(root, "train", settings.photos) if min(p.shape[:2]) >= settings.patch]
     if not photos:
