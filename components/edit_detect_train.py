@@ -32,6 +32,7 @@ def edit_detect_train(
     print(step.format(report))
     for name, value in report["metrics"].items():
         metrics.log_metric(name, value)
-    model.metadata.update({"kind": "defect-detector", "steps": report["steps"], "threshold": report["threshold"]})
+    model.metadata.update({"kind": "defect-detector", "steps": report["steps"], "threshold": report["threshold"],
+                           "min_blob": report["validation"]["min_blob"]})
     if report.get("mlflow_run_id"):
         model.metadata["mlflow_run_id"] = report["mlflow_run_id"]

@@ -440,8 +440,12 @@ class DetectorSettings(_Section):
     pos_weight: float = Field(default=5.0, gt=0)  # a missed speck costs this many false alarms (recall first)
     lr: float = Field(default=2e-3, gt=0)  # Adam, cosine-decayed to zero over max_steps
     max_steps: int = Field(default=4000, ge=1)  # the stopping rule (a step budget: reproducible)
-    thresholds: list[float] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7]  # candidates for the stored threshold
-    target_recall: float = Field(default=0.95, gt=0, le=1)  # the highest threshold keeping this recall
+    thresholds: list[float] = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.7]  # candidates for the stored threshold
+    # candidates for the smallest blob kept (1 keeps all): the smallest speck drawn is a 5 px disc, while most
+    # false alarms are 1-3 px dots on a real detail (a stitch's highlight), which a fill erases
+    min_blobs: list[int] = [1, 2, 3, 4, 5]
+    # the stored (threshold, min_blob): the least false-positive area among those keeping this recall
+    target_recall: float = Field(default=0.95, gt=0, le=1)
     grow: int = Field(default=0, ge=0)  # widen the mask by this many pixels before filling
     curve_every: int = Field(default=500, ge=1)  # validation recall and false-positive area every N steps
     curve_crops: int = Field(default=24, ge=1)

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from productstudio.config import DetectorSettings, Params, RestoreEvalSettings
-from productstudio.editing.detector_training import choose_threshold, draw_batch, mask_scores, train_detector
+from productstudio.editing.detector_training import choose_rule, draw_batch, mask_scores, train_detector
 from productstudio.errors import MissingInput, ParamsError
-from productstudio.models.defect_detector import (DefectDetector, defect_probability, detect_defects, fill_defects,
-                                                  load_detector, save_detector)
+from productstudio.models.defect_detector import (DefectDetector, defect_probability, detect_defects,
+                                                  drop_small_blobs, fill_defects, load_detector, mask_rule,
+                                                  save_detector)
 
 
 @pytest.fixture
@@ -33,6 +34,25 @@ def test_an_untrained_model_marks_nothing_and_changes_nothing():
     model = DefectDetector(width=8)
     assert not detect_defects(model, image, threshold=0.05).any()  # it starts from the prior, about 2 %
     assert np.array_equal(fill_defects(model, image, 0.05, 1, 3), image)
+
+
+def test_blobs_under_min_blob_pixels_are_dropped_and_older_detectors_keep_every_blob():
+    import cv2
+
+    mask = np.zeros((40, 40), bool)
+    mask[5, 5] = True                                        # a 1-pixel dot: a false alarm's usual size
+    mask[10, 10:13] = True                                   # 3 pixels
+    speck = np.zeros((40, 40), np.uint8)
+    cv2.circle(speck, (30, 30), 1, 1, -1)                    # the smallest speck the defects draw
+    mask |= speck > 0
+    mask[20:22, 2:4] = True                                  # 4 pixels, diagonal neighbour of the next one
+    mask[22, 4] = True                                       # 8-connected to it: one blob of 5
+    kept = drop_small_blobs(mask, 5)
+    assert int(speck.sum()) == 5 and kept[30, 30] and kept[speck > 0].all()
+    assert kept[20:23, 2:5].sum() == 5 and not kept[5, 5] and not kept[10, 10:13].any()
+    assert np.array_equal(drop_small_blobs(mask, 1), mask)
+    assert mask_rule({"threshold": 0.2, "grow": 0}) == {"threshold": 0.2, "grow": 0, "min_blob": 1}
+    assert mask_rule({"threshold": 0.2, "grow": 1, "min_blob": 5})["min_blob"] == 5
 
 
 def test_tiles_give_the_same_probabilities_as_one_pass(monkeypatch):
@@ -76,12 +96,16 @@ def test_recall_and_false_positive_area_count_pixels():
     assert scores == {"recall": 0.75, "visible_recall": 1.0, "false_positive_area": 0.01}
 
 
-def test_the_threshold_is_the_highest_that_keeps_the_recall_target():
-    table = [{"threshold": 0.1, "recall": 0.99, "visible_recall": 0.995},
-             {"threshold": 0.3, "recall": 0.96, "visible_recall": 0.98},
-             {"threshold": 0.5, "recall": 0.90, "visible_recall": 0.96}]
-    assert choose_threshold(table, 0.95)["threshold"] == 0.3
-    assert choose_threshold(table, 0.999)["threshold"] == 0.1  # none reaches it: the most sensitive
+def test_the_mask_rule_is_the_pair_with_the_least_false_alarms_that_keeps_the_recall_target():
+    table = [{"threshold": 0.1, "min_blob": 1, "recall": 0.99, "false_positive_area": 0.009},
+             {"threshold": 0.3, "min_blob": 1, "recall": 0.96, "false_positive_area": 0.004},
+             {"threshold": 0.3, "min_blob": 3, "recall": 0.951, "false_positive_area": 0.003},
+             {"threshold": 0.2, "min_blob": 5, "recall": 0.955, "false_positive_area": 0.0035},
+             {"threshold": 0.5, "min_blob": 1, "recall": 0.90, "false_positive_area": 0.001}]
+    chosen = choose_rule(table, 0.95)
+    assert (chosen["threshold"], chosen["min_blob"]) == (0.3, 3)
+    chosen = choose_rule(table, 0.999)  # none reaches it: the most sensitive
+    assert (chosen["threshold"], chosen["min_blob"]) == (0.1, 1)
 
 
 def test_training_finds_specks_and_an_interrupted_run_resumes_bit_for_bit(photos, tmp_path):
@@ -89,7 +113,8 @@ def test_training_finds_specks_and_an_interrupted_run_resumes_bit_for_bit(photos
     report = train_detector(settings, tmp_path / "whole", progress=False)
     assert report["steps"] == 40 and [int(r["step"]) for r in report["curve"]] == [20, 40]
     assert report["validation"]["recall"] > 0.2  # 40 steps already find a good part of the specks
-    assert {row["threshold"] for row in report["thresholds"]} == {0.1, 0.3, 0.5}
+    assert {(row["threshold"], row["min_blob"]) for row in report["thresholds"]} == {
+        (t, b) for t in (0.1, 0.3, 0.5) for b in (1, 2, 3, 4, 5)}
     broken = tmp_path / "broken"
     shutil.copytree(tmp_path / "whole", broken)
     (broken / "checkpoints" / "step-00000040.pt").unlink()
@@ -99,6 +124,7 @@ def test_training_finds_specks_and_an_interrupted_run_resumes_bit_for_bit(photos
     assert (broken / "detector.safetensors").read_bytes() == (tmp_path / "whole" / "detector.safetensors").read_bytes()
     model, info = load_detector(tmp_path / "whole")
     assert model.width == 8 and info["threshold"] == report["threshold"] and info["defects"] == ["dust"]
+    assert (info["threshold"], info["min_blob"]) == (report["validation"]["threshold"], report["validation"]["min_blob"])
 
 
 def test_defects_without_a_mask_and_a_missing_model_are_one_line(photos, tmp_path):

@@ -11,8 +11,10 @@
   (the stopping rule). Draws are seeded by (seed, step) and checkpoints resume bit for bit (``patch_training``).
 - The curve: every ``curve_every`` steps, recall and false-positive area at threshold 0.5 on ``curve_crops``
   validation crops (256 px, each damaged once): ``curve.csv``.
-- The threshold: at the end, the highest of ``thresholds`` whose recall on the validation crops reaches
-  ``target_recall`` (the lowest threshold if none does) is stored with the weights.
+- The mask rule: at the end, every pair of a threshold (``thresholds``) and a smallest blob kept (``min_blobs``)
+  is scored on the validation crops; of the pairs whose recall reaches ``target_recall``, the one with the
+  least false-positive area is stored with the weights (the lowest threshold, keeping every blob, if none
+  does). False alarms are what the fill pays for most: refilling a real detail erases it.
 
 Recall is counted over the defect's mask pixels; "visible recall" over those the defect changed by more than
 ``VISIBLE_LEVELS`` in some channel (a dark speck on a black sweater is part of the mask, but there is nothing
@@ -34,7 +36,8 @@ from productstudio.config import DetectorSettings
 from productstudio.editing.defects import DEFECTS
 from productstudio.editing.patch_training import load_photos, start_or_resume, train_steps, validation_crops
 from productstudio.errors import MissingInput, ParamsError
-from productstudio.models.defect_detector import DefectDetector, defect_probability, features, save_detector
+from productstudio.models.defect_detector import (DefectDetector, defect_probability, drop_small_blobs, features,
+                                                  save_detector)
 
 CURVE_CROP = 256
 STEP_SEED = 8_000_000  # validation crops draw their defects from other streams than the evaluation table's
@@ -96,9 +99,9 @@ class CurveSet:
         return ([defect_probability(model, d) for d in self.damaged],
                 [defect_probability(model, c) for c in self.clean])
 
-    def scores(self, probabilities, clean_probabilities, threshold: float) -> dict:
-        found = [p >= threshold for p in probabilities]
-        clean_area = sum(int((p >= threshold).sum()) for p in clean_probabilities) / sum(
+    def scores(self, probabilities, clean_probabilities, threshold: float, min_blob: int = 1) -> dict:
+        found = [drop_small_blobs(p >= threshold, min_blob) for p in probabilities]
+        clean_area = sum(int(drop_small_blobs(p >= threshold, min_blob).sum()) for p in clean_probabilities) / sum(
             p.size for p in clean_probabilities)
         return {**mask_scores(found, self.masks, self.seen), "clean_area": clean_area}
 
@@ -106,14 +109,17 @@ class CurveSet:
 def identity(settings: DetectorSettings) -> dict:
     """What a checkpoint must match to be resumed (what shapes the weights; not the curve or the threshold)."""
     return settings.model_dump(exclude={"curve_every", "curve_crops", "checkpoint_every", "thresholds",
-                                        "target_recall", "grow"})
+                                        "target_recall", "grow", "min_blobs"})
 
 
-def choose_threshold(table: list[dict], target: float) -> dict:
-    """The highest threshold whose recall (of all the mask's pixels: the issue's measure, the stricter one)
-    reaches ``target``; the lowest one if none does."""
+def choose_rule(table: list[dict], target: float) -> dict:
+    """Of the rows (threshold, min_blob, scores) whose recall (of all the mask's pixels: the issue's measure, the
+    stricter one) reaches ``target``, the one with the least false-positive area (ties: the higher threshold);
+    the most sensitive row if none does."""
     reaching = [row for row in table if row["recall"] >= target]
-    return max(reaching, key=lambda r: r["threshold"]) if reaching else min(table, key=lambda r: r["threshold"])
+    if reaching:
+        return min(reaching, key=lambda r: (r["false_positive_area"], -r["threshold"], r["min_blob"]))
+    return min(table, key=lambda r: (r["threshold"], r["min_blob"]))
 
 
 def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bool = True) -> dict:
@@ -150,14 +156,16 @@ def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bo
     seconds = train_steps(model, optimizer, settings, out_dir, step, seconds,
                           lambda s: draw_batch(photos, settings, s), loss_of, measure, "detector", progress)
     probabilities = curve_set.probabilities(model)
-    table = [{"threshold": t, **curve_set.scores(*probabilities, t)} for t in sorted(settings.thresholds)]
+    table = [{"threshold": t, "min_blob": b, **curve_set.scores(*probabilities, t, b)}
+             for t in sorted(settings.thresholds) for b in sorted(settings.min_blobs)]
     with (out_dir / "thresholds.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows({k: round(v, 5) for k, v in row.items()} for row in table)
-    chosen = choose_threshold(table, settings.target_recall)
+    chosen = choose_rule(table, settings.target_recall)
     info = {"kind": "defect-detector", "width": settings.width, "threshold": chosen["threshold"],
-            "grow": settings.grow, "steps": settings.max_steps, "train_seconds": round(seconds, 1), "defects": settings.defects,
+            "grow": settings.grow, "min_blob": chosen["min_blob"], "steps": settings.max_steps,
+            "train_seconds": round(seconds, 1), "defects": settings.defects,
             "source": str(root), "photos": len(photos)}
     save_detector(model, out_dir, info)
     return {"out": str(out_dir), "steps": settings.max_steps, "resumed_from": resumed_from, "train_seconds": round(seconds, 1),

@@ -156,7 +156,8 @@ def markdown_table(rows: list[dict]) -> str:
 def detector_line(scores: dict | None) -> str:
     if not scores:
         return ""
-    return (f"\nThe learned defect detector (threshold {scores['threshold']}) on the {scores['defect']} test crops: "
+    return (f"\nThe learned defect detector (threshold {scores['threshold']}, blobs of at least "
+            f"{scores.get('min_blob', 1)} pixels) on the {scores['defect']} test crops: "
             f"recall {scores['recall']:.3f} of the defect pixels, {scores['visible_recall']:.3f} of the visible "
             f"ones (changed by more than 12 levels); false-positive area {scores['false_positive_area']:.4f}; on "
             f"the clean crops it marks {scores['clean_area']:.4f} of the pixels.\n")
@@ -188,10 +189,12 @@ def background_white_method(segmenter, cutout_settings) -> Method:
 def detect_and_fill_method(model, info: dict, name: str = "inpaint-ns-learned-detector") -> Method:
     """A trained defect detector as a row: its mask (at its stored threshold) filled by Navier-Stokes
     inpainting, the radius tuned like the classical inpainting rows'."""
-    from productstudio.models.defect_detector import fill_defects
+    from productstudio.models.defect_detector import fill_defects, mask_rule
+
+    rule = mask_rule(info)
 
     def run(image, params, mask=None):
-        return fill_defects(model, image, float(info["threshold"]), int(info["grow"]), params["radius"])
+        return fill_defects(model, image, radius=params["radius"], **rule)
     return Method(name, tuple(info["defects"]), run, tuple(grid(radius=[2, 3, 5])))
 
 
@@ -199,14 +202,14 @@ def detector_scores(model, info: dict, clean: list[np.ndarray], defect: str, see
     """The detector's mask against the true one on the test crops (recall, visible recall, false-positive
     area) and the share of pixels it marks on the clean crops (a clean photo should get nothing)."""
     from productstudio.editing.detector_training import mask_scores, visible
-    from productstudio.models.defect_detector import detect_defects
+    from productstudio.models.defect_detector import detect_defects, mask_rule
 
     damaged, masks, _ = damage(clean, defect, seed)
-    threshold, grow = float(info["threshold"]), int(info["grow"])
-    found = [detect_defects(model, image, threshold, grow) for image in damaged]
+    rule = mask_rule(info)
+    found = [detect_defects(model, image, **rule) for image in damaged]
     seen = [visible(d, c, m) for d, c, m in zip(damaged, clean, masks)]
-    marked_clean = sum(int(detect_defects(model, c, threshold, grow).sum()) for c in clean)
-    return {"defect": defect, "threshold": threshold, "grow": grow, **mask_scores(found, masks, seen),
+    marked_clean = sum(int(detect_defects(model, c, **rule).sum()) for c in clean)
+    return {"defect": defect, **rule, **mask_scores(found, masks, seen),
             "clean_area": marked_clean / sum(c.shape[0] * c.shape[1] for c in clean)}
 
 

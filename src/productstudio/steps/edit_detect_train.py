@@ -24,7 +24,7 @@ def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Pat
                          "val_visible_recall": round(chosen["visible_recall"], 4),
                          "val_false_positive_area": round(chosen["false_positive_area"], 5),
                          "val_clean_area": round(chosen["clean_area"], 5), "threshold": chosen["threshold"],
-                         "train_seconds": report["train_seconds"]}
+                         "min_blob": chosen["min_blob"], "train_seconds": report["train_seconds"]}
     if plots:
         plots.mkdir(parents=True, exist_ok=True)
         for name in ("curve.csv", "loss.csv", "thresholds.csv"):
@@ -42,13 +42,17 @@ def format(report: dict) -> str:
     resumed = f", resumed from step {report['resumed_from']}" if report["resumed_from"] else ""
     lines = [f"defect detector trained for {report['steps']} steps ({report['train_seconds']:.0f} s of training"
              f"{resumed}) -> {report['out']}",
-             f"{'threshold':>9} {'recall':>7} {'visible':>8} {'false +':>8} {'on clean':>9}   (validation crops)"]
+             f"{'threshold':>9} {'min blob':>8} {'recall':>7} {'visible':>8} {'false +':>8} {'on clean':>9}   "
+             "(validation crops; every pair: thresholds.csv)"]
+    chosen = report["validation"]
     for row in report["thresholds"]:
-        mark = "  <- stored" if row["threshold"] == report["threshold"] else ""
-        lines.append(f"{row['threshold']:>9.2f} {row['recall']:>7.3f} {row['visible_recall']:>8.3f} "
-                     f"{row['false_positive_area']:>8.4f} {row['clean_area']:>9.4f}{mark}")
+        if row["min_blob"] not in (1, chosen["min_blob"]):
+            continue
+        mark = "  <- stored" if row is chosen else ""
+        lines.append(f"{row['threshold']:>9.2f} {row['min_blob']:>8d} {row['recall']:>7.3f} "
+                     f"{row['visible_recall']:>8.3f} {row['false_positive_area']:>8.4f} {row['clean_area']:>9.4f}{mark}")
     lines.append("recall: share of the defect's pixels found; visible: of those it changed by more than 12 levels; "
-                 "false +: share of all pixels marked wrongly")
+                 "false +: share of all pixels marked wrongly; min blob: smaller marked blobs are dropped")
     if report.get("mlflow_run_id"):
         lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
     return "\n".join(lines)
@@ -59,9 +63,10 @@ STEP = Step(
     help="train the learned defect detector (dust, specks, scratches -> a mask to fill) on the catalogue's photos",
     description="Regions of the photo folder's train photos get the evaluation table's synthetic dust and "
     "scratches (with their exact masks; some regions stay clean) and a small dilated CNN learns to mark them, "
-    "pixel by pixel, for edit.detector.max_steps steps (resumable from its checkpoints). Its threshold is the "
-    "highest of edit.detector.thresholds that keeps edit.detector.target_recall of the defect pixels on "
-    "validation crops. Writes detector.safetensors + detector.json; 'edit restore-eval --detector DIR' "
+    "pixel by pixel, for edit.detector.max_steps steps (resumable from its checkpoints). Its mask rule is the "
+    "pair of a threshold (edit.detector.thresholds) and a smallest blob kept (edit.detector.min_blobs) with the "
+    "least false-positive area that keeps edit.detector.target_recall of the defect pixels on validation "
+    "crops. Writes detector.safetensors + detector.json; 'edit restore-eval --detector DIR' "
     "measures detect-then-fill beside inpainting with the true mask.",
     run=run,
     format=format,

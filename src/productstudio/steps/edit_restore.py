@@ -34,13 +34,12 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
                                f"{watermark.STROKE_LEVEL}:{watermark.LIMIT_SIDE}:{radius}".encode()).hexdigest()
         settings.update(watermarks="OCR letters (ppocr-det) + Navier-Stokes fill")
     if detector:
-        from productstudio.models.defect_detector import dust_filler, load_detector
+        from productstudio.models.defect_detector import dust_filler, load_detector, mask_rule
 
         found, info = load_detector(detector)
         # dust first: the restorer softens a speck's edges, and the detector was trained on sharp ones
         steps.append(dust_filler(found, info, params.edit.dust_fill_radius))
-        settings.update(detector=str(detector), threshold=info["threshold"], grow=info["grow"],
-                        radius=params.edit.dust_fill_radius)
+        settings.update(detector=str(detector), **mask_rule(info), radius=params.edit.dust_fill_radius)
     steps.append(lambda photo: restore(model, photo))
 
     def apply(photo):

@@ -63,7 +63,8 @@ def format(report: dict) -> str:
                          f"{row['clean_delta_e']:>6.2f}")
     if report.get("detector"):
         d = report["detector"]
-        lines.append(f"defect detector (threshold {d['threshold']}) on the {d['defect']} test crops: recall "
+        lines.append(f"defect detector (threshold {d['threshold']}, blobs of at least {d.get('min_blob', 1)} px) on the "
+                     f"{d['defect']} test crops: recall "
                      f"{d['recall']:.3f}, visible recall {d['visible_recall']:.3f}, false-positive area "
                      f"{d['false_positive_area']:.4f}; on clean crops it marks {d['clean_area']:.4f} of the pixels")
     lines.append("every method of every defect: table.md and rows.json in the output folder")
