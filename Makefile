@@ -89,6 +89,8 @@ bench: install  ## benchmarks: print tables, write bench/results/*.json
 	python bench/bench_serving_edit.py
 	python bench/bench_style.py
 	python bench/bench_watermark.py
+	test -d models/detector || dvc repro edit_detector
+	python bench/bench_dust_fill.py
 
 clean:
 	rm -rf data reports .scratch .dvc-remote
