@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 IMAGE_SIZES = (28, 32, 64, 128)
@@ -443,7 +443,7 @@ class DetectorSettings(_Section):
     thresholds: list[float] = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.7]  # candidates for the stored threshold
     # candidates for the smallest blob kept (1 keeps all): the smallest speck drawn is a 5 px disc, while most
     # false alarms are 1-3 px dots on a real detail (a stitch's highlight), which a fill erases
-    min_blobs: list[int] = [1, 2, 3, 4, 5]
+    min_blobs: list[PositiveInt] = Field(default=[1, 2, 3, 4, 5], min_length=1)
     # the stored (threshold, min_blob): the least false-positive area among those keeping this recall
     target_recall: float = Field(default=0.95, gt=0, le=1)
     grow: int = Field(default=0, ge=0)  # widen the mask by this many pixels before filling

@@ -106,6 +106,9 @@ def test_the_mask_rule_is_the_pair_with_the_least_false_alarms_that_keeps_the_re
     assert (chosen["threshold"], chosen["min_blob"]) == (0.3, 3)
     chosen = choose_rule(table, 0.999)  # none reaches it: the most sensitive
     assert (chosen["threshold"], chosen["min_blob"]) == (0.1, 1)
+    for bad in ([], [0]):
+        with pytest.raises(ValueError, match="min_blobs"):
+            DetectorSettings(min_blobs=bad)
 
 
 def test_training_finds_specks_and_an_interrupted_run_resumes_bit_for_bit(photos, tmp_path):

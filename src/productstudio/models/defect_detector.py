@@ -1,17 +1,17 @@
 """The learned defect detector: a small fully convolutional network that marks dust, specks and scratches.
 
     model = DefectDetector(width=24)
-    mask = detect_defects(model, photo_rgb, threshold=0.5, grow=1, min_blob=5)  # (H, W) bool: the pixels to fill
+    mask = detect_defects(model, photo_rgb, threshold=0.25, min_blob=2)  # (H, W) bool: the pixels to fill
 
 Detect, then fill: the mask goes to ``cv2.inpaint`` (``fill_defects``). The network works at full resolution
 (a scratch is one pixel wide) with dilated 3x3 convolutions (dilations 1, 1, 2, 4, 8, 1: a 35 px field, enough
-to tell a speck from a button or a print by its surroundings) and outputs one logit per pixel. ``threshold``
-is chosen on validation crops by the training step (the lowest false-positive area that keeps the recall
-target) and stored with the weights; ``grow`` widens the mask by that many pixels; ``min_blob`` drops marked
-blobs smaller than that many pixels. Filling is cheap where it is right and costly where it is wrong: a false
-alarm is usually a real detail (a stitch's highlight, a print's dot) and refilling it erases that detail, which
-cost more PSNR than the missed defect pixels did (see ``edit.detector.min_blob``); the smallest speck drawn is a
-5-pixel disc, while most false alarms are 1-3 pixel dots.
+to tell a speck from a button or a print by its surroundings) and outputs one logit per pixel. The mask rule,
+``threshold`` and ``min_blob`` (marked blobs of fewer pixels are dropped), is chosen on validation crops by the
+training step (the least false-positive area that keeps the recall target) and stored with the weights; ``grow``
+widens the mask by that many pixels. False alarms are what the fill pays for most: one is usually a real detail
+(a stitch's highlight, a print's dot) and refilling it erases that detail, which cost more PSNR than the missed
+defect pixels did (``bench/bench_dust_fill.py``); the smallest speck drawn is a 5-pixel disc, while most false
+alarms are 1-3 pixel dots.
 """
 
 from __future__ import annotations
