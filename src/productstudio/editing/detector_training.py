@@ -12,9 +12,10 @@
 - The curve: every ``curve_every`` steps, recall and false-positive area at threshold 0.5 on ``curve_crops``
   validation crops (256 px, each damaged once): ``curve.csv``.
 - The mask rule: at the end, every pair of a threshold (``thresholds``) and a smallest blob kept (``min_blobs``)
-  is scored on the validation crops; of the pairs whose recall reaches ``target_recall``, the one with the
-  least false-positive area is stored with the weights (the lowest threshold, keeping every blob, if none
-  does). False alarms are what the fill pays for most: refilling a real detail erases it.
+  is scored on the validation crops (recall, false-positive area, and the PSNR of the filled crops to the clean
+  ones); of the pairs whose recall reaches ``target_recall``, the one whose fill comes closest to the clean crops
+  is stored with the weights (the lowest threshold, keeping every blob, if none does). False alarms are what the
+  fill pays for most: refilling a real detail erases it.
 
 Recall is counted over the defect's mask pixels; "visible recall" over those the defect changed by more than
 ``VISIBLE_LEVELS`` in some channel (a dark speck on a black sweater is part of the mask, but there is nothing
@@ -37,7 +38,8 @@ from productstudio.editing.defects import DEFECTS
 from productstudio.editing.patch_training import load_photos, start_or_resume, train_steps, validation_crops
 from productstudio.errors import MissingInput, ParamsError
 from productstudio.models.defect_detector import (DefectDetector, defect_probability, drop_small_blobs, features,
-                                                  save_detector)
+                                                  fill_mask, save_detector)
+from productstudio.models.restorer import psnr
 
 CURVE_CROP = 256
 STEP_SEED = 8_000_000  # validation crops draw their defects from other streams than the evaluation table's
@@ -105,6 +107,13 @@ class CurveSet:
             p.size for p in clean_probabilities)
         return {**mask_scores(found, self.masks, self.seen), "clean_area": clean_area}
 
+    def fill_psnr(self, probabilities, threshold: float, min_blob: int, radius: int) -> float:
+        """Mean PSNR to the clean crops after filling the mask by Navier-Stokes inpainting (what the fill target
+        measures: misses stay in the photo, false alarms erase real detail)."""
+        clean = self.clean * (len(self.damaged) // len(self.clean))  # the crops, once per defect
+        return float(np.mean([psnr(fill_mask(d, drop_small_blobs(p >= threshold, min_blob), radius), c)
+                              for d, p, c in zip(self.damaged, probabilities, clean)]))
+
 
 def identity(settings: DetectorSettings) -> dict:
     """What a checkpoint must match to be resumed (what shapes the weights; not the curve or the threshold)."""
@@ -114,15 +123,17 @@ def identity(settings: DetectorSettings) -> dict:
 
 def choose_rule(table: list[dict], target: float) -> dict:
     """Of the rows (threshold, min_blob, scores) whose recall (of all the mask's pixels: the issue's measure, the
-    stricter one) reaches ``target``, the one with the least false-positive area (ties: the higher threshold);
-    the most sensitive row if none does."""
+    stricter one) reaches ``target``, the one whose fill comes closest to the clean crops (highest ``fill_psnr``;
+    ties: the least false-positive area); the most sensitive row if none does."""
     reaching = [row for row in table if row["recall"] >= target]
     if reaching:
-        return min(reaching, key=lambda r: (r["false_positive_area"], -r["threshold"], r["min_blob"]))
+        return max(reaching, key=lambda r: (r["fill_psnr"], -r["false_positive_area"]))
     return min(table, key=lambda r: (r["threshold"], r["min_blob"]))
 
 
-def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bool = True) -> dict:
+def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bool = True, fill_radius: int = 3) -> dict:
+    """Train (or resume) and store the weights with the mask rule chosen on validation crops; ``fill_radius`` is
+    the inpainting radius the rule is judged with (``edit.dust_fill_radius``, what 'edit restore' fills with)."""
     unmasked = [d for d in settings.defects if d not in ("dust", "watermark")]
     if unmasked:
         raise ParamsError(f"edit.detector.defects: {', '.join(unmasked)} have no mask to learn; "
@@ -156,7 +167,8 @@ def train_detector(settings: DetectorSettings, out_dir: str | Path, progress: bo
     seconds = train_steps(model, optimizer, settings, out_dir, step, seconds,
                           lambda s: draw_batch(photos, settings, s), loss_of, measure, "detector", progress)
     probabilities = curve_set.probabilities(model)
-    table = [{"threshold": t, "min_blob": b, **curve_set.scores(*probabilities, t, b)}
+    table = [{"threshold": t, "min_blob": b, **curve_set.scores(*probabilities, t, b),
+              "fill_psnr": curve_set.fill_psnr(probabilities[0], t, b, fill_radius)}
              for t in sorted(settings.thresholds) for b in sorted(settings.min_blobs)]
     with (out_dir / "thresholds.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))

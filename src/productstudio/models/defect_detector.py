@@ -7,7 +7,7 @@ Detect, then fill: the mask goes to ``cv2.inpaint`` (``fill_defects``). The netw
 (a scratch is one pixel wide) with dilated 3x3 convolutions (dilations 1, 1, 2, 4, 8, 1: a 35 px field, enough
 to tell a speck from a button or a print by its surroundings) and outputs one logit per pixel. The mask rule,
 ``threshold`` and ``min_blob`` (marked blobs of fewer pixels are dropped), is chosen on validation crops by the
-training step (the least false-positive area that keeps the recall target) and stored with the weights; ``grow``
+training step (the best fill of validation crops that keeps the recall target) and stored with the weights; ``grow``
 widens the mask by that many pixels. False alarms are what the fill pays for most: one is usually a real detail
 (a stitch's highlight, a print's dot) and refilling it erases that detail, which cost more PSNR than the missed
 defect pixels did (``bench/bench_dust_fill.py``); the smallest speck drawn is a 5-pixel disc, while most false
@@ -114,7 +114,11 @@ def mask_rule(info: dict) -> dict:
 def fill_defects(model: DefectDetector, image: np.ndarray, threshold: float, grow: int, radius: int,
                  min_blob: int = 1) -> np.ndarray:
     """Detect, then fill with Navier-Stokes inpainting; a photo with nothing detected comes back unchanged."""
-    mask = detect_defects(model, image, threshold, grow, min_blob)
+    return fill_mask(image, detect_defects(model, image, threshold, grow, min_blob), radius)
+
+
+def fill_mask(image: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask``'s pixels refilled by Navier-Stokes inpainting from around them; an empty mask gives a copy."""
     if not mask.any():
         return image.copy()
     return cv2.inpaint(image, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_NS)

@@ -18,7 +18,7 @@ def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Pat
     settings = params.edit.detector
     if photos:
         settings = settings.model_copy(update={"source": str(photos)})
-    report = train_detector(settings, out)
+    report = train_detector(settings, out, fill_radius=params.edit.dust_fill_radius)
     chosen = report["validation"]
     report["metrics"] = {"val_recall": round(chosen["recall"], 4),
                          "val_visible_recall": round(chosen["visible_recall"], 4),
@@ -42,7 +42,8 @@ def format(report: dict) -> str:
     resumed = f", resumed from step {report['resumed_from']}" if report["resumed_from"] else ""
     lines = [f"defect detector trained for {report['steps']} steps ({report['train_seconds']:.0f} s of training"
              f"{resumed}) -> {report['out']}",
-             f"{'threshold':>9} {'min blob':>8} {'recall':>7} {'visible':>8} {'false +':>8} {'on clean':>9}   "
+             f"{'threshold':>9} {'min blob':>8} {'recall':>7} {'visible':>8} {'false +':>8} {'on clean':>9} "
+             f"{'fill dB':>8}   "
              "(validation crops; every pair: thresholds.csv)"]
     chosen = report["validation"]
     for row in report["thresholds"]:
@@ -50,9 +51,11 @@ def format(report: dict) -> str:
             continue
         mark = "  <- stored" if row is chosen else ""
         lines.append(f"{row['threshold']:>9.2f} {row['min_blob']:>8d} {row['recall']:>7.3f} "
-                     f"{row['visible_recall']:>8.3f} {row['false_positive_area']:>8.4f} {row['clean_area']:>9.4f}{mark}")
+                     f"{row['visible_recall']:>8.3f} {row['false_positive_area']:>8.4f} {row['clean_area']:>9.4f} "
+                     f"{row['fill_psnr']:>8.2f}{mark}")
     lines.append("recall: share of the defect's pixels found; visible: of those it changed by more than 12 levels; "
-                 "false +: share of all pixels marked wrongly; min blob: smaller marked blobs are dropped")
+                 "false +: share of all pixels marked wrongly; min blob: smaller marked blobs are dropped; fill dB: PSNR of the "
+                 "filled crops to the clean ones")
     if report.get("mlflow_run_id"):
         lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
     return "\n".join(lines)
@@ -64,9 +67,9 @@ STEP = Step(
     description="Regions of the photo folder's train photos get the evaluation table's synthetic dust and "
     "scratches (with their exact masks; some regions stay clean) and a small dilated CNN learns to mark them, "
     "pixel by pixel, for edit.detector.max_steps steps (resumable from its checkpoints). Its mask rule is the "
-    "pair of a threshold (edit.detector.thresholds) and a smallest blob kept (edit.detector.min_blobs) with the "
-    "least false-positive area that keeps edit.detector.target_recall of the defect pixels on validation "
-    "crops. Writes detector.safetensors + detector.json; 'edit restore-eval --detector DIR' "
+    "pair of a threshold (edit.detector.thresholds) and a smallest blob kept (edit.detector.min_blobs) that keeps "
+    "edit.detector.target_recall of the defect pixels on validation crops and whose fill (radius "
+    "edit.dust_fill_radius) comes closest to the clean crops. Writes detector.safetensors + detector.json; 'edit restore-eval --detector DIR' "
     "measures detect-then-fill beside inpainting with the true mask.",
     run=run,
     format=format,
