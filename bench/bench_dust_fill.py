@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from rows_table import print_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,13 +95,9 @@ def main() -> int:
     for row in rows:
         row["gap_db"] = round(ceiling - row["psnr"], 2)
 
-    print(f"{'dust, ' + str(len(clean)) + ' ' + args.split + ' crops':<52} {'recall':>7} {'visible':>8} "
-          f"{'FP area':>8} {'PSNR':>7} {'gap':>6}")
-    for row in rows:
-        def cell(key, width, fmt):
-            return f"{row[key]:{width}{fmt}}" if row.get(key) is not None else " " * width
-        print(f"{row['rule']:<52} {cell('recall', 7, '.3f')} {cell('visible_recall', 8, '.3f')} "
-              f"{cell('false_positive_area', 8, '.4f')} {cell('psnr', 7, '.2f')} {cell('gap_db', 6, '.2f')}")
+    print_rows(f"dust, {len(clean)} {args.split} crops", "rule", rows,
+               [("recall", "recall", 7, ".3f"), ("visible_recall", "visible", 8, ".3f"),
+                ("false_positive_area", "FP area", 8, ".4f"), ("psnr", "PSNR", 7, ".2f"), ("gap_db", "gap", 6, ".2f")])
     print("gap: dB below filling the true mask (the issue's target: at most 2)")
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()

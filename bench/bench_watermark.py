@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rows_table import print_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,14 +87,10 @@ def main() -> int:
     rows.append({"method": "true mask + NS", "recall": 1.0, "visible_recall": 1.0, "false_positive_area": 0.0,
                  "psnr": round(float(np.mean([psnr(o, c) for o, c in zip(truth, clean)])), 2), "clean_psnr": None})
 
-    print(f"{'watermark, ' + str(len(clean)) + ' test crops':<22} {'recall':>7} {'visible':>8} {'FP area':>8} "
-          f"{'PSNR':>7} {'clean PSNR':>11} {'ms/MP':>8}")
-    for row in rows:
-        def cell(key, width, fmt):
-            return f"{row[key]:{width}{fmt}}" if row.get(key) is not None else " " * width
-        print(f"{row['method']:<22} {cell('recall', 7, '.3f')} {cell('visible_recall', 8, '.3f')} "
-              f"{cell('false_positive_area', 8, '.4f')} {cell('psnr', 7, '.2f')} {cell('clean_psnr', 11, '.2f')} "
-              f"{cell('ms_per_megapixel', 8, '.0f')}")
+    print_rows(f"watermark, {len(clean)} test crops", "method", rows,
+               [("recall", "recall", 7, ".3f"), ("visible_recall", "visible", 8, ".3f"),
+                ("false_positive_area", "FP area", 8, ".4f"), ("psnr", "PSNR", 7, ".2f"),
+                ("clean_psnr", "clean PSNR", 11, ".2f"), ("ms_per_megapixel", "ms/MP", 8, ".0f")])
     ceiling, ours = rows[-1]["psnr"], rows[2]["psnr"]
     print(f"gap to the true mask: {ceiling - ours:.2f} dB (the issue's target: at most 2 dB)")
 
