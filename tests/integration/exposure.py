@@ -20,12 +20,21 @@ def process_tree(pid: int) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
+def connections(process: psutil.Process, kind: str) -> list:
+    """The process's sockets of ``kind``; none when it exited after it was listed (a server's short-lived helper
+    processes come and go: the race is the kernel's, not a finding)."""
+    try:
+        return process.net_connections(kind=kind)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def listening(*pids: int) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket in LISTEN state owned by these processes or their children."""
     found = set()
     for pid in pids:
         for process in process_tree(pid):
-            for conn in process.net_connections(kind="tcp"):
+            for conn in connections(process, "tcp"):
                 if conn.status == psutil.CONN_LISTEN:
                     found.add((conn.laddr.ip, conn.laddr.port))
     return found

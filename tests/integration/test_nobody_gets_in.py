@@ -33,7 +33,7 @@ from productstudio.models.gan import GANConfig, Generator
 from productstudio.models.io import save_generator
 from productstudio.serving import server
 from productstudio.serving.archive import build_archive
-from tests.integration.exposure import exposed, grpc_call, is_loopback, listening, process_tree
+from tests.integration.exposure import connections, exposed, grpc_call, is_loopback, listening, process_tree
 
 KEY_LIFETIME_MIN = 0.15
 REFUSED = "Token Authorization failed"  # TorchServe 0.12: HTTP 400 InvalidKeyException, for missing, wrong or expired
@@ -123,7 +123,7 @@ def test_torchserve_listens_on_loopback_only(served):
     assert exposed(pid) == set()
     # The frontend talks to its workers over Unix sockets: they lie in the server's own state directory
     # (TMPDIR points there), not in a shared /tmp.
-    sockets = {conn.laddr for process in process_tree(pid) for conn in process.net_connections(kind="unix") if conn.laddr}
+    sockets = {conn.laddr for process in process_tree(pid) for conn in connections(process, "unix") if conn.laddr}
     assert sockets and all(path.startswith(str(handle.state_dir) + "/") for path in sockets), sockets
 
 
