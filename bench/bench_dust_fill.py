@@ -45,7 +45,8 @@ def main() -> int:
     from productstudio.config import RestoreEvalSettings
     from productstudio.editing.detector_training import mask_scores, visible
     from productstudio.editing.restoration_eval import TUNE_OFFSET, damage, load_crops, mean_psnr
-    from productstudio.models.defect_detector import defect_probability, drop_small_blobs, grow_mask, load_detector
+    from productstudio.models.defect_detector import (defect_probability, drop_small_blobs, fill_mask, grow_mask,
+                                                      load_detector)
 
     table = RestoreEvalSettings()
     if args.split == "test":
@@ -60,7 +61,7 @@ def main() -> int:
     stored = float(info["threshold"])
 
     def fill(image, mask):
-        return cv2.inpaint(image, mask.astype(np.uint8) * 255, args.radius, cv2.INPAINT_NS) if mask.any() else image
+        return fill_mask(image, mask, args.radius)
 
     def hysteresis(p, high, low):
         count, labels = cv2.connectedComponents((p >= low).astype(np.uint8), connectivity=8)

@@ -1,7 +1,7 @@
 """The learned defect detector: a small fully convolutional network that marks dust, specks and scratches.
 
-    model = DefectDetector(width=24)
-    mask = detect_defects(model, photo_rgb, threshold=0.25, min_blob=2)  # (H, W) bool: the pixels to fill
+    model = DefectDetector(width=32)
+    mask = detect_defects(model, photo_rgb, threshold=0.3, min_blob=4)  # (H, W) bool: the pixels to fill
 
 Detect, then fill: the mask goes to ``cv2.inpaint`` (``fill_defects``). The network works at full resolution
 (a scratch is one pixel wide) with dilated 3x3 convolutions (dilations 1, 1, 2, 4, 8, 1: a 35 px field, enough
