@@ -89,11 +89,12 @@ class CurveSet:
 
     def __init__(self, root: Path, settings: DetectorSettings):
         self.clean = validation_crops(root, CURVE_CROP, settings.curve_crops)
-        self.damaged, self.masks, self.seen = [], [], []
+        self.damaged, self.references, self.masks, self.seen = [], [], [], []
         for defect in settings.defects:
             for i, clean in enumerate(self.clean):
                 damaged, mask, _ = DEFECTS[defect].apply(clean, np.random.default_rng([settings.seed, STEP_SEED, i]))
                 self.damaged.append(damaged)
+                self.references.append(clean)
                 self.masks.append(mask)
                 self.seen.append(visible(damaged, clean, mask))
 
@@ -110,9 +111,8 @@ class CurveSet:
     def fill_psnr(self, probabilities, threshold: float, min_blob: int, radius: int) -> float:
         """Mean PSNR to the clean crops after filling the mask by Navier-Stokes inpainting (what the fill target
         measures: misses stay in the photo, false alarms erase real detail)."""
-        clean = self.clean * (len(self.damaged) // len(self.clean))  # the crops, once per defect
         return float(np.mean([psnr(fill_mask(d, drop_small_blobs(p >= threshold, min_blob), radius), c)
-                              for d, p, c in zip(self.damaged, probabilities, clean)]))
+                              for d, p, c in zip(self.damaged, probabilities, self.references)]))
 
 
 def identity(settings: DetectorSettings) -> dict:
