@@ -370,6 +370,19 @@ class RestoreEvalSettings(_Section):
     seed: int = 0  # the defects' generators: (seed, crop, defect)
 
 
+class RestoreGateSettings(_Section):
+    """Which photos the restorer touches (editing.restore_gate): the noisy and the heavily compressed ones.
+
+    The blind restorer moves a clean catalogue JPEG (quality 70) about 38 dB away from itself; the gate leaves
+    it exactly as it is. Both thresholds sit between what the 30 tuning crops of the table show: noise reads
+    under 4.3 on every clean crop and over 11 on every sigma-15 one; the DC step is 10 on the clean crops and
+    27 or more at quality 30."""
+
+    enabled: bool = True  # false: every photo goes through the restorer (what 'edit restore --always' does)
+    noise_sigma: float = Field(default=8.0, gt=0)  # restore a photo whose noise reads at least this (8-bit levels)
+    jpeg_quality: int = Field(default=40, ge=1, le=100)  # ... or that was JPEG-compressed below this quality
+
+
 class RestorerSettings(_Section):
     """The learned restorer (productstudio edit restore-train): a blind residual CNN for noise and JPEG."""
 
@@ -523,6 +536,7 @@ class EditSettings(_Section):
     evalset_extra_hard: int = Field(default=12, ge=0)  # see-through and reflective composites after the others
     restore_eval: RestoreEvalSettings = RestoreEvalSettings()
     restorer: RestorerSettings = RestorerSettings()
+    restore_gate: RestoreGateSettings = RestoreGateSettings()
     detector: DetectorSettings = DetectorSettings()
     enhance: EnhanceSettings = EnhanceSettings()
     style: StyleSettings = StyleSettings()

@@ -169,7 +169,7 @@ def test_the_served_restore_task_fills_dust_first_when_packaged_with_a_detector(
     (tmp_path / SERVING_META).write_text(json.dumps(meta))
     photo = np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     plain = RestoreTask.load(tmp_path, "studio-restore", "1")
-    assert plain.fill_dust is None and np.array_equal(plain.run([_request(photo)])[0], photo)
+    assert plain.fill_dust is None and np.array_equal(plain.run([_request(photo)])[0][0], photo)
     detector = DefectDetector(width=8)
     torch.nn.init.normal_(detector.tail.weight, std=1.0)  # a detector that marks some pixels
     torch.nn.init.zeros_(detector.tail.bias)
@@ -178,7 +178,7 @@ def test_the_served_restore_task_fills_dust_first_when_packaged_with_a_detector(
     task = RestoreTask.load(tmp_path, "studio-restore", "1")
     filled = fill_defects(detector, photo, 0.5, 0, 3)
     assert not np.array_equal(filled, photo)
-    assert np.array_equal(task.run([_request(photo)])[0], restore(Restorer(width=8, depth=2), filled))
+    assert np.array_equal(task.run([_request(photo)])[0][0], restore(Restorer(width=8, depth=2), filled))
     assert task.weights_sha256 != plain.weights_sha256  # provenance names the detector too
 
 

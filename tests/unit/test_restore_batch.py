@@ -40,7 +40,9 @@ def test_a_folder_is_restored_with_provenance_and_bad_files_quarantined(folder, 
     photos, restorer = folder
     before = digests(photos)
     out = tmp_path / "out"
-    report = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, detector=None, limit=None)
+    # --always: the gate would leave these clean catalogue photos alone (test below)
+    report = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, detector=None, limit=None,
+                              always=True)
     assert digests(photos) == before  # sources untouched
     summary = report["summary"]
     assert (summary["files"], summary["edited"], summary["quarantined"]) == (3, 2, 1)
@@ -57,8 +59,31 @@ def test_a_folder_is_restored_with_provenance_and_bad_files_quarantined(folder, 
         assert 20 < row["change_db"] < 100  # changed, but not wrecked
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["00.png", "01.png"]
     assert "2 restored, 1 quarantined" in edit_restore.format(report)
-    again = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, detector=None, limit=None)
+    again = edit_restore.run(Params(), in_dir=photos, out=out, restorer=restorer, detector=None, limit=None,
+                             always=True)
     assert again["summary"]["resumed"] == 3 and again["photos"] == report["photos"]
+
+
+def test_the_gate_leaves_clean_photos_as_they_are_and_restores_noisy_ones(folder, tmp_path):
+    photos, restorer = folder
+    clean = sorted((photos / "shirts").glob("*.jpg"))[0]
+    pixels = np.asarray(Image.open(clean).convert("RGB")).astype(float)
+    noise = np.random.default_rng(0).normal(0, 15, pixels.shape)
+    Image.fromarray(np.clip(pixels + noise, 0, 255).round().astype(np.uint8)).save(photos / "shirts" / "noisy.png")
+    report = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "gated", restorer=restorer, detector=None,
+                              limit=None)
+    rows = {r["source"]: r for r in report["photos"] if r["status"] == "edited"}
+    left = rows[clean.relative_to(photos).as_posix()]
+    assert left["change_db"] == 100.0 and not left["notes"]["restorer"]["restore"]
+    assert left["notes"]["restorer"]["reason"].startswith("clean")
+    restored = rows["shirts/noisy.png"]
+    assert restored["notes"]["restorer"]["restore"] and 20 < restored["change_db"] < 100
+    assert restored["notes"]["restorer"]["noise_sigma"] > 8
+    assert "1 went through the restorer" in edit_restore.format(report) and "2 looked clean" in edit_restore.format(report)
+    always = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "gated", restorer=restorer, detector=None,
+                              limit=None, always=True)
+    assert always["digest"] != report["digest"] and always["summary"]["resumed"] == 0  # other settings: redone
+    assert all(r["notes"]["restorer"]["restore"] for r in always["photos"] if r["status"] == "edited")
 
 
 def test_the_output_folder_may_not_lie_inside_the_sources_and_in_is_required(folder):

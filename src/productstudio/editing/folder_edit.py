@@ -46,7 +46,8 @@ class FolderEdit:
     done: str  # the word for an edited photo in messages: "restored", "enhanced"
     model_name: str  # provenance's model (or recipe) name
     digest: str  # sha256 of what decides the pixels (weights, settings): resume records and provenance name it
-    apply: Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 RGB -> the same shape
+    # (H, W, 3) uint8 RGB -> the same shape, or (that, notes): notes (what the edit decided) go into the report
+    apply: Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, dict]]
     settings: dict = field(default_factory=dict)  # recorded in the report
     whole_samples: bool = False  # before/after of the whole photo (a style is global), not a 1:1 crop
 
@@ -56,10 +57,14 @@ def weights_digest(directory: str | Path, file: str = "restorer.safetensors") ->
     return hashlib.sha256((Path(directory) / file).read_bytes()).hexdigest()
 
 
-def restore_digest(restorer_dir: str | Path, detector_dir: str | Path | None = None, radius: int = 0) -> str:
-    """What decides a restored photo's pixels: the restorer's weights and, when dust is filled first, the
-    detector's weights, its threshold and grow (detector.json) and the inpainting radius."""
+def restore_digest(restorer_dir: str | Path, detector_dir: str | Path | None = None, radius: int = 0,
+                   gate=None) -> str:
+    """What decides a restored photo's pixels: the restorer's weights, the gate's settings (which photos it
+    touches) and, when dust is filled first, the detector's weights, its mask rule (detector.json) and the
+    inpainting radius."""
     digest = weights_digest(restorer_dir)
+    if gate is not None:
+        digest = hashlib.sha256(f"{digest}:gate:{json.dumps(gate.model_dump(), sort_keys=True)}".encode()).hexdigest()
     if detector_dir is None:
         return digest
     detector = f"{weights_digest(detector_dir, 'detector.safetensors')}:{weights_digest(detector_dir, 'detector.json')}"
@@ -145,6 +150,9 @@ def _edit_one(edit: FolderEdit, path: Path, rel: str, sha: str, out_dir: Path, m
     started = time.perf_counter()
     try:
         result = edit.apply(photo)
+        notes = None
+        if isinstance(result, tuple):
+            result, notes = result
     except DataError as error:  # a photo this edit cannot take (a style with no product to frame): say why
         row["reason"] = str(error)
         return row
@@ -158,4 +166,6 @@ def _edit_one(edit: FolderEdit, path: Path, rel: str, sha: str, out_dir: Path, m
     row.update(status="edited", file=file.as_posix(), width=photo.shape[1], height=photo.shape[0],
                megapixels=photo.shape[0] * photo.shape[1] / 1e6, seconds=round(seconds, 3),
                change_db=change_db(photo, result) if result.shape == photo.shape else None)
+    if notes:
+        row["notes"] = notes
     return row

@@ -10,8 +10,10 @@ Protocol (what a learned restorer or enhancer must beat, measured in the same ru
 - Defects (``editing.defects``): each (crop, defect) pair has its own seeded generator, recorded in the report.
 - Methods (``editing.classical``): every method of a defect's family, with its best parameters for that defect
   (highest mean PSNR on the tuning crops); "none" (the damaged input itself) is the floor. Learned models
-  (``learned_method``: the restorer, trained on train photos only; ``detect_and_fill_method``: the defect
-  detector's mask filled by inpainting) join their families' rows. "background-white" (white balance from
+  (``learned_method``: the restorer, trained on train photos only; ``gated_method``: the same restorer behind
+  the gate that leaves a crop without noise or heavy JPEG compression as it is, what 'edit restore' runs;
+  ``detect_and_fill_method``: the defect detector's mask filled by inpainting) join their families' rows.
+  ``gate_shares``: the share of the test crops the gate sends to the restorer, per defect and for clean crops. "background-white" (white balance from
   the background outside the product, which the cut-out finds on the damaged crop) is the enhancement
   'edit enhance' applies; it joins the colour-cast rows.
 - The detector's own scores (``detector_scores``): recall of the dust mask's pixels (all, and the visible
@@ -153,6 +155,13 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\n* best for the defect (highest test PSNR other than none)\n"
 
 
+def gate_line(gate: dict | None) -> str:
+    if not gate:
+        return ""
+    shares = ", ".join(f"{name} {share['restored']:.0%}" for name, share in gate["test_crops"].items())
+    return f"\nThe restorer's gate (edit.restore_gate) sends these shares of the test crops to the restorer: {shares}.\n"
+
+
 def detector_line(scores: dict | None) -> str:
     if not scores:
         return ""
@@ -168,6 +177,31 @@ def learned_method(model, name: str = "restorer (learned)") -> Method:
     from productstudio.models.restorer import restore
 
     return Method(name, ("noise", "jpeg"), lambda image, params, mask=None: restore(model, image), ({},))
+
+
+def gated_method(model, gate, name: str = "restorer (learned, gated)") -> Method:
+    """The restorer behind its gate (``editing.restore_gate``): a crop with neither noise nor heavy JPEG
+    compression in its pixels is returned as it is; what 'edit restore' and the served task do."""
+    from productstudio.editing.restore_gate import gated_restore
+
+    return Method(name, ("noise", "jpeg"), lambda image, params, mask=None: gated_restore(model, image, gate)[0], ({},))
+
+
+def gate_shares(gate, clean: list[np.ndarray], damaged: dict[str, list[np.ndarray]]) -> dict:
+    """The share of test crops the gate sends to the restorer, per defect and for the clean crops (which it
+    should leave alone), with the range of what it read."""
+    from productstudio.editing.restore_gate import inspect
+
+    shares = {}
+    for name, crops in {"clean": clean, **damaged}.items():
+        verdicts = [inspect(crop, gate) for crop in crops]
+        sigmas = [v.noise_sigma for v in verdicts]
+        steps = [v.jpeg_step for v in verdicts if v.jpeg_step is not None]
+        shares[name] = {"restored": round(float(np.mean([v.restore for v in verdicts])), 4),
+                        "noise_sigma": [round(min(sigmas), 2), round(max(sigmas), 2)],
+                        "jpeg_step": [min(steps), max(steps)] if steps else None,
+                        "no_jpeg_grid": sum(v.jpeg_step is None for v in verdicts)}
+    return shares
 
 
 def background_white_method(segmenter, cutout_settings) -> Method:
@@ -215,7 +249,7 @@ def detector_scores(model, info: dict, clean: list[np.ndarray], defect: str, see
 
 def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings: RestoreEvalSettings, segmenter,
                          cutout_settings, defects: list[str] | None = None, progress: bool = True,
-                         learned: list[Method] = (), detector: tuple | None = None) -> dict:
+                         learned: list[Method] = (), detector: tuple | None = None, restore_gate=None) -> dict:
     from tqdm import tqdm
 
     photos_root, out_dir = Path(photos_root), Path(out_dir)
@@ -227,13 +261,15 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
         raise MissingInput(f"{photos_root}: needs train/validation and test photos of at least {settings.crop} px")
     products = product_masks(test_clean, segmenter, cutout_settings)
     megapixels = sum(c.shape[0] * c.shape[1] for c in test_clean) / 1e6
-    rows, examples, drawn = [], {}, {}
+    rows, examples, drawn, gated = [], {}, {}, {}
     names = defects or list(DEFECTS)
     background_white = background_white_method(segmenter, cutout_settings)
     for defect in tqdm(names, desc="restore-eval", unit="defect", disable=not progress):
         family = DEFECTS[defect].family
         tune_damaged, tune_masks, _ = damage(tune_clean, defect, settings.seed, TUNE_OFFSET)
         test_damaged, test_masks, drawn[defect] = damage(test_clean, defect, settings.seed)
+        if family in ("noise", "jpeg"):
+            gated[defect] = test_damaged
         defect_rows, outputs = [], {}
         extra = [m for m in [background_white, *learned] if family in m.families]
         for method in [*methods_for(family), *extra]:
@@ -264,6 +300,9 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
             metrics[f"best_gain_db_{defect}"] = best["gain_db"]
     report = {"photos": str(photos_root), "settings": settings.model_dump(), "tune_crops": tune_names,
               "test_crops": test_names, "defects_drawn": drawn, "rows": rows, "metrics": metrics}
+    if restore_gate is not None:
+        report["restore_gate"] = {"settings": restore_gate.model_dump(),
+                                  "test_crops": gate_shares(restore_gate, test_clean, gated)}
     if detector is not None and "dust" in names:
         report["detector"] = scores = detector_scores(*detector, test_clean, "dust", settings.seed)
         metrics.update({f"detector_{k}": round(v, 5) for k, v in scores.items()
@@ -271,7 +310,8 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "rows.json", report)
     write_json_atomic(out_dir / "metrics.json", metrics)
-    (out_dir / "table.md").write_text(markdown_table(rows) + detector_line(report.get("detector")))
+    (out_dir / "table.md").write_text(markdown_table(rows) + gate_line(report.get("restore_gate"))
+                                      + detector_line(report.get("detector")))
     if examples:
         examples_sheet(test_clean, examples).save(out_dir / "examples.png")
     return report

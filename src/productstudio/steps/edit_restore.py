@@ -9,10 +9,11 @@ from productstudio.steps.step import Arg, Step
 
 
 def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, limit: int | None,
-        watermarks: bool = False) -> dict:
+        watermarks: bool = False, always: bool = False) -> dict:
     from productstudio.editing.folder_edit import MODEL_NAME, FolderEdit, edit_folder, restore_digest
+    from productstudio.editing.restore_gate import gated_restore
     from productstudio.errors import ParamsError
-    from productstudio.models.restorer import load_restorer, restore
+    from productstudio.models.restorer import load_restorer
 
     if in_dir is None:
         raise ParamsError("edit restore needs --in DIR: the folder of photos to restore")
@@ -40,13 +41,15 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
         # dust first: the restorer softens a speck's edges, and the detector was trained on sharp ones
         steps.append(dust_filler(found, info, params.edit.dust_fill_radius))
         settings.update(detector=str(detector), **mask_rule(info), radius=params.edit.dust_fill_radius)
-    steps.append(lambda photo: restore(model, photo))
+    gate = params.edit.restore_gate.model_copy(update={"enabled": False}) if always else params.edit.restore_gate
+    settings.update(gate=gate.model_dump())
 
     def apply(photo):
         for step in steps:
             photo = step(photo)
-        return photo
-    digest = restore_digest(restorer, detector, params.edit.dust_fill_radius if detector else 0)
+        restored, verdict = gated_restore(model, photo, gate)  # a clean photo is left as it is
+        return restored, {"restorer": verdict.as_dict()}
+    digest = restore_digest(restorer, detector, params.edit.dust_fill_radius if detector else 0, gate)
     if marks:
         import hashlib
 
@@ -58,7 +61,12 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
 def format(report: dict) -> str:
     from productstudio.editing.folder_edit import summary_text
 
-    return summary_text(report)
+    verdicts = [row["notes"]["restorer"] for row in report["photos"] if row.get("notes", {}).get("restorer")]
+    left = sum(not v["restore"] for v in verdicts)
+    detail = (f"  {len(verdicts) - left} went through the restorer (noisy or heavily compressed); {left} looked clean "
+              "and were left as they are (edit.restore_gate; --always restores every photo; the reasons are in "
+              "report.json)") if verdicts else ""
+    return summary_text(report, detail)
 
 
 STEP = Step(
@@ -68,15 +76,17 @@ STEP = Step(
     "blind model for noise and JPEG artefacts), at its full size in tiles, and is written to OUT/<same path>.png "
     "(lossless, with XMP provenance naming the model and its weights). OUT/report.json lists every file with how "
     "much the model changed it (PSNR to the input), OUT/quarantine.tsv the unusable files with a one-line reason, "
-    "OUT/samples/ before/after crops at 1:1. Sources are never modified; an interrupted run resumes where it "
-    "stopped. With --detector, dust, specks and scratches are first found by the learned detector ('edit "
+    "OUT/samples/ before/after crops at 1:1. Only photos that need it go through the restorer: one whose pixels "
+    "show noise (sigma at least edit.restore_gate.noise_sigma) or JPEG compression below "
+    "edit.restore_gate.jpeg_quality; a clean photo is written unchanged (--always restores every photo), and "
+    "report.json says which and why. Sources are never modified; an interrupted run resumes where it stopped. With --detector, dust, specks and scratches are first found by the learned detector ('edit "
     "detect-train') and filled by inpainting. With --watermarks, text found by the OCR detector is shrunk to its "
     "letters and filled first: only for your own images (a watermark you or your studio put there); "
     "bench/bench_watermark.py measures it. 'edit restore-eval' shows where the models beat the classical "
     "methods and what they do to clean photos.",
     run=run,
     format=format,
-    params=("edit.max_pixels", "edit.dust_fill_radius"),
+    params=("edit.max_pixels", "edit.dust_fill_radius", "edit.restore_gate"),
     args=(
         Arg("--in", "photo folder", type=Path, keyword="in_dir"),
         Arg("--out", "output folder", paths.EDIT_RESTORED),
@@ -84,6 +94,8 @@ STEP = Step(
         Arg("--detector", "also find and fill dust and scratches with this trained detector's folder "
             "(e.g. models/detector)", type=Path),
         Arg("--watermarks", "also remove text watermarks (OCR letters, inpainted) -- only from your own images",
+            action="store_true"),
+        Arg("--always", "restore every photo, also those the gate finds clean (edit.restore_gate.enabled: false)",
             action="store_true"),
         Arg("--limit", "only the first N files (sorted paths)", type=int),
     ),

@@ -14,7 +14,7 @@ def run(params, photos: Path | None, out: Path, defects: str | None, restorer: P
     from productstudio.artifacts import write_json_atomic
     from productstudio.editing.defects import DEFECTS
     from productstudio.editing.restoration_eval import (detect_and_fill_method, evaluate_restoration,
-                                                         learned_method)
+                                                         gated_method, learned_method)
     from productstudio.errors import ParamsError
     from productstudio.models.pretrained import weights_dir
     from productstudio.models.salient import load_segmenter
@@ -29,7 +29,8 @@ def run(params, photos: Path | None, out: Path, defects: str | None, restorer: P
     if restorer:
         from productstudio.models.restorer import load_restorer
 
-        learned.append(learned_method(load_restorer(restorer)))
+        model = load_restorer(restorer)
+        learned += [learned_method(model), gated_method(model, params.edit.restore_gate)]
     found = None
     if detector:
         from productstudio.models.defect_detector import load_detector
@@ -37,7 +38,8 @@ def run(params, photos: Path | None, out: Path, defects: str | None, restorer: P
         found = load_detector(detector)
         learned.append(detect_and_fill_method(*found))
     report = evaluate_restoration(photos or Path(settings.source), out, settings, segmenter, params.edit.cutout,
-                                  defects=names, learned=learned, detector=found)
+                                  defects=names, learned=learned, detector=found,
+                                  restore_gate=params.edit.restore_gate if restorer else None)
     if metrics:
         write_json_atomic(metrics, report["metrics"])
     if not no_mlflow:
@@ -61,6 +63,10 @@ def format(report: dict) -> str:
             lines.append(f"{row['defect']:<10} {row['method']:<24} {row['psnr']:>7.2f} {row['ssim']:>7.4f} "
                          f"{row['gain_db']:>+7.2f} {floor:>7.2f} {str(row['clean_psnr']):>11} "
                          f"{row['clean_delta_e']:>6.2f}")
+    if report.get("restore_gate"):
+        shares = report["restore_gate"]["test_crops"]
+        lines.append("the restorer's gate sends to the restorer: " + ", ".join(
+            f"{name} {share['restored']:.0%}" for name, share in shares.items()))
     if report.get("detector"):
         d = report["detector"]
         lines.append(f"defect detector (threshold {d['threshold']}, blobs of at least {d.get('min_blob', 1)} px) on the "
@@ -81,11 +87,12 @@ STEP = Step(
     "classical method of the defect's family (bilateral, non-local means, median, Gaussian, inpainting with the "
     "true or a detected mask, gray-world / white-patch / shades-of-gray, auto-levels, CLAHE, unsharp mask) is "
     "tuned on train/validation crops and measured on the test crops: PSNR, SSIM, the change it makes to a clean "
-    "crop (PSNR and CIEDE2000 inside the product) and milliseconds per megapixel. The learned restorer and "
-    "defect detector join their rows when given. Writes table.md, rows.json, metrics.json and examples.png.",
+    "crop (PSNR and CIEDE2000 inside the product) and milliseconds per megapixel. The learned restorer (blind, "
+    "and behind the gate that leaves clean photos alone: edit.restore_gate) and the defect detector join their "
+    "rows when given. Writes table.md, rows.json, metrics.json and examples.png.",
     run=run,
     format=format,
-    params=("edit.restore_eval", "edit.cutout"),
+    params=("edit.restore_eval", "edit.cutout", "edit.restore_gate"),
     args=(
         Arg("--photos", "photo folder with train/validation/test (default: edit.restore_eval.source)", type=Path),
         Arg("--out", "output folder", paths.EDIT_RESTORE_EVAL),

@@ -86,7 +86,8 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
         source = restorer or paths.EDIT_RESTORER
         files, learned = learned_editor_files(source, detector)
         provenance = {"max_upload_bytes": params.edit.max_upload_bytes, "max_pixels": params.edit.max_pixels,
-                      "dust_fill_radius": params.edit.dust_fill_radius, **learned}
+                      "dust_fill_radius": params.edit.dust_fill_radius,
+                      "restore_gate": params.edit.restore_gate.model_dump(), **learned}
         # the restorer's own files are the task's (archive_files); the detector's join them
         mar = build_archive(source, store, name or RESTORE_MODEL_NAME, "fp32", task="restore",
                             provenance=provenance, extra=files[2:])

@@ -233,10 +233,10 @@ class EditTask:
 
                 return remove_watermark(request.photo, self.editor.text_detector, settings.dust_fill_radius)
             if request.operation == "restore":
-                from productstudio.models.restorer import restore
+                from productstudio.editing.restore_gate import gated_restore
 
                 photo = self.fill_dust(request.photo) if self.fill_dust else request.photo
-                return restore(self.restorer, photo)
+                return gated_restore(self.restorer, photo, settings.restore_gate)[0]  # a clean photo: unchanged
             if request.operation == "enhance":
                 from productstudio.editing.enhance import enhance
 
