@@ -7,13 +7,16 @@ The crops and their seeded watermarks are the table's (``edit restore-eval``: 60
 - no fill: the damaged crop as it is;
 - OCR boxes + NS: every detected box inpainted whole (what "remove the text" would do without the letters);
 - OCR letters + NS: the boxes shrunk to the letters (``editing.watermark``), the default;
-- true mask + NS: the letters as drawn, the ceiling the issue measures against (at most 2 dB below it).
+- true mask + NS: the letters as drawn, the ceiling the issue measures against (at most 2 dB below it);
+- with ``--detector DIR`` (a defect detector trained on watermarks: ``edit detect-train`` with
+  ``edit.detector.defects: [watermark]``): its mask at its stored rule, alone and joined with the OCR letters.
 
 Mask scores are against the true letters: recall, visible recall (the letters' pixels the watermark changed by more
 than 8 levels), false-positive area; PSNR to the clean crop; the same method on the clean crop (harm: a photo
 without text must come back unchanged); milliseconds per megapixel.
 
     python bench/bench_watermark.py                 # ~1 minute on 2 cores
+    python bench/bench_watermark.py --detector .scratch/watermark-detector
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main() -> int:
     parser.add_argument("--crops", type=int, default=60, help="test crops (the table's 60)")
     parser.add_argument("--radius", type=int, default=3, help="inpainting radius")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "watermark.json")
+    parser.add_argument("--detector", type=Path, help="also a learned detector trained on watermarks")
     args = parser.parse_args()
 
     import cv2
@@ -69,6 +73,14 @@ def main() -> int:
         "OCR boxes + NS": lambda image: boxes_mask(image, detector.detect(image)),
         "OCR letters + NS": lambda image: letter_mask(image, detector.detect(image)),
     }
+    if args.detector:
+        from productstudio.models.defect_detector import detect_defects, load_detector, mask_rule
+
+        learned, info = load_detector(args.detector)
+        rule = mask_rule(info)
+        methods["learned detector + NS"] = lambda image: detect_defects(learned, image, **rule)
+        methods["OCR letters or learned + NS"] = lambda image: (letter_mask(image, detector.detect(image))
+                                                                | detect_defects(learned, image, **rule))
     megapixels = sum(c.shape[0] * c.shape[1] for c in clean) / 1e6
     rows = [{"method": "no fill", "psnr": round(float(np.mean([psnr(d, c) for d, c in zip(damaged, clean)])), 2),
              "clean_psnr": None}]
@@ -91,12 +103,12 @@ def main() -> int:
                [("recall", "recall", 7, ".3f"), ("visible_recall", "visible", 8, ".3f"),
                 ("false_positive_area", "FP area", 8, ".4f"), ("psnr", "PSNR", 7, ".2f"),
                 ("clean_psnr", "clean PSNR", 11, ".2f"), ("ms_per_megapixel", "ms/MP", 8, ".0f")])
-    ceiling, ours = rows[-1]["psnr"], rows[2]["psnr"]
-    print(f"gap to the true mask: {ceiling - ours:.2f} dB (the issue's target: at most 2 dB)")
+    ceiling, ours = rows[-1]["psnr"], max(r["psnr"] for r in rows[2:-1])
+    print(f"gap of the best method to the true mask: {ceiling - ours:.2f} dB (the issue's target: at most 2 dB)")
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     result = {"command": " ".join(["python", *sys.argv]), "commit": commit, "load_average": os.getloadavg(),
-              "crops": len(clean), "rows": rows, "gap_db": round(ceiling - ours, 2)}
+              "crops": len(clean), "rows": rows, "detector": str(args.detector) if args.detector else None, "gap_db": round(ceiling - ours, 2)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return 0

@@ -108,3 +108,16 @@ def test_registration_keeps_the_evidence_and_promotion_moves_the_champion_only_w
     assert str(mv.version) == "2" and mv.tags["promotion.decision"] == "promoted"
     assert json.loads(mv.tags["editor.evidence"])["defects"]["noise25"]["classical_method"] == "bilateral"
     assert json.loads((store / "registry.json").read_text())["editors"]["restorer"]["promotion"]["promoted"]
+
+
+def test_the_gated_restorer_row_is_not_taken_for_a_classical_method(tmp_path):
+    from productstudio.registry.editor_registry import editor_evidence
+
+    folder = table(tmp_path / "eval", {"noise25": 32.2})
+    report = json.loads((folder / "rows.json").read_text())
+    # the same model behind its gate: the same PSNR on damaged crops, a learned row the table marks as such
+    report["rows"].append({"defect": "noise25", "method": "restorer (learned, gated)", "psnr": 32.2,
+                           "true_mask": False, "learned": True})
+    (folder / "rows.json").write_text(json.dumps(report))
+    assert editor_evidence("restorer", folder)["defects"]["noise25"] == {
+        "learned": 32.2, "classical": 29.4, "classical_method": "bilateral"}

@@ -74,3 +74,29 @@ def test_files_are_written_and_a_rerun_gives_the_same_table(report):
         return [{k: v for k, v in r.items() if k != "ms_per_mp"} for r in rows]
 
     assert without_timing(first["rows"]) == without_timing(again["rows"])
+
+
+def test_the_gated_restorer_leaves_clean_crops_identical_and_restores_noisy_ones(photos, tmp_path):
+    import torch
+
+    from productstudio.models.pretrained import weights_dir
+    from productstudio.models.restorer import Restorer
+    from productstudio.editing.restoration_eval import gated_method, learned_method
+    from productstudio.models.salient import load_segmenter
+
+    torch.manual_seed(0)
+    model = Restorer(width=8, depth=2)
+    torch.nn.init.normal_(model.tail.weight, std=0.02)  # changes every crop it is given
+    gate = Params().edit.restore_gate
+    report = evaluate_restoration(photos, tmp_path, RestoreEvalSettings(tune_crops=2, test_crops=2, crop=128),
+                                  load_segmenter(weights_dir("u2netp"), threads=1), Params().edit.cutout,
+                                  defects=["noise25"], progress=False,
+                                  learned=[learned_method(model), gated_method(model, gate)], restore_gate=gate)
+    rows = {r["method"]: r for r in report["rows"]}
+    blind, gated = rows["restorer (learned)"], rows["restorer (learned, gated)"]
+    assert blind["learned"] and gated["learned"] and not rows["bilateral"]["learned"]
+    assert blind["clean_psnr"] != "identical" and gated["clean_psnr"] == "identical"
+    assert gated["psnr"] == blind["psnr"]  # every noisy crop went through the restorer
+    shares = report["restore_gate"]["test_crops"]
+    assert shares["noise25"]["restored"] == 1.0 and shares["clean"]["restored"] == 0.0
+    assert "gate" in (tmp_path / "table.md").read_text()

@@ -282,7 +282,7 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
             defect_rows.append({"defect": defect, "family": family, "method": method.name, "params": params,
                                 "tune_psnr": round(tune_psnr, 3), "psnr": round(psnr, 3), "ssim": round(ssim, 4),
                                 "ms_per_mp": round(1000 * seconds / megapixels, 1),
-                                "true_mask": method.needs_mask,
+                                "true_mask": method.needs_mask, "learned": method in learned,
                                 **harm_on_clean(method, params, test_clean, products)})
         floor = next(r["psnr"] for r in defect_rows if r["method"] == "none")
         best = max((r for r in defect_rows if r["method"] != "none"), key=lambda r: r["psnr"], default=None)

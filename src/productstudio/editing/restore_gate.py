@@ -12,7 +12,7 @@ clean photo alone is exact on clean input, and costs nothing on damaged input as
 Both measures look only at the pixels, so they work on a PNG re-save of a JPEG as well as on the JPEG:
 - noise: the 5th percentile over 16 px blocks (and the three channels) of the std of a 3x3 second-difference
   filter scaled so that white noise of sigma s reads s. Texture raises some blocks, but a photo has flat parts;
-  sensor-like noise raises all of them. Blocks with clipped pixels say nothing about noise and are skipped.
+  sensor-like noise raises all of them. Pixels next to a clipped one say nothing about noise and are left out.
 - JPEG: the quantisation step of the luma DC coefficient. A JPEG stores each 8x8 block's mean brightness as a
   multiple of a step that grows as quality falls (10 at quality 70, 20 at 40, 27 at 30, 80 at 10), and the
   decoded pixels keep it to within a level or two: over the 64 possible grid positions, the step whose
@@ -64,17 +64,24 @@ def noise_sigma(photo: np.ndarray) -> float:
     """The photo's noise level in 8-bit levels (about s for Gaussian noise of sigma s; under 2 for clean photos)."""
     import cv2
 
-    clipped = ((photo == 0) | (photo == 255)).any(axis=2)
+    # a pixel next to a clipped one reads less than the noise (the clipping cut it off), so a block is read
+    # over its other pixels; a block with too few of those (a noisy white background: half its pixels at 255)
+    # is read over all of them, which still reads about half the noise rather than none
+    clipped = ((photo == 0) | (photo == 255)).any(axis=2).astype(np.uint8)
+    valid = (cv2.dilate(clipped, np.ones((3, 3), np.uint8)) == 0)[1:-1, 1:-1]
+    rows, cols = valid.shape[0] // NOISE_BLOCK, valid.shape[1] // NOISE_BLOCK
+    if not rows or not cols:
+        return 0.0
+    valid = valid[:rows * NOISE_BLOCK, :cols * NOISE_BLOCK].reshape(rows, NOISE_BLOCK, cols, NOISE_BLOCK)
+    counts = valid.sum(axis=(1, 3))
+    enough = counts >= NOISE_BLOCK ** 2 // 4
     levels = []
     for channel in range(3):
         response = cv2.filter2D(photo[..., channel].astype(np.float64), -1, _SECOND_DIFFERENCE)[1:-1, 1:-1]
-        rows, cols = response.shape[0] // NOISE_BLOCK, response.shape[1] // NOISE_BLOCK
-        if not rows or not cols:
-            return 0.0
         blocks = response[:rows * NOISE_BLOCK, :cols * NOISE_BLOCK].reshape(rows, NOISE_BLOCK, cols, NOISE_BLOCK)
-        bad = clipped[1:1 + rows * NOISE_BLOCK, 1:1 + cols * NOISE_BLOCK].reshape(
-            rows, NOISE_BLOCK, cols, NOISE_BLOCK).any(axis=(1, 3))
-        levels.append(np.sqrt((blocks ** 2).mean(axis=(1, 3)))[~bad])
+        squares = blocks ** 2
+        valid_power = (squares * valid).sum(axis=(1, 3)) / np.maximum(counts, 1)
+        levels.append(np.sqrt(np.where(enough, valid_power, squares.mean(axis=(1, 3)))).ravel())
     levels = np.concatenate(levels)
     return float(np.percentile(levels, NOISE_PERCENTILE)) if levels.size else 0.0
 
