@@ -374,9 +374,9 @@ class RestoreGateSettings(_Section):
     """Which photos the restorer touches (editing.restore_gate): the noisy and the heavily compressed ones.
 
     The blind restorer moves a clean catalogue JPEG (quality 70) about 38 dB away from itself; the gate leaves
-    it exactly as it is. Both thresholds sit between what the 30 tuning crops of the table show: noise reads
-    under 4.3 on every clean crop and over 11 on every sigma-15 one; the DC step is 10 on the clean crops and
-    27 or more at quality 30."""
+    it exactly as it is. Both thresholds sit between what the table's 30 tuning crops show: noise reads
+    under 4.2 on every clean crop and over 10.8 on every sigma-15 one; the DC step is 10 on the clean crops
+    and 27 or more at quality 30."""
 
     enabled: bool = True  # false: every photo goes through the restorer (what 'edit restore --always' does)
     noise_sigma: float = Field(default=8.0, gt=0)  # restore a photo whose noise reads at least this (8-bit levels)
