@@ -264,11 +264,17 @@ def _decoded(body: bytes) -> np.ndarray:
 def test_restore_is_served_as_the_library_makes_it(served, restorer_dir, clothing_dir):
     from productstudio.models.restorer import load_restorer, restore
 
-    source = _photo(clothing_dir, index=1)
-    status, content_type, body = post(served, source, headers={"X-Operation": "restore"})
+    clean = _photo(clothing_dir, index=1)
+    pixels = _decoded(clean)
+    noisy = np.clip(pixels + np.random.default_rng(0).normal(0, 15, pixels.shape), 0, 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, "PNG")
+    status, content_type, body = post(served, buffer.getvalue(), headers={"X-Operation": "restore"})
     assert (status, content_type) == (200, "image/png"), body[:300]
-    assert np.array_equal(_decoded(body), restore(load_restorer(restorer_dir), _decoded(source)))
+    assert np.array_equal(_decoded(body), restore(load_restorer(restorer_dir), noisy))  # noisy: restored
     assert read_provenance(body)["extra"]["operation"] == "restore"
+    status, content_type, body = post(served, clean, headers={"X-Operation": "restore"})
+    assert status == 200 and np.array_equal(_decoded(body), pixels)  # a clean photo: left as it is (the gate)
 
 
 def test_enhance_look_and_paint_are_served_as_the_library_makes_them(served, clothing_dir):
