@@ -63,8 +63,8 @@ def format(report: dict) -> str:
 
     verdicts = [row["notes"]["restorer"] for row in report["photos"] if row.get("notes", {}).get("restorer")]
     left = sum(not v["restore"] for v in verdicts)
-    detail = (f"  {len(verdicts) - left} went through the restorer (noisy or heavily compressed); {left} looked clean "
-              "and were left as they are (edit.restore_gate; --always restores every photo; the reasons are in "
+    detail = (f"  {len(verdicts) - left} went through the restorer (noisy or heavily compressed), {left} looked clean "
+              "and came out unchanged (edit.restore_gate; --always restores every photo; the reasons are in "
               "report.json)") if verdicts else ""
     return summary_text(report, detail)
 
