@@ -13,9 +13,9 @@ Protocol (what a learned restorer or enhancer must beat, measured in the same ru
   (``learned_method``: the restorer, trained on train photos only; ``gated_method``: the same restorer behind
   the gate that leaves a crop without noise or heavy JPEG compression as it is, what 'edit restore' runs;
   ``detect_and_fill_method``: the defect detector's mask filled by inpainting) join their families' rows.
-  ``gate_shares``: the share of the test crops the gate sends to the restorer, per defect and for clean crops. "background-white" (white balance from
-  the background outside the product, which the cut-out finds on the damaged crop) is the enhancement
-  'edit enhance' applies; it joins the colour-cast rows.
+  ``gate_shares``: the share of the test crops the gate sends to the restorer, per defect and for clean crops.
+  "background-white" (white balance from the background outside the product, which the cut-out finds on the
+  damaged crop) is the enhancement 'edit enhance' applies; it joins the colour-cast rows.
 - The detector's own scores (``detector_scores``): recall of the dust mask's pixels (all, and the visible
   ones), false-positive area, and the share of a clean crop it marks.
 - Per row: PSNR and SSIM against the clean crop (the metric engine's ``psnr``/``ssim``); harm on clean input
@@ -261,7 +261,7 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
         raise MissingInput(f"{photos_root}: needs train/validation and test photos of at least {settings.crop} px")
     products = product_masks(test_clean, segmenter, cutout_settings)
     megapixels = sum(c.shape[0] * c.shape[1] for c in test_clean) / 1e6
-    rows, examples, drawn, gated = [], {}, {}, {}
+    rows, examples, drawn, gate_inputs = [], {}, {}, {}
     names = defects or list(DEFECTS)
     background_white = background_white_method(segmenter, cutout_settings)
     for defect in tqdm(names, desc="restore-eval", unit="defect", disable=not progress):
@@ -269,7 +269,7 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
         tune_damaged, tune_masks, _ = damage(tune_clean, defect, settings.seed, TUNE_OFFSET)
         test_damaged, test_masks, drawn[defect] = damage(test_clean, defect, settings.seed)
         if family in ("noise", "jpeg"):
-            gated[defect] = test_damaged
+            gate_inputs[defect] = test_damaged
         defect_rows, outputs = [], {}
         extra = [m for m in [background_white, *learned] if family in m.families]
         for method in [*methods_for(family), *extra]:
@@ -302,7 +302,7 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
               "test_crops": test_names, "defects_drawn": drawn, "rows": rows, "metrics": metrics}
     if restore_gate is not None:
         report["restore_gate"] = {"settings": restore_gate.model_dump(),
-                                  "test_crops": gate_shares(restore_gate, test_clean, gated)}
+                                  "test_crops": gate_shares(restore_gate, test_clean, gate_inputs)}
     if detector is not None and "dust" in names:
         report["detector"] = scores = detector_scores(*detector, test_clean, "dust", settings.seed)
         metrics.update({f"detector_{k}": round(v, 5) for k, v in scores.items()
