@@ -77,3 +77,14 @@ def test_clean_photos_are_left_alone_and_damaged_ones_restored(crops):
 def test_small_and_flat_photos_do_not_break_it():
     assert not inspect(np.full((5, 7, 3), 128, np.uint8), GATE).restore
     assert not inspect(np.zeros((64, 64, 3), np.uint8), GATE).restore  # every pixel clipped: nothing to read
+
+
+def test_large_flat_areas_do_not_fake_a_jpeg_grid():
+    """Equal block means fall on the multiples of some step by chance: a photo that is 70 % one flat grey (block
+    mean 8 x 29 after JPEG's level shift) and 30 % texture, never JPEG-compressed, shows no grid. Counting blocks
+    alone read a step (that is how one clean catalogue crop of 60 read 29)."""
+    rng = np.random.default_rng(0)
+    photo = np.full((256, 256, 3), 128 + 29, np.uint8)
+    photo[180:] = rng.integers(20, 236, (76, 256, 3), dtype=np.uint8)
+    assert jpeg_dc_step(photo) is None
+    assert jpeg_dc_step(reencoded(photo, 10)) >= 79  # the same photo after a real JPEG at quality 10 still reads it
