@@ -120,6 +120,10 @@ class TrainSettings(_Section):
     # Mode-seeking weight (Mao et al. 2019, MSGAN): the generator is also pushed to make two latents of one
     # category give images as far apart as the latents are; 0: off. Counters a generator that ignores its latent.
     mode_seeking: float = Field(default=0.0, ge=0)
+    # The mode-seeking term compares the two images after average pooling by this factor (1: pixel by pixel). At
+    # pixel level a generator can buy distance with a fine speckle that differs between latents; pooled, only
+    # differences in shape, colour and layout count.
+    mode_seeking_pool: int = Field(default=1, ge=1)
     # Learning rates fall linearly to zero over this last share of the run (0: constant).
     lr_decay: float = Field(default=0.0, ge=0, le=1)
     # An optional guard, summed over resumes: reaching it before max_steps stops with an error (the

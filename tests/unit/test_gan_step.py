@@ -46,3 +46,15 @@ def test_mode_seeking_loss_punishes_alike_pairs_and_its_gradient_pulls_them_apar
         stepped = images - 0.01 * images.grad
     gap = lambda t: (t[:4] - t[4:]).abs().mean()
     assert gap(stepped) > gap(images.detach()) and loop.mode_seeking_loss(stepped, z) < loss
+
+
+def test_pooled_mode_seeking_does_not_count_a_speckle_as_variety():
+    """Two images of one pair alike but for a +-0.5 checkerboard: far apart pixel by pixel, alike once pooled, so
+    the pooled term punishes the pair (and a real difference in layout still counts)."""
+    z = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+    base = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    checker = 0.5 * (torch.arange(8)[:, None] + torch.arange(8)[None]).remainder(2).mul(2).sub(1).float()
+    speckled = torch.cat([base + checker, base - checker])
+    assert loop.mode_seeking_loss(speckled, z, pool=2) > 10 * loop.mode_seeking_loss(speckled, z)
+    layout = torch.cat([base, base.flip(-1)])  # mirrored: a different arrangement, not a speckle
+    assert loop.mode_seeking_loss(layout, z, pool=2) < loop.mode_seeking_loss(speckled, z, pool=2) / 5

@@ -209,7 +209,7 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     with record_function("generator_update"):
         g_loss = hinge_g_loss(d(augment(fake), y_fake))
         if settings.mode_seeking:
-            g_loss = g_loss + settings.mode_seeking * mode_seeking_loss(fake, z)
+            g_loss = g_loss + settings.mode_seeking * mode_seeking_loss(fake, z, pool=settings.mode_seeking_pool)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -219,12 +219,15 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
 
 
-def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5, pool: int = 1) -> torch.Tensor:
     """MSGAN's term for pairs (first half, second half) of one category: small when images differ as much as latents.
 
     Per pair: mean |image difference| / mean |latent difference|; the loss is the mean of its inverse, so a
-    pair drawn almost alike (the collapse this fights) costs the most.
+    pair drawn almost alike (the collapse this fights) costs the most. ``pool`` > 1 compares the images averaged
+    over ``pool`` x ``pool`` blocks, so a fine speckle that differs between the two does not count as variety.
     """
+    if pool > 1:
+        fake = torch.nn.functional.avg_pool2d(fake, pool)
     half = len(fake) // 2
     image_gap = (fake[:half] - fake[half:2 * half]).abs().flatten(1).mean(dim=1)
     latent_gap = (z[:half] - z[half:2 * half]).abs().mean(dim=1)
