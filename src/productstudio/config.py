@@ -582,6 +582,17 @@ class Params(_Section):
         self.baseline_train  # noqa: B018 - raises on a bad key or value
         return self
 
+    @model_validator(mode="after")
+    def _mode_seeking_pool_fits_the_image(self) -> "Params":
+        # Checked here, not in TrainSettings: the image size lives in another section. Without it a pool larger
+        # than the image fails deep inside torch at the first training step.
+        if self.train.mode_seeking > 0 and self.train.mode_seeking_pool > self.preprocess.image_size:
+            raise ParamsError(
+                f"train.mode_seeking_pool {self.train.mode_seeking_pool} is larger than the "
+                f"{self.preprocess.image_size} px images (preprocess.image_size): use at most {self.preprocess.image_size}"
+            )
+        return self
+
     @property
     def baseline_train(self) -> TrainSettings:
         """The 'train' section overlaid with 'baseline'."""

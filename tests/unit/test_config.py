@@ -95,6 +95,15 @@ def test_baseline_overlays_train():
         parse_params({"train": {"max_steps": 1000, "condition_ramp": [500, 2000]}})
 
 
+def test_mode_seeking_pool_must_fit_the_image():
+    fits = parse_params({"preprocess": {"image_size": 28}, "train": {"mode_seeking": 0.3, "mode_seeking_pool": 28}})
+    assert fits.train.mode_seeking_pool == 28
+    with pytest.raises(ParamsError, match=r"mode_seeking_pool 32 is larger than the 28 px images .*at most 28"):
+        parse_params({"preprocess": {"image_size": 28}, "train": {"mode_seeking": 0.3, "mode_seeking_pool": 32}})
+    # Off, the pool is never used, so it is not held against the image.
+    assert parse_params({"train": {"mode_seeking": 0, "mode_seeking_pool": 32}}).train.mode_seeking == 0
+
+
 def test_committed_configs_load():
     # configs/*.yaml are whole params files for other data (make colour): a typo there must fail here, not an hour in.
     from productstudio.config import Params
