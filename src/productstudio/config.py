@@ -124,6 +124,11 @@ class TrainSettings(_Section):
     # pixel level a generator can buy distance with a fine speckle that differs between latents; pooled, only
     # differences in shape, colour and layout count.
     mode_seeking_pool: int = Field(default=1, ge=1)
+    # Lazy R1 (Mescheder et al. 2018; StyleGAN2's lazy form): every r1_every steps the discriminator also pays
+    # r1_gamma / 2 x |d D(real) / d real|^2 (scaled by r1_every), which keeps it smooth around real photos and so
+    # discourages generator artefacts it would otherwise reward; 0: off.
+    r1_gamma: float = Field(default=0.0, ge=0)
+    r1_every: int = Field(default=16, ge=1)
     # Learning rates fall linearly to zero over this last share of the run (0: constant).
     lr_decay: float = Field(default=0.0, ge=0, le=1)
     # An optional guard, summed over resumes: reaching it before max_steps stops with an error (the

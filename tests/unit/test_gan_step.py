@@ -58,3 +58,23 @@ def test_pooled_mode_seeking_does_not_count_a_speckle_as_variety():
     assert loop.mode_seeking_loss(speckled, z, pool=2) > 10 * loop.mode_seeking_loss(speckled, z)
     layout = torch.cat([base, base.flip(-1)])  # mirrored: a different arrangement, not a speckle
     assert loop.mode_seeking_loss(layout, z, pool=2) < loop.mode_seeking_loss(speckled, z, pool=2) / 5
+
+
+def test_r1_penalty_is_the_squared_input_gradient_of_the_discriminator():
+    weight = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(2))
+    real = torch.rand(5, 3, 4, 4, requires_grad=True)
+    logits = (real * weight).flatten(1).sum(1) + (real**2).flatten(1).sum(1)  # d/dx = weight + 2x
+    expected = (weight + 2 * real.detach()).pow(2).flatten(1).sum(1).mean()
+    assert torch.allclose(loop.r1_penalty(logits, real), expected)
+
+
+@pytest.mark.parametrize("step, changed", [(0, True), (1, False), (4, True)])
+def test_lazy_r1_changes_the_discriminator_update_only_on_its_steps(step, changed):
+    plain = TrainSettings(g_width=4, d_width=4, latent_dim=8, batch_size=8)
+    r1 = plain.model_copy(update={"r1_gamma": 10.0, "r1_every": 4})
+    weights = []
+    for settings in (plain, r1):
+        torch.manual_seed(0)  # same initial weights
+        state, _ = _step(settings, step)
+        weights.append(torch.cat([p.detach().flatten() for p in state.modules["discriminator"].parameters()]))
+    assert (not torch.equal(*weights)) is changed

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from productstudio.artifacts import write_atomic, write_manifest
 from productstudio.config import TrainSettings, section_dict
-from productstudio.errors import TimeLimitReached
+from productstudio.errors import ParamsError, TimeLimitReached
 from productstudio.data import store
 from productstudio.imaging import resolve_device, to_float
 from productstudio.models.io import save_generator
@@ -202,9 +202,17 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     with record_function("generate"):
         fake = g(z, y_fake)
     with record_function("discriminator_update"):
-        d_loss = hinge_d_loss(d(augment(x), y), d(augment(fake.detach()), y_fake))
+        real = augment(x)
+        lazy_r1 = settings.r1_gamma > 0 and state.step % settings.r1_every == 0
+        if lazy_r1:
+            real = real.detach().requires_grad_(True)
+        real_logits = d(real, y)
+        d_loss = hinge_d_loss(real_logits, d(augment(fake.detach()), y_fake))
         opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
+        if lazy_r1:
+            (d_loss + r1_penalty(real_logits, real) * settings.r1_gamma / 2 * settings.r1_every).backward()
+        else:
+            d_loss.backward()
         opt_d.step()
     with record_function("generator_update"):
         g_loss = hinge_g_loss(d(augment(fake), y_fake))
@@ -217,6 +225,12 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         # Warm-up: early on the EMA follows the generator closely, or it would lag at the random init.
         update_ema(ema, state.modules["generator"], min(settings.ema_decay, (1 + state.step) / (10 + state.step)))
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the squared gradient norm of the discriminator's output at the real images."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(dim=1).mean()
 
 
 def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5, pool: int = 1) -> torch.Tensor:
@@ -339,6 +353,10 @@ def train(
 
 def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, dev: torch.device, track: bool,
            real_stats_dir, clock, on_checkpoint, budget_minutes, pause_at_minutes) -> dict:
+    if dist.active and settings.model == "gan" and settings.r1_gamma > 0:
+        # DDP syncs gradients that reach .grad through backward(); the R1 term's autograd.grad to the inputs is
+        # not something its docs promise to handle, and it is not tested here.
+        raise ParamsError("train.r1_gamma > 0 is not supported under torchrun yet: set it to 0 for distributed runs")
     torch.set_num_threads(dist.threads(settings.threads))
     local_batch = dist.local_batch(settings.batch_size)
     images, labels = store.load_split(processed_dir, "train")
