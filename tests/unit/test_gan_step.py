@@ -78,3 +78,13 @@ def test_lazy_r1_changes_the_discriminator_update_only_on_its_steps(step, change
         state, _ = _step(settings, step)
         weights.append(torch.cat([p.detach().flatten() for p in state.modules["discriminator"].parameters()]))
     assert (not torch.equal(*weights)) is changed
+
+
+def test_r1_is_refused_under_torchrun_before_any_work(tmp_path):
+    from productstudio.errors import ParamsError
+    from productstudio.training.distributed import Distributed
+
+    settings = TrainSettings(r1_gamma=1.0)
+    with pytest.raises(ParamsError, match="r1_gamma > 0 is not supported under torchrun"):
+        loop._train(settings, tmp_path / "no-data", tmp_path / "out", tmp_path / "plots", Distributed(world_size=2),
+                    torch.device("cpu"), False, None, None, None, None, None)
