@@ -15,6 +15,26 @@ def post_photo(handle, body: bytes, headers: dict | None = None) -> tuple[int, s
         return error.code, error.headers.get("Content-Type"), error.read()
 
 
+def status_of_an_oversized_post(handle, content_length: int) -> int:
+    """The status TorchServe answers to a POST announcing ``content_length`` bytes. Its frontend refuses on the
+    Content-Length alone and closes the connection, so sending the body races that close (a reset while still
+    writing); asking first (Expect: 100-continue) reads the answer instead."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(handle.predict_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        connection.putrequest("POST", url.path)
+        for key, value in {"Content-Type": "image/jpeg", "Content-Length": str(content_length),
+                           "Expect": "100-continue", "Authorization": f"Bearer {handle.inference_key}"}.items():
+            connection.putheader(key, value)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def start_served(mar, state_dir, max_request_size: int):
     """Real TorchServe serving ``mar`` on free 127.0.0.1 ports, one worker; returns its handle (stop it with
     ``server.stop(state_dir)``)."""

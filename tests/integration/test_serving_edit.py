@@ -17,7 +17,7 @@ from productstudio.serving.archive import archive_task, build_archive
 from productstudio.serving.server import free_ports
 from tests.conftest import REPO_ROOT
 from tests.integration.hostile import REFUSED_ANSWERS, png_bytes
-from tests.integration.photo_client import post_photo, start_served
+from tests.integration.photo_client import post_photo, start_served, status_of_an_oversized_post
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
@@ -109,20 +109,8 @@ def test_hostile_uploads_get_a_4xx_and_the_server_keeps_serving(served, clothing
 
 
 def test_an_upload_over_the_size_limit_gets_413(served, clothing_dir):
-    # The frontend refuses on Content-Length alone (edit.max_upload_bytes became max_request_size); ask first
-    # (Expect: 100-continue) so the answer is read rather than a reset while still sending.
-    import http.client
-    from urllib.parse import urlsplit
-
-    url = urlsplit(served.predict_url)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    connection.putrequest("POST", url.path)
-    for key, value in {"Content-Type": "image/jpeg", "Content-Length": str(MAX_UPLOAD + 4096),
-                       "Expect": "100-continue", "Authorization": f"Bearer {served.inference_key}"}.items():
-        connection.putheader(key, value)
-    connection.endheaders()
-    assert connection.getresponse().status == 413
-    connection.close()
+    # The frontend refuses on Content-Length alone (edit.max_upload_bytes became max_request_size).
+    assert status_of_an_oversized_post(served, MAX_UPLOAD + 4096) == 413
     assert post(served, _photo(clothing_dir), "amazon-main")[0] == 200
 
 
@@ -160,8 +148,7 @@ def test_the_serve_start_step_serves_an_edit_archive_with_its_upload_limit(tmp_p
         status, content_type, body = post(handle, _photo(clothing_dir), "instagram-4x5")
         assert (status, content_type) == (200, "image/jpeg"), body[:300]
         assert Image.open(io.BytesIO(body)).size == (1080, 1350)
-        status, _, _ = post(handle, b"\xff\xd8\xff" + bytes(limit + 100_000), "instagram-4x5")
-        assert status == 413
+        assert status_of_an_oversized_post(handle, limit + 100_000) == 413
         status, _, _ = post(handle, _photo(clothing_dir), "instagram-4x5")
         assert status == 200  # and it keeps serving
     finally:
