@@ -122,9 +122,30 @@ def test_watermarks_are_filled_first_when_asked_and_make_another_edit(tmp_path, 
     cleaned = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "cleaned", restorer=identity, detector=None,
                                limit=None, watermarks=True)
     assert plain["photos"][0]["change_db"] == 100 and cleaned["digest"] != plain["digest"]
-    assert "OCR letters" in cleaned["settings"]["watermarks"]
+    assert "un-blended" in cleaned["settings"]["watermarks"]
     result = np.asarray(Image.open(tmp_path / "cleaned" / "proof.png").convert("RGB"))
     strong = cv2.erode(letters.astype(np.uint8), np.ones((2, 2), np.uint8)) > 0
     before = np.abs(marked.astype(int) - source.astype(int))[strong].mean()
     after = np.abs(result.astype(int) - source.astype(int))[strong].mean()
     assert after < 0.8 * before  # letters filled towards the photo under them
+
+
+def test_a_learned_watermark_detector_is_used_when_given_and_must_have_learned_watermarks(tmp_path, clothing_dir):
+    from productstudio.models.defect_detector import DefectDetector, save_detector
+
+    photos = tmp_path / "own-photos"
+    photos.mkdir()
+    Image.open(sorted((clothing_dir / "test" / "t-shirt").glob("*.jpg"))[0]).convert("RGB").save(photos / "a.png")
+    identity = tmp_path / "identity"
+    save_restorer(Restorer(width=8, depth=2), identity, {"kind": "restorer", "width": 8, "depth": 2})
+    torch.manual_seed(0)
+    for defects in (["dust"], ["watermark"]):
+        save_detector(DefectDetector(8), tmp_path / defects[0], {"width": 8, "threshold": 0.5, "grow": 0, "min_blob": 20,
+                                                                  "defects": defects})
+    with pytest.raises(ParamsError, match="learned dust, not watermarks"):
+        edit_restore.run(Params(), in_dir=photos, out=tmp_path / "o1", restorer=identity, detector=None, limit=None,
+                         watermark_detector=tmp_path / "dust")
+    report = edit_restore.run(Params(), in_dir=photos, out=tmp_path / "o2", restorer=identity, detector=None,
+                              limit=None, watermark_detector=tmp_path / "watermark")
+    assert "learned detector" in report["settings"]["watermarks"] and "un-blended" in report["settings"]["watermarks"]
+    assert report["photos"][0]["file"] == "a.png"

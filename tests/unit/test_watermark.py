@@ -1,5 +1,7 @@
 """Watermark letters: inside a text box, thin bright or dark strokes are marked and the fabric around them is not;
-outside the boxes nothing is; the real OCR detector finds a drawn word and its letters are filled."""
+outside the boxes nothing is; un-blending finds the overlay's colour and opacity and computes the photo back under
+the letters (better than inpainting them), leaves marked fabric that does not fit the overlay alone, and falls back
+to inpainting; the real OCR detector finds a drawn word and it is removed."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import numpy as np
 import pytest
 
 from productstudio.editing.restoration_eval import damage, load_crops
-from productstudio.editing.watermark import letter_mask, remove_watermark
+from productstudio.editing.watermark import (estimate_overlay, inpaint, letter_mask, remove_watermark, repeat_lattice,
+                                             repeat_mean, unblend)
 from productstudio.models.restorer import psnr
 from productstudio.models.text_detector import TextBox
 
@@ -19,6 +22,14 @@ def textured(seed: int = 0) -> np.ndarray:
     base = np.full((120, 240, 3), (120, 90, 70), np.float32)
     weave = cv2.GaussianBlur(rng.normal(0, 6, (120, 240)).astype(np.float32), (0, 0), 1.5)
     return np.clip(base + weave[..., None], 0, 255).astype(np.uint8)
+
+
+def overlaid(clean: np.ndarray, value: int, opacity: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """``clean`` with SAMPLE blended over it in ``value`` at ``opacity`` (anti-aliased), and the letters' layer."""
+    layer = np.zeros(clean.shape[:2], np.uint8)
+    cv2.putText(layer, "SAMPLE", (20, 70), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 2, cv2.LINE_AA)
+    alpha = layer.astype(np.float32)[..., None] / 255 * opacity
+    return np.clip(clean * (1 - alpha) + value * alpha + 0.5, 0, 255).astype(np.uint8), layer
 
 
 @pytest.mark.parametrize("value", [255, 0])
@@ -47,3 +58,69 @@ def test_a_watermarked_crop_gets_its_letters_filled_and_a_clean_one_is_left_alon
     gain = np.mean([psnr(f, c) - psnr(d, c) for f, d, c in zip(filled, damaged, clean)])
     assert gain > 1.5  # letters filled (the benchmark: +4.3 dB on 60 crops)
     assert np.mean([psnr(remove_watermark(c, detector), c) for c in clean]) > 60  # text-free crops come back unchanged
+
+
+@pytest.mark.parametrize("value, opacity", [(255, 0.5), (0, 0.4)])
+def test_unblending_finds_the_overlay_and_computes_the_letters_cores_back(value, opacity):
+    clean = textured()
+    marked, layer = overlaid(clean, value, opacity)
+    letters = layer > 0
+    background = inpaint(marked, letters).astype(np.float32)
+    overlay = estimate_overlay(marked, letters, background)
+    assert overlay.colour == value and abs(overlay.opacity - opacity) < 0.03
+    restored, changed = unblend(marked, letters)
+    core = layer == 255
+    assert changed[core].mean() > 0.95
+    assert np.abs(marked[core].astype(int) - clean[core]).mean() > 20  # what the watermark did there
+    assert np.abs(restored[core].astype(int) - clean[core]).mean() < 2  # computed back
+    assert (restored[~letters] == marked[~letters]).all()  # nothing outside the mask moves
+
+
+def test_unblending_leaves_marked_pixels_that_do_not_fit_the_overlay_alone():
+    clean = textured()
+    marked, layer = overlaid(clean, 255)
+    box = np.zeros(layer.shape, bool)
+    box[30:90, 10:230] = True  # a text box: the letters and the fabric between them
+    restored, changed = unblend(marked, box)
+    fabric = box & cv2.dilate((layer > 0).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool).__invert__()
+    assert changed[fabric].mean() < 0.02 and np.abs(restored[fabric].astype(int) - clean[fabric]).max() <= 1
+    assert psnr(restored, clean) > psnr(marked, clean) + 10
+
+
+def test_unblending_inpaints_the_fallback_when_no_overlay_can_be_estimated():
+    flat = np.full((40, 40, 3), 128, np.uint8)
+    speck = np.zeros((40, 40), bool)
+    speck[20, 20] = True  # far too few pixels to tell an opacity
+    flat[speck] = 0
+    restored, changed = unblend(flat, speck)
+    assert (changed == speck).all() and abs(int(restored[20, 20, 0]) - 128) <= 2
+    empty = np.zeros((40, 40), bool)
+    assert unblend(flat, empty)[0] is flat
+
+
+def tiled(height: int = 200, width: int = 260, step_y: int = 40, step_x: int = 90) -> np.ndarray:
+    """A probability map of a word tiled as the synthetic watermark tiles it: rows ``step_y`` apart, every other
+    row shifted by half of ``step_x``."""
+    layer = np.zeros((height, width), np.uint8)
+    for row, y in enumerate(range(20 - step_y, height + step_y, step_y)):
+        for x in range(-step_x - (row % 2) * step_x // 2, width, step_x):
+            cv2.putText(layer, "PROOF", (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 2, cv2.LINE_AA)
+    return layer.astype(np.float32) / 255
+
+
+def test_the_repeats_of_a_tiled_watermark_are_found_and_average_away_a_false_alarm():
+    probability = tiled()
+    first, second = repeat_lattice(probability)
+    # the true lattice: (0, 90) and (40, 45); the found shifts must span the same lattice
+    basis = np.array([[0, 90], [40, 45]])
+    for shift in (first, second):
+        coefficients = np.linalg.solve(basis.T, np.array(shift, float))
+        assert np.allclose(coefficients, np.round(coefficients), atol=1e-6), shift
+    assert abs(np.linalg.det(np.array([first, second], float))) == pytest.approx(abs(np.linalg.det(basis)))
+    noisy = probability.copy()
+    noisy[150:160, 10:20] = 1.0  # a false alarm on fabric, in one tile only
+    averaged = repeat_mean(noisy, first, second)
+    assert averaged[150:160, 10:20].max() < 0.4  # diluted by the tiles where it is not
+    letters = probability > 0.9
+    assert (averaged[letters] >= 0.4).mean() > 0.95  # the letters, found in every tile, stay
+    assert repeat_lattice(np.zeros((64, 64), np.float32)) is None  # nothing repeats in a flat map

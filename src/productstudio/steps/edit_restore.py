@@ -9,7 +9,7 @@ from productstudio.steps.step import Arg, Step
 
 
 def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, limit: int | None,
-        watermarks: bool = False, always: bool = False) -> dict:
+        watermarks: bool = False, always: bool = False, watermark_detector: Path | None = None) -> dict:
     from productstudio.editing.folder_edit import MODEL_NAME, FolderEdit, edit_folder, restore_digest
     from productstudio.editing.restore_gate import gated_restore
     from productstudio.errors import ParamsError
@@ -20,20 +20,8 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
     model = load_restorer(restorer)
     settings, steps = {"restorer": str(restorer)}, []
     marks = ""
-    if watermarks:  # first: the letters are sharpest before anything else touches the photo
-        import hashlib
-
-        from productstudio.editing import watermark
-        from productstudio.models.pretrained import sha256_of, weights_dir
-        from productstudio.models.text_detector import load_text_detector
-
-        text_dir = weights_dir("ppocr-det")
-        text_detector = load_text_detector(text_dir, threads=0)
-        radius = params.edit.dust_fill_radius
-        steps.append(lambda photo: watermark.remove_watermark(photo, text_detector, radius))
-        marks = hashlib.sha256(f"{sha256_of(text_dir / 'model.onnx')}:{watermark.STROKE_KERNEL}:"
-                               f"{watermark.STROKE_LEVEL}:{watermark.LIMIT_SIDE}:{radius}".encode()).hexdigest()
-        settings.update(watermarks="OCR letters (ppocr-det) + Navier-Stokes fill")
+    if watermarks or watermark_detector:  # first: the letters are sharpest before anything else touches the photo
+        marks = watermark_step(params, watermark_detector, steps, settings)
     if detector:
         from productstudio.models.defect_detector import dust_filler, load_detector, mask_rule
 
@@ -58,6 +46,42 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
     return edit_folder(in_dir, out, edit, params.edit.max_pixels, limit=limit)
 
 
+def watermark_step(params, learned: Path | None, steps: list, settings: dict) -> str:
+    """Append the watermark removal to ``steps`` (OCR text boxes, or a learned detector's repeat-averaged mask, both
+    un-blended), describe it in ``settings``; returns the digest of everything it depends on."""
+    import hashlib
+
+    from productstudio.editing import watermark
+    from productstudio.models.pretrained import sha256_of
+
+    radius = params.edit.dust_fill_radius
+    if learned:
+        from productstudio.errors import ParamsError
+        from productstudio.models.defect_detector import load_detector, mask_rule
+
+        model, info = load_detector(learned)
+        if "watermark" not in info.get("defects", []):
+            raise ParamsError(f"--watermark-detector {learned}: this detector learned {', '.join(info.get('defects', []))}, "
+                              "not watermarks; train one with edit.detector.defects: [watermark]")
+        min_blob = mask_rule(info)["min_blob"]
+        steps.append(lambda photo: watermark.remove_watermark_learned(photo, model, radius, min_blob))
+        settings.update(watermarks=f"learned detector {learned} (probabilities averaged over the watermark's repeats, "
+                                   f"threshold {watermark.REPEAT_THRESHOLD}, blobs from {min_blob} px), un-blended")
+        source = f"{sha256_of(Path(learned) / 'detector.safetensors')}:{watermark.REPEAT_THRESHOLD}:{min_blob}"
+    else:
+        from productstudio.models.pretrained import weights_dir
+        from productstudio.models.text_detector import load_text_detector
+
+        text_dir = weights_dir("ppocr-det")
+        text_detector = load_text_detector(text_dir, threads=0)
+        steps.append(lambda photo: watermark.remove_watermark(photo, text_detector, radius))
+        settings.update(watermarks="OCR text boxes (ppocr-det) un-blended (the letters inpainted where no overlay "
+                                   "is found)")
+        source = (f"{sha256_of(text_dir / 'model.onnx')}:{watermark.STROKE_KERNEL}:{watermark.STROKE_LEVEL}:"
+                  f"{watermark.LIMIT_SIDE}")
+    return hashlib.sha256(f"{source}:{radius}:unblend:{watermark.unblend_constants()}".encode()).hexdigest()
+
+
 def format(report: dict) -> str:
     from productstudio.editing.folder_edit import summary_text
 
@@ -80,9 +104,11 @@ STEP = Step(
     "show noise (sigma at least edit.restore_gate.noise_sigma) or JPEG compression below "
     "edit.restore_gate.jpeg_quality; a clean photo is written unchanged (--always restores every photo), and "
     "report.json says which and why. Sources are never modified; an interrupted run resumes where it stopped. With --detector, dust, specks and scratches are first found by the learned detector ('edit "
-    "detect-train') and filled by inpainting. With --watermarks, text found by the OCR detector is shrunk to its "
-    "letters and filled first: only for your own images (a watermark you or your studio put there); "
-    "bench/bench_watermark.py measures it. 'edit restore-eval' shows where the models beat the classical "
+    "detect-train') and filled by inpainting. With --watermarks, text found by the OCR detector is removed first "
+    "by un-blending (a semi-transparent white or black overlay is computed back out of the photo, its opacity "
+    "estimated from the letters): only for your own images (a watermark you or your studio put there); "
+    "--watermark-detector DIR uses a learned watermark detector instead of OCR (its probabilities averaged over "
+    "the repeats of a tiled watermark, then un-blended). bench/bench_watermark.py measures both. 'edit restore-eval' shows where the models beat the classical "
     "methods and what they do to clean photos.",
     run=run,
     format=format,
@@ -93,8 +119,11 @@ STEP = Step(
         Arg("--restorer", "the trained restorer's folder", paths.EDIT_RESTORER),
         Arg("--detector", "also find and fill dust and scratches with this trained detector's folder "
             "(e.g. models/detector)", type=Path),
-        Arg("--watermarks", "also remove text watermarks (OCR letters, inpainted) -- only from your own images",
+        Arg("--watermarks", "also remove text watermarks (OCR text boxes, un-blended) -- only from your own images",
             action="store_true"),
+        Arg("--watermark-detector", "remove text watermarks with this learned detector's folder instead of OCR "
+            "(trained by 'edit detect-train' with edit.detector.defects: [watermark]; finds more of the letters) -- "
+            "only from your own images", type=Path),
         Arg("--always", "restore every photo, also those the gate finds clean (edit.restore_gate.enabled: false)",
             action="store_true"),
         Arg("--limit", "only the first N files (sorted paths)", type=int),

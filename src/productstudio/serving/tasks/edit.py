@@ -13,8 +13,8 @@ several presets -> a ZIP of ``<preset>.<ext>`` files and ``report.json`` (checks
 Other operations, chosen with an ``X-Operation`` header or an ``operation`` form field (default ``studio``):
 ``restore`` (the learned restorer archived with ``package --task edit --restorer DIR``, dust filled first when
 ``--detector DIR`` came with it), ``enhance`` (``edit.enhance.operations``, or those named in ``X-Operations: white-balance,exposure,sharpen``),
-``watermark-removal`` (text found by the OCR detector every edit archive holds, shrunk to its letters and
-inpainted: only for the merchant's own images), ``look`` (the catalogue look archived with ``package --task edit
+``watermark-removal`` (text found by the OCR detector every edit archive holds, un-blended: only for the
+merchant's own images), ``look`` (the catalogue look archived with ``package --task edit
 --look look.json``) and ``paint`` (the style
 archived with ``--style-image``, ``edit.style.preserve`` and ``strength``). Each answers a lossless PNG with XMP
 provenance (``Accept: application/json``: the PNG in base64 with how much the photo changed); an operation the
