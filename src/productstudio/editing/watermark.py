@@ -13,11 +13,11 @@ before thresholding: a letter is found in every tile, a fabric false alarm only 
 
     clean = remove_watermark_learned(photo, detector, min_blob=20)
 
-The OCR detector (PP-OCRv4 DBNet, ``models.text_detector``) gives boxes around words; a box is mostly the photo,
-so it is shrunk to the letters: watermark strokes are thin and either brighter or darker than what is under
-them, so a morphological top-hat (bright letters) or black-hat (dark letters: the stronger of the two in the box
-decides) larger than a stroke, thresholded, marks them. Filling whole boxes instead would repaint a tenth of the
-photo. ``bench/bench_watermark.py`` measures the mask against the true letters and the fill against inpainting
+The OCR detector (PP-OCRv4 DBNet, ``models.text_detector``) gives boxes around words; a box is mostly the photo.
+Un-blending takes whole boxes (its overlay test picks the letters); inpainting needs the letters themselves:
+watermark strokes are thin and either brighter or darker than what is under them, so a morphological top-hat
+(bright letters) or black-hat (dark letters: the stronger of the two in the box decides) larger than a stroke,
+thresholded, marks them (inpainting whole boxes would repaint a tenth of the photo). ``bench/bench_watermark.py`` measures the mask against the true letters and the fill against inpainting
 with them, on the restoration table's watermark crops.
 
 Un-blending: a semi-transparent watermark is the photo mixed with one colour at one opacity,
@@ -49,7 +49,7 @@ FAINT_SHARE = 0.1  # alpha below this share of the opacity: not covered, left as
 # (chosen on validation crops among 0.3 / 0.4 / 0.5, bench/bench_watermark.py --split validation --tune):
 REPEAT_THRESHOLD = 0.4
 SHORTEST_REPEAT = 8  # px: shorter shifts are the letters' own width, not a repeat
-REPEAT_SLACK = 0.001  # correlations this close to the best are ties (an exact tiling); wider lost on validation
+REPEAT_SLACK = 0.001  # correlations this close to the best are ties (an exact tiling)
 
 
 def letter_mask(rgb: np.ndarray, boxes, kernel: int = STROKE_KERNEL, level: float = STROKE_LEVEL) -> np.ndarray:
