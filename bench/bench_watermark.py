@@ -1,4 +1,4 @@
-"""Benchmark: watermark removal by OCR (PP-OCRv4 text boxes shrunk to the letters, then un-blended or inpainted)
+"""Benchmark: watermark removal (OCR text boxes or letters, or a learned detector's mask; un-blended or inpainted)
 against inpainting with the true mask, on the restoration table's watermark crops, in one run.
 
 The crops and their seeded watermarks are the table's (``edit restore-eval``: 60 test crops of 256 px, the
@@ -59,13 +59,12 @@ def main() -> int:
     parser.add_argument("--tune", action="store_true", help="also the un-blending grid (core tolerance x faint share)")
     args = parser.parse_args()
 
-    import cv2
-
     from productstudio.config import RestoreEvalSettings
     from productstudio.editing.detector_training import mask_scores, visible
     from productstudio.editing.restoration_eval import damage, load_crops
     from productstudio.editing import watermark
-    from productstudio.editing.watermark import box_mask, learned_watermark_mask, letter_mask, remove_watermark, unblend
+    from productstudio.editing.watermark import (box_mask, inpaint, learned_watermark_mask, letter_mask, remove_watermark,
+                                                 unblend)
     from productstudio.models.pretrained import weights_dir
     from productstudio.models.restorer import psnr
     from productstudio.models.text_detector import load_text_detector
@@ -77,7 +76,7 @@ def main() -> int:
     detector = load_text_detector(weights_dir("ppocr-det"), threads=0)
 
     def fill(image, mask):
-        return cv2.inpaint(image, mask.astype(np.uint8) * 255, args.radius, cv2.INPAINT_NS) if mask.any() else image
+        return inpaint(image, mask, args.radius)
 
     def unblended(image, mask):
         return unblend(image, mask, args.radius)[0]
@@ -119,14 +118,15 @@ def main() -> int:
         found = [find(image) for image in damaged]
         find_seconds = time.perf_counter() - started
         clean_found = [find(image) for image in clean]
-        for fill_name, fill_with in (("NS", fill), ("un-blend", unblended)):
+        # (output, pixels changed): un-blending changes only the marked pixels that fit the overlay
+        for fill_name, fill_with in (("NS", lambda image, mask: (fill(image, mask), mask)),
+                                     ("un-blend", lambda image, mask: unblend(image, mask, args.radius))):
             started = time.perf_counter()
-            outputs = [fill_with(image, mask) for image, mask in zip(damaged, found)]
+            results = [fill_with(image, mask) for image, mask in zip(damaged, found)]
             seconds = find_seconds + time.perf_counter() - started
-            changed = [unblend(image, mask, args.radius)[1] for image, mask in zip(damaged, found)] \
-                if fill_with is unblended else found  # un-blending changes only the pixels that fit the overlay
-            score(f"{name} + {fill_name}", outputs, [fill_with(c, f) for c, f in zip(clean, clean_found)],
-                  changed, seconds, clean_found)
+            score(f"{name} + {fill_name}", [r[0] for r in results],
+                  [fill_with(c, f)[0] for c, f in zip(clean, clean_found)], [r[1] for r in results], seconds,
+                  clean_found)
         if args.tune:
             chosen = watermark.CORE_TOLERANCE, watermark.FAINT_SHARE
             for tolerance in (0.1, 0.15, 0.25, 0.35):
