@@ -63,8 +63,8 @@ def main() -> int:
     from productstudio.editing.detector_training import mask_scores, visible
     from productstudio.editing.restoration_eval import damage, load_crops
     from productstudio.editing import watermark
-    from productstudio.editing.watermark import (box_mask, inpaint, learned_watermark_mask, letter_mask, remove_watermark,
-                                                 unblend)
+    from productstudio.editing.watermark import box_mask, learned_watermark_mask, letter_mask, remove_watermark, unblend
+    from productstudio.models.defect_detector import fill_mask
     from productstudio.models.pretrained import weights_dir
     from productstudio.models.restorer import psnr
     from productstudio.models.text_detector import load_text_detector
@@ -76,7 +76,7 @@ def main() -> int:
     detector = load_text_detector(weights_dir("ppocr-det"), threads=0)
 
     def fill(image, mask):
-        return inpaint(image, mask, args.radius)
+        return fill_mask(image, mask, args.radius)
 
     def unblended(image, mask):
         return unblend(image, mask, args.radius)[0]

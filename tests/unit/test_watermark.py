@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from productstudio.editing.restoration_eval import damage, load_crops
-from productstudio.editing.watermark import (estimate_overlay, inpaint, letter_mask, remove_watermark, repeat_lattice,
-                                             repeat_mean, unblend)
+from productstudio.editing.watermark import (estimate_overlay, letter_mask, remove_watermark, repeat_lattice, repeat_mean,
+                                             unblend)
+from productstudio.models.defect_detector import fill_mask
 from productstudio.models.restorer import psnr
 from productstudio.models.text_detector import TextBox
 
@@ -65,7 +66,7 @@ def test_unblending_finds_the_overlay_and_computes_the_letters_cores_back(value,
     clean = textured()
     marked, layer = overlaid(clean, value, opacity)
     letters = layer > 0
-    background = inpaint(marked, letters).astype(np.float32)
+    background = fill_mask(marked, letters, 3).astype(np.float32)
     overlay = estimate_overlay(marked, letters, background)
     assert overlay.colour == value and abs(overlay.opacity - opacity) < 0.03
     restored, changed = unblend(marked, letters)

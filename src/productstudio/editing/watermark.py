@@ -17,7 +17,8 @@ The OCR detector (PP-OCRv4 DBNet, ``models.text_detector``) gives boxes around w
 Un-blending takes whole boxes (its overlay test picks the letters); inpainting needs the letters themselves:
 watermark strokes are thin and either brighter or darker than what is under them, so a morphological top-hat
 (bright letters) or black-hat (dark letters: the stronger of the two in the box decides) larger than a stroke,
-thresholded, marks them (inpainting whole boxes would repaint a tenth of the photo). ``bench/bench_watermark.py`` measures the mask against the true letters and the fill against inpainting
+thresholded, marks them (inpainting whole boxes would repaint a tenth of the photo). ``bench/bench_watermark.py``
+measures the mask against the true letters and the fill against inpainting
 with them, on the restoration table's watermark crops.
 
 Un-blending: a semi-transparent watermark is the photo mixed with one colour at one opacity,
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from productstudio.models.defect_detector import defect_probability, drop_small_blobs, fill_mask
 
 LIMIT_SIDE = 640  # the text detector's working size (its default; 960 covered 1 % more letter pixels at 2.5x the time)
 STROKE_KERNEL = 7  # px: wider than a watermark's stroke, so the hat keeps the strokes and drops the fabric
@@ -79,7 +82,7 @@ def remove_watermark(rgb: np.ndarray, text_detector, radius: int = 3, fill: str 
     boxes = text_detector.detect(rgb, LIMIT_SIDE)
     letters = letter_mask(rgb, boxes)
     if fill == "inpaint":
-        return inpaint(rgb, letters, radius)
+        return fill_mask(rgb, letters, radius)
     return unblend(rgb, box_mask(rgb.shape[:2], boxes), radius, fallback=letters)[0]
 
 
@@ -134,11 +137,6 @@ def estimate_overlay(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray) 
     return best[1] if best else None
 
 
-def inpaint(rgb: np.ndarray, mask: np.ndarray, radius: int = 3) -> np.ndarray:
-    """Navier-Stokes inpainting of ``mask``; ``rgb`` itself when the mask is empty."""
-    return cv2.inpaint(rgb, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_NS) if mask.any() else rgb
-
-
 def unblend(rgb: np.ndarray, mask: np.ndarray, radius: int = 3,
             fallback: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``rgb`` with a semi-transparent white or black overlay inside ``mask`` undone, and the pixels changed.
@@ -150,11 +148,11 @@ def unblend(rgb: np.ndarray, mask: np.ndarray, radius: int = 3,
     mask) is inpainted."""
     if not mask.any():
         return rgb, mask
-    background = inpaint(rgb, mask, radius).astype(np.float32)
+    background = fill_mask(rgb, mask, radius).astype(np.float32)
     overlay = estimate_overlay(rgb, mask, background)
     if overlay is None:
         fallback = mask if fallback is None else fallback
-        return inpaint(rgb, fallback, radius), fallback
+        return fill_mask(rgb, fallback, radius), fallback
     alpha, span = pixel_alpha(rgb, background, overlay.colour)
     evidence = mask & (span > NO_EVIDENCE_SPAN)
     core = evidence & (np.abs(alpha - overlay.opacity) <= CORE_TOLERANCE * overlay.opacity)
@@ -163,7 +161,7 @@ def unblend(rgb: np.ndarray, mask: np.ndarray, radius: int = 3,
     restored = rgb.astype(np.float32)
     restored[core] = (restored[core] - overlay.colour * overlay.opacity) / (1 - overlay.opacity)
     restored = np.clip(np.round(restored), 0, 255).astype(np.uint8)
-    return inpaint(restored, edge, radius), core | edge
+    return fill_mask(restored, edge, radius), core | edge
 
 
 def repeat_lattice(probability: np.ndarray, reach: float = 0.6) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -235,8 +233,6 @@ def learned_watermark_mask(rgb: np.ndarray, detector, threshold: float = REPEAT_
                            min_blob: int = 1) -> np.ndarray:
     """(H, W) bool: a learned watermark detector's probabilities averaged over the watermark's repeats (when the
     map repeats), thresholded, blobs under ``min_blob`` pixels dropped."""
-    from productstudio.models.defect_detector import defect_probability, drop_small_blobs
-
     probability = defect_probability(detector, rgb)
     lattice = repeat_lattice(probability)
     if lattice is not None:
