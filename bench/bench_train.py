@@ -18,6 +18,10 @@ Prints tables and writes bench/results/train.json.
 
     python bench/bench_train.py                              # throughput only, about a minute
     python bench/bench_train.py --minutes 60 --chunk 20 --final-metrics fid10k_test   # about 2 h
+    python bench/bench_train.py --minutes 60 --chunk 20 --final-metrics fid10k_test --seed 1 --workdir .scratch/bench-train-s1
+
+The JSON records the command, the commit, the training seed and the load average before and after, so a
+figure quoted in the README can be traced (bench/reported/).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,9 +125,13 @@ def main() -> None:
     parser.add_argument("--final-metrics", nargs="+", default=[], help="evaluated after the last chunk only")
     parser.add_argument("--workdir", type=Path, default=Path(".scratch/bench-train"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/train.json"))
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: params.yaml's train.seed)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     params = load_params(args.params)
     settings = params.train.model_copy(update={"model": "gan"})
+    if args.seed is not None:
+        settings = settings.model_copy(update={"seed": args.seed})
     torch.set_num_threads(settings.threads or torch.get_num_threads())
     images, labels = store.load_split(args.processed, "train")
     categories = store.categories(args.processed)
@@ -155,7 +167,12 @@ def main() -> None:
     print("\nwhere a step's time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in profile.items()))
     print(f"FLOPs per step {flops / 1e9:.2f} G; at {ours_rate:.0f} images/s that is {achieved / 1e9:.1f} GFLOP/s, "
           f"{achieved / matmul:.1%} of a 1024x1024 fp32 matmul on the same threads ({matmul / 1e9:.1f} GFLOP/s)\n")
-    result = {"g_block": settings.g_block, "batch_size": settings.batch_size, "threads": torch.get_num_threads(), "images_per_s": ours_rate,
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True).stdout.strip()
+    result = {"command": " ".join(["python", *sys.argv]), "commit": commit, "seed": settings.seed,
+              "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+              "load_average_before": [round(x, 2) for x in load_before],
+              "g_block": settings.g_block, "batch_size": settings.batch_size, "threads": torch.get_num_threads(), "images_per_s": ours_rate,
               "reference_transposed_images_per_s": rows["transposed conv (reference)"],
               "ratio": ours_rate / rows["transposed conv (reference)"],
               "variants_images_per_s": rows, "step_time_share": profile, "step_gflops": flops / 1e9,
@@ -192,6 +209,7 @@ def main() -> None:
         kid_csv = work / "plots" / "train_kid.csv"  # the training loop's own KID every train.kid_every steps
         if kid_csv.is_file():
             result["train_kid"] = kid_csv.read_text().splitlines()
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
