@@ -101,3 +101,57 @@ def test_operations_an_archive_does_not_hold_are_a_400_that_says_how_to_add_them
         assert caught.value.status == 400 and phrase in caught.value.message
     request = task.parse(_jpeg(), "application/json", {"x-operation": "enhance"})
     assert (request.operation, request.presets, request.answer) == ("enhance", (), "json")
+
+
+def test_an_edit_archive_with_a_learned_watermark_detector_removes_watermarks_with_it(tmp_path, clothing_dir):
+    """'package --task edit --watermark-detector DIR': the archive holds the detector in its own folder, says so, and
+    operation 'watermark-removal' gives what 'edit restore --watermark-detector' gives; a dust detector is refused."""
+    import json
+    import zipfile
+
+    import torch
+
+    from productstudio.config import Params
+    from productstudio.editing.restoration_eval import damage, load_crops
+    from productstudio.editing.watermark import remove_watermark_learned
+    from productstudio.errors import ParamsError
+    from productstudio.models.defect_detector import DefectDetector, save_detector
+    from productstudio.serving.tasks.edit import EditTask, archive_offer
+    from productstudio.steps import package
+
+    torch.manual_seed(0)
+    detector = DefectDetector(width=8)
+    torch.nn.init.normal_(detector.tail.weight, std=3.0)  # a detector that marks part of these photos
+    torch.nn.init.zeros_(detector.tail.bias)
+    for defects in (["watermark"], ["dust"]):
+        save_detector(detector, tmp_path / defects[0], {"width": 8, "threshold": 0.5, "grow": 0, "min_blob": 1,
+                                                        "defects": defects})
+    params = Params()
+    common = dict(alias=None, variant=None, generator=None, int8=None, name=None, store=tmp_path / "store")
+    with pytest.raises(ParamsError, match="learned dust, not watermarks"):
+        package.run(params, "edit", watermark_detector=tmp_path / "dust", **common)
+    with pytest.raises(ParamsError, match="use --task edit"):
+        package.run(params, "restore", watermark_detector=tmp_path / "watermark", **common)
+    plain = package.run(params, "edit", **common)
+    assert plain["watermark_removal"] == archive_offer(plain["mar"])["watermark_removal"] == "OCR text boxes"
+
+    result = package.run(params, "edit", watermark_detector=tmp_path / "watermark", **common)
+    assert result["watermark_removal"] == "learned detector" and "watermark-removal by learned detector" in package.format(result)
+    with zipfile.ZipFile(result["mar"]) as archive:
+        archive.extractall(tmp_path / "unpacked")
+    meta = json.loads((tmp_path / "unpacked" / "serving.json").read_text())
+    assert meta["watermark_detector_sha256"] != meta.get("detector_sha256")  # named apart from a dust detector
+    assert not (tmp_path / "unpacked" / "detector.safetensors").exists()  # its own folder: no clash with dust's
+    task = EditTask.load(tmp_path / "unpacked", "studio-edit", "1.0", threads=1)
+    _, clean = load_crops(clothing_dir, ("test",), 96, 2)
+    for photo in damage(clean, "watermark", 0)[0]:
+        served = task.apply(task.parse(_png(photo), None, {"operation": "watermark-removal"}))
+        expected = remove_watermark_learned(photo, detector, params.edit.dust_fill_radius, 1)
+        assert not np.array_equal(expected, photo)  # the detector marked something: the test can fail
+        assert np.array_equal(served, expected)
+
+
+def _png(photo: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -56,13 +56,9 @@ def watermark_step(params, learned: Path | None, steps: list, settings: dict) ->
 
     radius = params.edit.dust_fill_radius
     if learned:
-        from productstudio.errors import ParamsError
-        from productstudio.models.defect_detector import load_detector, mask_rule
+        from productstudio.models.defect_detector import mask_rule
 
-        model, info = load_detector(learned)
-        if "watermark" not in info.get("defects", []):
-            raise ParamsError(f"--watermark-detector {learned}: this detector learned {', '.join(info.get('defects', []))}, "
-                              "not watermarks; train one with edit.detector.defects: [watermark]")
+        model, info = watermark.load_watermark_detector(learned)
         min_blob = mask_rule(info)["min_blob"]
         steps.append(lambda photo: watermark.remove_watermark_learned(photo, model, radius, min_blob))
         settings.update(watermarks=f"learned detector {learned} (probabilities averaged over the watermark's repeats, "

@@ -56,12 +56,35 @@ def learned_editor_files(restorer: Path, detector: Path | None) -> tuple[tuple[P
     return tuple(files), learned
 
 
+def watermark_detector_files(detector: Path, staging: Path) -> tuple[Path, dict]:
+    """A folder to archive that holds the learned watermark detector as ``watermark-detector/``, and its sha256 for
+    serving.json; a detector of other defects fails here, not in the worker."""
+    import shutil
+
+    from productstudio.editing.folder_edit import weights_digest
+    from productstudio.editing.watermark import load_watermark_detector
+    from productstudio.serving.tasks.edit import WATERMARK_DETECTOR_DIR  # the dust detector's files sit at the root
+
+    load_watermark_detector(detector)
+    folder = staging / WATERMARK_DETECTOR_DIR
+    folder.mkdir(parents=True)
+    for file in ("detector.safetensors", "detector.json"):
+        shutil.copyfile(Path(detector) / file, folder / file)
+    return staging, {"watermark_detector_sha256": weights_digest(detector, "detector.safetensors")}
+
+
 def run(params, task: str, alias: str | None, variant: str | None, generator: Path | None, int8: Path | None,
         name: str | None, store: Path, restorer: Path | None = None, detector: Path | None = None,
-        look: Path | None = None, style_image: Path | None = None) -> dict:
+        look: Path | None = None, style_image: Path | None = None, watermark_detector: Path | None = None) -> dict:
     from productstudio.serving.archive import archive_from_registry, build_archive
 
+    if watermark_detector and task != "edit":
+        from productstudio.errors import ParamsError
+
+        raise ParamsError("--watermark-detector serves operation 'watermark-removal' of the edit task: use --task edit")
     if task == "edit":  # the pretrained editing nets, installed by 'make install', and the edit settings
+        import tempfile
+
         from productstudio.config import section_dict
         from productstudio.editing.studio import model_version
         from productstudio.models.pretrained import weights_root
@@ -76,12 +99,17 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
             from productstudio.errors import ParamsError
 
             raise ParamsError("--detector fills dust before the restorer: give --restorer too")
-        mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit", provenance=provenance,
-                            extra=extra)
+        with tempfile.TemporaryDirectory(prefix="productstudio-watermark-") as staging:
+            if watermark_detector:  # operation 'watermark-removal' then un-blends its mask instead of OCR boxes
+                folder, learned = watermark_detector_files(watermark_detector, Path(staging))
+                extra, provenance = (*extra, folder), {**provenance, **learned}
+            mar = build_archive(weights_root(), store, name or EDIT_MODEL_NAME, "fp32", task="edit",
+                                provenance=provenance, extra=extra)
         from productstudio.serving.tasks.edit import archive_offer
 
+        offer = archive_offer(mar)
         return {"mar": mar, "variant": "edit", "source": f"{weights_root()} and params.yaml 'edit'",
-                "operations": archive_offer(mar)["operations"]}
+                "operations": offer["operations"], "watermark_removal": offer["watermark_removal"]}
     if task == "restore":  # the trained restorer, with the edit section's upload limits
         source = restorer or paths.EDIT_RESTORER
         files, learned = learned_editor_files(source, detector)
@@ -106,7 +134,7 @@ def run(params, task: str, alias: str | None, variant: str | None, generator: Pa
 def format(result: dict) -> str:
     if result["variant"] == "edit":
         return (f"{result['mar']}: the edit task from {result['source']}; operations (X-Operation): "
-                f"{', '.join(result['operations'])}")
+                f"{', '.join(result['operations'])}; watermark-removal by {result['watermark_removal']}")
     if result["variant"] == "restore":
         return f"{result['mar']}: the restore task (noise, JPEG and, with a detector, dust removal) from {result['source']}"
     return f"{result['mar']}: {result['variant']} generator from {result['source']}"
@@ -117,7 +145,7 @@ STEP = Step(
     help="build a TorchServe .mar of the generator (fp32 or int8), of the edit task or of the restore task",
     description="--task edit archives the studio editor (the pretrained nets in .tools/weights and params.yaml "
     "'edit': presets, gates, limits), which also enhances photos, and with --look (a look.json from 'edit "
-    "style') or --style-image gives them a catalogue look or a painterly style; --task restore archives the trained restorer (--restorer, default "
+    "style') or --style-image gives them a catalogue look or a painterly style (--watermark-detector: a learned watermark detector for operation 'watermark-removal'); --task restore archives the trained restorer (--restorer, default "
     "models/restorer; with --detector, also the dust and scratch detector) with the edit section's upload limits. By default archives models:/<register.model_name>@<serve.alias> (variant serve.variant) from the "
     "MLflow registry; --generator or --int8 archive a local directory instead. The archive holds the project's "
     "handler, the weights (safetensors or ONNX, never a pickle) and config.json.",
@@ -141,5 +169,8 @@ STEP = Step(
         Arg("--look", "--task edit: serve this catalogue look (a look.json written by 'edit style') as operation "
             "'look'"),
         Arg("--style-image", "--task edit: serve this picture's painterly style as operation 'paint'"),
+        Arg("--watermark-detector", "--task edit: operation 'watermark-removal' un-blends what this learned watermark "
+            "detector finds (averaged over the watermark's repeats; e.g. models/watermark-detector) instead of OCR "
+            "text boxes. Only for the merchant's own images"),
     ),
 )

@@ -13,8 +13,9 @@ several presets -> a ZIP of ``<preset>.<ext>`` files and ``report.json`` (checks
 Other operations, chosen with an ``X-Operation`` header or an ``operation`` form field (default ``studio``):
 ``restore`` (the learned restorer archived with ``package --task edit --restorer DIR``, dust filled first when
 ``--detector DIR`` came with it), ``enhance`` (``edit.enhance.operations``, or those named in ``X-Operations: white-balance,exposure,sharpen``),
-``watermark-removal`` (text found by the OCR detector every edit archive holds, un-blended: only for the
-merchant's own images), ``look`` (the catalogue look archived with ``package --task edit
+``watermark-removal`` (text found by the OCR detector every edit archive holds, or by the learned watermark
+detector archived with ``package --task edit --watermark-detector DIR``, un-blended: only for the merchant's own
+images), ``look`` (the catalogue look archived with ``package --task edit
 --look look.json``) and ``paint`` (the style
 archived with ``--style-image``, ``edit.style.preserve`` and ``strength``). Each answers a lossless PNG with XMP
 provenance (``Accept: application/json``: the PNG in base64 with how much the photo changed); an operation the
@@ -41,6 +42,7 @@ import numpy as np
 from productstudio.errors import BadRequest
 
 SERVING_META = "serving.json"
+WATERMARK_DETECTOR_DIR = "watermark-detector"  # steps.package writes the learned watermark detector here
 
 
 OPERATIONS = ("studio", "watermark-removal", "restore", "enhance", "look", "paint")
@@ -95,7 +97,8 @@ def decode_photo(body, max_bytes: int, max_pixels: int) -> np.ndarray:
 
 def archive_offer(mar: str | Path) -> dict:
     """What an edit archive can do: its operations (``restore`` with a restorer, ``look`` with a catalogue look,
-    ``paint`` with a style code), its marketplace presets (all, and the default ones) and its upload limits."""
+    ``paint`` with a style code), what finds the watermarks it removes (OCR text boxes or a learned detector),
+    its marketplace presets (all, and the default ones) and its upload limits."""
     with zipfile.ZipFile(mar) as archive:
         meta = json.loads(archive.read(SERVING_META))
         names = set(archive.namelist())
@@ -104,7 +107,9 @@ def archive_offer(mar: str | Path) -> dict:
     edit = EditSettings.model_validate(meta["edit"])
     operations = ["studio", "watermark-removal"] + ["restore"] * ("restorer.safetensors" in names) + ["enhance"] + \
         ["look"] * bool(meta.get("look")) + ["paint"] * bool(meta.get("style_code"))
-    return {"operations": operations, "presets": list(edit.preset_table), "default_presets": list(edit.presets),
+    learned = f"{WATERMARK_DETECTOR_DIR}/detector.safetensors" in names
+    return {"operations": operations, "watermark_removal": "learned detector" if learned else "OCR text boxes",
+            "presets": list(edit.preset_table), "default_presets": list(edit.presets),
             "max_upload_bytes": edit.max_upload_bytes, "max_pixels": edit.max_pixels}
 
 
@@ -132,8 +137,14 @@ class EditTask:
     name = "edit"
 
     def __init__(self, editor, model_name: str, version: str, look=None, stylizer=None, style_code=None,
-                 restorer=None, fill_dust=None):
+                 restorer=None, fill_dust=None, remove_watermark=None):
         self.editor, self.settings = editor, editor.settings
+        if remove_watermark is None:  # OCR text boxes, un-blended
+            from productstudio.editing.watermark import remove_watermark as remove_text
+
+            def remove_watermark(photo):
+                return remove_text(photo, editor.text_detector, editor.settings.dust_fill_radius)
+        self.remove_watermark = remove_watermark  # photo -> photo without the watermark
         self.model_name, self.version = model_name, version
         self.restorer, self.fill_dust = restorer, fill_dust  # the learned restorer (and dust filler), or None
         self.look = look  # editing.style.CatalogueLook or None
@@ -167,8 +178,18 @@ class EditTask:
                 from productstudio.models.defect_detector import dust_filler, load_detector
 
                 fill_dust = dust_filler(*load_detector(model_dir), settings.dust_fill_radius)
+        remove_watermark = None
+        if (Path(model_dir) / WATERMARK_DETECTOR_DIR / "detector.safetensors").is_file():
+            from productstudio.editing.watermark import load_watermark_detector, remove_watermark_learned
+            from productstudio.models.defect_detector import mask_rule
+
+            detector, info = load_watermark_detector(Path(model_dir) / WATERMARK_DETECTOR_DIR)
+            min_blob, radius = mask_rule(info)["min_blob"], settings.dust_fill_radius
+
+            def remove_watermark(photo):  # 'edit restore --watermark-detector', one photo
+                return remove_watermark_learned(photo, detector, radius, min_blob)
         return cls(StudioEditor.load(settings, threads=threads, weights_root=Path(model_dir)), model_name, version,
-                   look, stylizer, code, restorer, fill_dust)
+                   look, stylizer, code, restorer, fill_dust, remove_watermark)
 
     @staticmethod
     def archive_files(model_dir: Path, variant: str) -> list[Path]:
@@ -229,9 +250,7 @@ class EditTask:
         settings, segmenter = self.settings, self.editor.segmenter
         try:
             if request.operation == "watermark-removal":
-                from productstudio.editing.watermark import remove_watermark
-
-                return remove_watermark(request.photo, self.editor.text_detector, settings.dust_fill_radius)
+                return self.remove_watermark(request.photo)
             if request.operation == "restore":
                 from productstudio.editing.restore_gate import gated_restore
 
