@@ -106,6 +106,7 @@ def test_operations_an_archive_does_not_hold_are_a_400_that_says_how_to_add_them
 def test_an_edit_archive_with_a_learned_watermark_detector_removes_watermarks_with_it(tmp_path, clothing_dir):
     """'package --task edit --watermark-detector DIR': the archive holds the detector in its own folder, says so, and
     operation 'watermark-removal' gives what 'edit restore --watermark-detector' gives; a dust detector is refused."""
+    import hashlib
     import json
     import zipfile
 
@@ -140,7 +141,7 @@ def test_an_edit_archive_with_a_learned_watermark_detector_removes_watermarks_wi
     with zipfile.ZipFile(result["mar"]) as archive:
         archive.extractall(tmp_path / "unpacked")
     meta = json.loads((tmp_path / "unpacked" / "serving.json").read_text())
-    assert meta["watermark_detector_sha256"] != meta.get("detector_sha256")  # named apart from a dust detector
+    assert meta["watermark_detector_sha256"] == hashlib.sha256((tmp_path / "watermark" / "detector.safetensors").read_bytes()).hexdigest()
     assert not (tmp_path / "unpacked" / "detector.safetensors").exists()  # its own folder: no clash with dust's
     task = EditTask.load(tmp_path / "unpacked", "studio-edit", "1.0", threads=1)
     _, clean = load_crops(clothing_dir, ("test",), 96, 2)

@@ -240,15 +240,15 @@ def learned_watermark_mask(rgb: np.ndarray, detector, threshold: float = REPEAT_
     return drop_small_blobs(probability >= threshold, min_blob)
 
 
-def load_watermark_detector(directory, door: str = "--watermark-detector"):
+def load_watermark_detector(directory):
     """The learned watermark detector in ``directory`` and its info; a detector of other defects (dust) is refused
-    with one line naming ``door``, since its mask would un-blend specks and fabric instead of letters."""
+    with one line, since its mask would un-blend specks and fabric instead of letters."""
     from productstudio.errors import ParamsError
     from productstudio.models.defect_detector import load_detector
 
     model, info = load_detector(directory)
     if "watermark" not in info.get("defects", []):
-        raise ParamsError(f"{door} {directory}: this detector learned {', '.join(info.get('defects', [])) or 'no named defect'}, "
+        raise ParamsError(f"--watermark-detector {directory}: this detector learned {', '.join(info.get('defects', [])) or 'no named defect'}, "
                           "not watermarks; train one with edit.detector.defects: [watermark] "
                           "(configs/watermark-detector.yaml)")
     return model, info
