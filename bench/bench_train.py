@@ -12,7 +12,9 @@
    of M training minutes (instead of train.max_steps; the learning-rate decay runs over those minutes),
    paused every ``--chunk`` minutes (each chunk resumes the last); after each chunk it evaluates the named
    metrics (``--metrics``, default kid1k_test), and after the last chunk also ``--final-metrics``
-   (fid10k_test for the issue's target: about 20 min of Inception each time it is evaluated).
+   (fid10k_test for the issue's target: about 20 min of Inception each time it is evaluated). With
+   ``train.select_best`` in the params, each chunk measures the generator kept by its held-out KID so far (the
+   table names its step).
 
 Prints tables and writes bench/results/train.json.
 
@@ -202,10 +204,13 @@ def main() -> None:
             report = evaluate(work / "train/generator", args.processed, work / "classifier", work / "real_stats",
                               work / "eval", final_settings if spent >= args.minutes else eval_settings, params.protocol, track=False)
             values = {r["metric"]: r["value"] for r in report["metrics"]}
+            selected = manifest["summary"].get("selected_step")  # train.select_best: the generator measured is that step's
             result["curve"].append({"minutes": manifest["summary"]["minutes"], "steps": manifest["summary"]["steps"], **values,
+                                    **({"selected_step": selected} if selected is not None else {}),
                                     "protocol": report["metrics"]})
             print(f"{manifest['summary']['minutes']:>8.1f} {manifest['summary']['steps']:>7} "
-                  + " ".join(f"{values[m]:>14.4f}" if m in values else f"{'-':>14}" for m in names), flush=True)
+                  + " ".join(f"{values[m]:>14.4f}" if m in values else f"{'-':>14}" for m in names)
+                  + (f"   (the generator of step {selected}, by held-out KID)" if selected is not None else ""), flush=True)
         kid_csv = work / "plots" / "train_kid.csv"  # the training loop's own KID every train.kid_every steps
         if kid_csv.is_file():
             result["train_kid"] = kid_csv.read_text().splitlines()

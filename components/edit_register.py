@@ -1,4 +1,5 @@
-"""KFP component: register the learned restorer and defect detector in MLflow and judge each challenger
+"""KFP component: register the learned restorer and the defect and watermark detectors in MLflow and judge each
+challenger
 (``productstudio edit register``)."""
 
 from kfp import dsl
@@ -14,8 +15,10 @@ def edit_register(
     restorer: dsl.Input[dsl.Model] = None,
     detector: dsl.Input[dsl.Model] = None,
     mlflow_tracking_uri: str = "",
+    watermark_detector: dsl.Input[dsl.Model] = None,
 ):
-    """Register ``restorer`` and ``detector`` (edit_restore_train / edit_detect_train outputs, each optional) with
+    """Register ``restorer``, ``detector`` and ``watermark_detector`` (edit_restore_train / edit_detect_train
+    outputs, each optional) with
     ``evaluation`` (the edit_restore_eval table that measured them) as evidence, then apply params
     edit.promote: ``registered/registry.json`` holds the versions and decisions.
 
@@ -42,7 +45,8 @@ def edit_register(
     missing = out / "none"  # an absent model: a folder that does not exist, skipped by the step
     report = step.run(params, restorer=Path(restorer.path) if restorer else missing,
                       detector=Path(detector.path) if detector else missing, evaluation=Path(evaluation.path),
-                      out=out / "registry.json")
+                      out=out / "registry.json",
+                      watermark_detector=Path(watermark_detector.path) if watermark_detector else missing)
     print(step.format(report))
     for kind, result in report["editors"].items():
         registered.metadata[kind] = {"version": result["registered"]["version"],

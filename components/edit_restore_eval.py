@@ -16,12 +16,13 @@ def edit_restore_eval(
     detector: dsl.Input[dsl.Model] = None,
     defects: str = "",
     mlflow_tracking_uri: str = "",
+    watermark_detector: dsl.Input[dsl.Model] = None,
 ):
     """Every defect of params edit.restore_eval on crops of ``photos`` (train/validation/test folders), every
     classical method tuned on train/validation and measured on test (and ``restorer``, a trained model from
-    edit_restore_train, and ``detector``, one from edit_detect_train, beside them when given): table.md,
-    rows.json and examples.png in ``table``, the best PSNR per defect (and the detector's recall) in
-    ``metrics``."""
+    edit_restore_train, ``detector``, one from edit_detect_train, and ``watermark_detector``, one from
+    edit_detect_train with watermark=True, beside them when given): table.md, rows.json and examples.png in
+    ``table``, the best PSNR per defect (and the detectors' recall) in ``metrics``."""
     import os
     from pathlib import Path
 
@@ -36,7 +37,8 @@ def edit_restore_eval(
     report = step.run(params, photos=Path(photos.path), out=Path(table.path), defects=defects or None,
                       restorer=Path(restorer.path) if restorer else None,
                       detector=Path(detector.path) if detector else None, metrics=None,
-                      no_mlflow=not mlflow_tracking_uri)
+                      no_mlflow=not mlflow_tracking_uri,
+                      watermark_detector=Path(watermark_detector.path) if watermark_detector else None)
     print(step.format(report))
     for name, value in report["metrics"].items():
         metrics.log_metric(name, value)

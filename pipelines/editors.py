@@ -1,13 +1,15 @@
-"""The learned editors' KFP pipeline: the restorer (noise + JPEG) and the defect detector (dust, specks, scratches)
-trained on a photo folder, measured in the restoration table beside the tuned classical methods, registered and
-promoted only when they beat them and their champion. The same steps as the DVC stages ``edit_restorer``,
-``edit_detector``, ``edit_restore_eval`` and ``edit_register``.
+"""The learned editors' KFP pipeline: the restorer (noise + JPEG), the defect detector (dust, specks, scratches) and
+the watermark detector (tiled text, for the merchant's own images) trained on a photo folder, measured in the
+restoration table beside the tuned classical methods, registered and promoted only when they beat them and their
+champion. The same steps as the DVC stages ``edit_restorer``, ``edit_detector``, ``edit_watermark_detector``,
+``edit_restore_eval`` and ``edit_register``.
 
     python -m pipelines.editors compile                     # pipelines/editors.yaml
     python -m pipelines.editors run-local [--photos DIR] [--params FILE] [--mlflow-tracking-uri URI]
 
 The photos are a folder with train/validation/test folders of product photos (a bucket URI on a cluster).
-Tasks: ``edit-restore-train`` and ``edit-detect-train`` side by side -> ``edit-restore-eval`` -> ``edit-register``.
+Tasks: ``edit-restore-train``, ``edit-detect-train`` and ``edit-watermark-detect-train`` side by side ->
+``edit-restore-eval`` -> ``edit-register``.
 """
 
 import argparse
@@ -31,23 +33,26 @@ PACKAGE_PATH = Path(__file__).resolve().with_name("editors.yaml")
 RESOURCES = {
     "edit-restore-train": ("2", "4", "2Gi", "4Gi"),
     "edit-detect-train": ("2", "4", "2Gi", "4Gi"),
+    "edit-watermark-detect-train": ("2", "4", "2Gi", "4Gi"),
     "edit-restore-eval": ("2", "4", "2Gi", "4Gi"),
     "edit-register": ("1", "2", "1Gi", "2Gi"),
 }
-RETRIED = ("edit-restore-train", "edit-detect-train", "edit-restore-eval")
+RETRIED = ("edit-restore-train", "edit-detect-train", "edit-watermark-detect-train", "edit-restore-eval")
 UNCACHED = ("edit-register",)
 
 
 class Outputs(NamedTuple):
     restorer: dsl.Model
     detector: dsl.Model
+    watermark_detector: dsl.Model
     table: dsl.Artifact
     registered: dsl.Artifact
 
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="The learned editors' lifecycle: a restorer and a defect detector trained on product photos, the "
+    description="The learned editors' lifecycle: a restorer, a defect detector and a watermark detector trained on "
+    "product photos, the "
     "restoration table (every synthetic defect x the tuned classical methods and the learned models: PSNR, SSIM, "
     "harm on clean photos, speed), then each registered in MLflow and promoted only when it beats the classical "
     "methods and its champion.",
@@ -69,15 +74,21 @@ def editors(photos_uri: str, params_yaml: str = "", mlflow_tracking_uri: str = "
     detector = place(edit_detect_train(params_yaml=params_yaml, photos=photos.output,
                                        mlflow_tracking_uri=mlflow_tracking_uri), "edit-detect-train", RESOURCES,
                      RETRIED, UNCACHED)
+    watermark = place(edit_detect_train(params_yaml=params_yaml, photos=photos.output, watermark=True,
+                                        mlflow_tracking_uri=mlflow_tracking_uri), "edit-watermark-detect-train",
+                      RESOURCES, RETRIED, UNCACHED)
     table = place(edit_restore_eval(params_yaml=params_yaml, photos=photos.output,
                                     restorer=restorer.outputs["model"], detector=detector.outputs["model"],
+                                    watermark_detector=watermark.outputs["model"],
                                     mlflow_tracking_uri=mlflow_tracking_uri), "edit-restore-eval", RESOURCES, RETRIED,
                   UNCACHED)
     registered = place(edit_register(params_yaml=params_yaml, evaluation=table.outputs["table"],
                                      restorer=restorer.outputs["model"], detector=detector.outputs["model"],
+                                     watermark_detector=watermark.outputs["model"],
                                      mlflow_tracking_uri=mlflow_tracking_uri), "edit-register", RESOURCES, RETRIED,
                        UNCACHED)
-    return Outputs(restorer=restorer.outputs["model"], detector=detector.outputs["model"], table=table.outputs["table"],
+    return Outputs(restorer=restorer.outputs["model"], detector=detector.outputs["model"],
+                   watermark_detector=watermark.outputs["model"], table=table.outputs["table"],
                    registered=registered.outputs["registered"])
 
 

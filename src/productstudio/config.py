@@ -141,8 +141,19 @@ class TrainSettings(_Section):
     # Periodic KID against the cached real test features (the time-to-quality curve); 0 turns it off.
     kid_every: int = Field(default=500, ge=0)
     kid_samples: int = Field(default=250, ge=4)
+    # Keep the best generator, not the last: the first select_best images of the train split are held out of
+    # training, and at every KID point the EMA generator is also measured against them; the one with the lowest
+    # such KID is what the run saves (the test set stays for final numbers); 0: the last one is saved. GAN only:
+    # the CVAE baseline keeps its last decoder.
+    select_best: int = Field(default=0, ge=0)
     seed: int = 0
     threads: int = Field(default=0, ge=0)  # 0: all cores
+
+    @model_validator(mode="after")
+    def _selection_needs_kid(self) -> "TrainSettings":
+        if self.select_best and not self.kid_every:
+            raise ValueError("select_best needs KID points to choose between: set kid_every > 0")
+        return self
 
     @model_validator(mode="after")
     def _ramp_inside_the_run(self) -> "TrainSettings":
@@ -547,6 +558,9 @@ class EditSettings(_Section):
     restorer: RestorerSettings = RestorerSettings()
     restore_gate: RestoreGateSettings = RestoreGateSettings()
     detector: DetectorSettings = DetectorSettings()
+    # The same network trained on tiled semi-transparent text ('edit watermark-train'); letters are bigger
+    # than specks, so larger smallest blobs are among the candidates.
+    watermark_detector: DetectorSettings = DetectorSettings(defects=["watermark"], min_blobs=[1, 3, 5, 10, 20])
     enhance: EnhanceSettings = EnhanceSettings()
     style: StyleSettings = StyleSettings()
     promote: EditorPromoteSettings = EditorPromoteSettings()

@@ -32,6 +32,7 @@ EDIT_EVALSET = Path("data/edit/evalset")  # the labelled set of cut-outs on real
 EDIT_EVALUATION = Path("reports/edit/evaluate")
 EDIT_RESTORER = Path("models/restorer")  # the learned restorer (noise + JPEG): safetensors + JSON
 EDIT_DETECTOR = Path("models/detector")  # the learned defect detector (dust, scratches): safetensors + JSON
+EDIT_WATERMARK_DETECTOR = Path("models/watermark-detector")  # the same network trained on tiled text watermarks
 EDIT_ENHANCED = Path(".scratch/edit/enhanced")  # edit enhance: the enhanced photos of a folder
 EDIT_STYLED = Path(".scratch/edit/styled")  # edit style: the styled photos of a folder (and the look measured)
 EDIT_RESTORED = Path(".scratch/edit/restored")  # edit restore: the restored photos of a folder

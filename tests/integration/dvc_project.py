@@ -46,8 +46,9 @@ def make_project(base: Path, fashion_dir: Path, clothing_dir: Path) -> tuple[Pat
     params["edit"]["restore_eval"].update(source=str(clothing_dir), tune_crops=2, test_crops=2)
     params["edit"]["restorer"].update(source=str(clothing_dir), photos=4, patch=32, batch_size=2, width=8, depth=2,
                                       max_steps=4, curve_every=2, curve_crops=1)
-    params["edit"]["detector"].update(source=str(clothing_dir), photos=4, region=64, patch=32, batch_size=2, width=4,
-                                      max_steps=4, curve_every=2, curve_crops=1, checkpoint_every=2)
+    for detector in ("detector", "watermark_detector"):
+        params["edit"][detector].update(source=str(clothing_dir), photos=4, region=64, patch=32, batch_size=2, width=4,
+                                        max_steps=4, curve_every=2, curve_crops=1, checkpoint_every=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,

@@ -25,7 +25,7 @@ def test_repro_then_noop_then_push_and_pull(project):
     first = _run(dvc + ["repro"], root, env)
     for stage in ("ingest", "validate", "preprocess", "train", "classifier", "real_stats", "evaluate", "train_baseline",
                   "evaluate_baseline", "quantize", "register", "promote", "edit_evalset", "edit_evaluate", "edit_studio",
-                  "edit_restorer", "edit_detector", "edit_restore_eval", "edit_register"):
+                  "edit_restorer", "edit_detector", "edit_watermark_detector", "edit_restore_eval", "edit_register"):
         assert f"Running stage '{stage}'" in first
     # The registry: version 1 with its int8 variant, judged (20 training steps: refused by the quality floor).
     assert json.loads((root / "reports/register/registered.json").read_text())["version"] == "1"
@@ -43,11 +43,15 @@ def test_repro_then_noop_then_push_and_pull(project):
     table = json.loads((root / "reports/edit/restore_eval/rows.json").read_text())["rows"]
     assert {row["defect"] for row in table if row["method"] == "restorer (learned)"} >= {"noise25", "jpeg10"}
     assert {row["defect"] for row in table if row["method"] == "inpaint-ns-learned-detector"} == {"dust"}
+    assert {row["defect"] for row in table if row["method"] == "unblend-learned-watermark-detector"} == {"watermark"}
+    assert {row["defect"] for row in table if row["method"] == "unblend-ocr-boxes"} == {"watermark"}
+    assert "watermark_detector_recall" in json.dumps(metrics)
     assert "detector_recall" in json.dumps(metrics) and "val_visible_recall" in json.dumps(metrics)
     # the learned editors registered (4 training steps: each refused by the policy, none champion)
     editors = json.loads((root / "reports/edit/registry.json").read_text())["editors"]
-    assert {kind: e["registered"]["version"] for kind, e in editors.items()} == {"restorer": "1", "detector": "1"}
-    assert not editors["restorer"]["promotion"]["promoted"] and not editors["detector"]["promotion"]["promoted"]
+    assert {kind: e["registered"]["version"] for kind, e in editors.items()} == {"restorer": "1", "detector": "1",
+                                                                                  "watermark_detector": "1"}
+    assert not any(e["promotion"]["promoted"] for e in editors.values())
     assert json.loads((root / "reports/edit/studio/report.json").read_text())["summary"]["photos"] == 3
     plots = json.loads(_run(dvc + ["plots", "show", "--json"], root, env))["data"]
     rendered = json.dumps(plots["reports/train/train_loss.csv"])
@@ -55,6 +59,7 @@ def test_repro_then_noop_then_push_and_pull(project):
     assert [row.split(",")[0] for row in (root / "reports/train/train_kid.csv").read_text().splitlines()] == ["step", "10", "20"]
     assert "reports/train/train_kid.csv" in plots and "reports/baseline/train_loss.csv" in plots
     assert "reports/edit/restorer/curve.csv" in plots and "reports/edit/detector/curve.csv" in plots
+    assert "reports/edit/watermark_detector/curve.csv" in plots
     baseline = json.loads((root / "reports/evaluate_baseline/metrics.json").read_text())
     assert "fid20_test" in baseline and baseline["psnr_test_recon"] > 0  # the CVAE, on the same protocol, with reconstructions
 

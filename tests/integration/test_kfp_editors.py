@@ -24,7 +24,7 @@ def test_committed_editors_yaml_is_fresh(tmp_path):
     pipeline = load_component_from_file(str(COMMITTED_YAML))
     assert pipeline.name == "product-studio-editors"
     assert set(pipeline.component_spec.inputs) == {"photos_uri", "params_yaml", "mlflow_tracking_uri"}
-    assert set(pipeline.component_spec.outputs) == {"restorer", "detector", "table", "registered"}
+    assert set(pipeline.component_spec.outputs) == {"restorer", "detector", "watermark_detector", "table", "registered"}
 
 
 @pytest.mark.slow
@@ -35,23 +35,27 @@ def test_editors_pipeline_trains_measures_and_registers_locally(tmp_path, clothi
     params["edit"]["restore_eval"].update(tune_crops=2, test_crops=2)
     params["edit"]["restorer"].update(photos=4, patch=32, batch_size=2, width=8, depth=2, max_steps=4, curve_every=2,
                                       curve_crops=1)
-    params["edit"]["detector"].update(photos=4, region=64, patch=32, batch_size=2, width=4, max_steps=4, curve_every=2,
-                                      curve_crops=1, checkpoint_every=2)
+    for detector in ("detector", "watermark_detector"):
+        params["edit"][detector].update(photos=4, region=64, patch=32, batch_size=2, width=4, max_steps=4,
+                                        curve_every=2, curve_crops=1, checkpoint_every=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     outputs = run_local(clothing_dir, tmp_path / "kfp", params=tmp_path / "params.yaml", mlflow_tracking_uri=uri)
 
     assert (REPO_ROOT / outputs["restorer"] / "restorer.safetensors").is_file()
     assert (REPO_ROOT / outputs["detector"] / "detector.safetensors").is_file()
+    assert json.loads((REPO_ROOT / outputs["watermark_detector"] / "detector.json").read_text())["defects"] == ["watermark"]
     rows = json.loads((REPO_ROOT / outputs["table"] / "rows.json").read_text())["rows"]
     assert {row["defect"] for row in rows if row["method"] == "restorer (learned)"} >= {"noise25", "jpeg10"}
     assert {row["defect"] for row in rows if row["method"] == "inpaint-ns-learned-detector"} == {"dust"}
+    assert {row["defect"] for row in rows if row["method"] == "unblend-learned-watermark-detector"} == {"watermark"}
     editors = json.loads((REPO_ROOT / outputs["registered"] / "registry.json").read_text())["editors"]
-    assert {kind: e["registered"]["version"] for kind, e in editors.items()} == {"restorer": "1", "detector": "1"}
+    assert {kind: e["registered"]["version"] for kind, e in editors.items()} == {"restorer": "1", "detector": "1",
+                                                                                  "watermark_detector": "1"}
     assert not editors["restorer"]["promotion"]["promoted"]  # 4 steps do not beat the classical filters
 
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     names = set(mlflow.search_runs(experiment_names=["productstudio"])["tags.mlflow.runName"])
-    assert {"edit-restorer", "edit-detector"} <= names, names
+    assert {"edit-restorer", "edit-detector", "edit-watermark-detector"} <= names, names

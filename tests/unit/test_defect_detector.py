@@ -186,3 +186,31 @@ def _request(photo):
     from productstudio.serving.tasks.restore import RestoreRequest
 
     return RestoreRequest(photo, "0" * 64, "image")
+
+
+def test_the_evaluation_table_holds_the_watermark_rows_ocr_and_learned(photos, tmp_path):
+    from productstudio.config import parse_params
+    from productstudio.steps import edit_restore_eval
+
+    model = DefectDetector(width=8)  # untrained: finds nothing, so its row is the floor and its recall 0
+    save_detector(model, tmp_path / "watermark", {"width": 8, "threshold": 0.5, "grow": 0, "min_blob": 3,
+                                                  "defects": ["watermark"]})
+    params = parse_params({"edit": {"restore_eval": {"tune_crops": 1, "test_crops": 2, "crop": 64}}})
+    report = edit_restore_eval.run(params, photos=photos, out=tmp_path / "eval", defects="watermark", restorer=None,
+                                   detector=None, metrics=tmp_path / "metrics.json", no_mlflow=True,
+                                   watermark_detector=tmp_path / "watermark")
+    rows = {row["method"]: row for row in report["rows"]}
+    assert {"none", "unblend-ocr-boxes", "unblend-learned-watermark-detector", "inpaint-ns-true-mask"} <= set(rows)
+    learned, ocr = rows["unblend-learned-watermark-detector"], rows["unblend-ocr-boxes"]
+    assert learned["learned"] and not ocr["learned"] and not ocr["true_mask"]  # OCR is the baseline, not ours
+    assert learned["psnr"] == rows["none"]["psnr"] and learned["clean_psnr"] == "identical"
+    assert learned["params"]["radius"] in (2, 3, 5)
+    scores = report["watermark_detector"]
+    assert scores["recall"] == 0 and scores["min_blob"] == 3 and scores["clean_area"] == 0
+    assert "watermark_detector_recall" in (tmp_path / "metrics.json").read_text()
+    assert "learned watermark detector" in edit_restore_eval.format(report)
+    # a dust detector is not a watermark detector: one line, before anything is measured
+    save_detector(model, tmp_path / "dust", {"width": 8, "threshold": 0.5, "grow": 0, "defects": ["dust"]})
+    with pytest.raises(ParamsError, match="not watermarks"):
+        edit_restore_eval.run(params, photos=photos, out=tmp_path / "eval2", defects="watermark", restorer=None,
+                              detector=None, metrics=None, no_mlflow=True, watermark_detector=tmp_path / "dust")

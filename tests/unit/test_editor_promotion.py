@@ -121,3 +121,58 @@ def test_the_gated_restorer_row_is_not_taken_for_a_classical_method(tmp_path):
     (folder / "rows.json").write_text(json.dumps(report))
     assert editor_evidence("restorer", folder)["defects"]["noise25"] == {
         "learned": 32.2, "classical": 29.4, "classical_method": "bilateral"}
+
+
+def watermark_table(folder, learned: float, ocr: float = 29.98, recall: float = 0.93, false_positive_area: float = 0.05):
+    """A restore-eval rows.json with the watermark rows: the learned detector, the OCR boxes, the true mask."""
+    rows = [{"defect": "watermark", "method": "none", "psnr": 24.15, "true_mask": False},
+            {"defect": "watermark", "method": "unblend-ocr-boxes", "psnr": ocr, "true_mask": False},
+            {"defect": "watermark", "method": "inpaint-ns-true-mask", "psnr": 36.08, "true_mask": True},
+            {"defect": "watermark", "method": "unblend-learned-watermark-detector", "psnr": learned,
+             "true_mask": False, "learned": True}]
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = {"defect": "watermark", "threshold": 0.4, "min_blob": 1, "recall": recall, "visible_recall": recall,
+              "false_positive_area": false_positive_area, "clean_area": 0.02}
+    (folder / "rows.json").write_text(json.dumps({"settings": {"crop": 256, "seed": 0}, "test_crops": ["a.jpg"],
+                                                  "rows": rows, "watermark_detector": scores}))
+    return folder
+
+
+def test_the_watermark_detector_is_judged_on_the_watermark_rows_against_the_ocr_boxes(tmp_path):
+    from productstudio.registry.editor_registry import editor_evidence
+
+    evidence = editor_evidence("watermark_detector", watermark_table(tmp_path / "eval", 34.35))
+    assert evidence["defects"] == {"watermark": {"learned": 34.35, "classical": 29.98,
+                                                 "classical_method": "unblend-ocr-boxes"}}
+    assert evidence["detector"]["defect"] == "watermark" and evidence["detector"]["true_mask_psnr"] == 36.08
+    # the fill is within 2 dB of the true mask and above OCR, but the mask misses the recall target: refused by it
+    refused = decide_editor("watermark_detector", evidence, None, SETTINGS)
+    assert not refused.promoted and refused.reason.startswith("refused by recall: mask recall 0.930")
+    good = editor_evidence("watermark_detector", watermark_table(tmp_path / "good", 34.35, recall=0.96,
+                                                                 false_positive_area=0.008))
+    assert decide_editor("watermark_detector", good, None, SETTINGS).promoted
+    below_ocr = editor_evidence("watermark_detector", watermark_table(tmp_path / "ocr", 29.5, ocr=29.98, recall=0.96,
+                                                                      false_positive_area=0.008))
+    assert not decide_editor("watermark_detector", below_ocr, None, SETTINGS).promoted
+
+
+def test_a_table_without_the_watermark_detector_or_a_baseline_row_is_refused_in_one_line(tmp_path):
+    from productstudio.errors import MissingInput
+    from productstudio.registry.editor_registry import editor_evidence
+
+    folder = watermark_table(tmp_path / "eval", 34.35)
+    report = json.loads((folder / "rows.json").read_text())
+    del report["watermark_detector"]
+    (folder / "rows.json").write_text(json.dumps(report))
+    with pytest.raises(MissingInput, match="no watermark_detector scores"):
+        editor_evidence("watermark_detector", folder)
+    report["rows"] = [r for r in report["rows"] if r["method"] != "unblend-ocr-boxes"]
+    (folder / "rows.json").write_text(json.dumps(report))
+    with pytest.raises(MissingInput, match="no baseline row for watermark"):
+        editor_evidence("watermark_detector", folder)
+
+
+def test_evidence_registered_before_the_watermark_detector_still_means_dust():
+    old = detector_evidence(47.9, 0.96)
+    assert "defect" not in old["detector"]
+    assert decide_editor("detector", old, detector_evidence(47.0, 0.96), SETTINGS).promoted

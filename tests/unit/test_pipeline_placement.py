@@ -61,8 +61,8 @@ def test_editors_package_places_its_tasks_too():
     from pipelines import editors
 
     named = tasks_and_executors(editors.PACKAGE_PATH)  # test_kfp_editors checks it is current
-    assert set(named) == set(editors.RESOURCES) == {"edit-restore-train", "edit-detect-train", "edit-restore-eval",
-                                                    "edit-register"}
+    assert set(named) == set(editors.RESOURCES) == {"edit-restore-train", "edit-detect-train",
+                                                    "edit-watermark-detect-train", "edit-restore-eval", "edit-register"}
     for name, (task, container) in named.items():
         assert container["resources"]["resourceMemoryLimit"] == editors.RESOURCES[name][3], name
         assert ("retryPolicy" in task) == (name != "edit-register"), name  # the registry is acted on once

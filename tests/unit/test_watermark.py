@@ -11,6 +11,7 @@ import pytest
 
 from productstudio.editing.restoration_eval import damage, load_crops
 from productstudio.editing.watermark import (estimate_overlay, letter_mask, remove_watermark, repeat_lattice, repeat_mean,
+                                             repeat_median,
                                              unblend)
 from productstudio.models.defect_detector import fill_mask
 from productstudio.models.restorer import psnr
@@ -125,3 +126,19 @@ def test_the_repeats_of_a_tiled_watermark_are_found_and_average_away_a_false_ala
     letters = probability > 0.9
     assert (averaged[letters] >= 0.4).mean() > 0.95  # the letters, found in every tile, stay
     assert repeat_lattice(np.zeros((64, 64), np.float32)) is None  # nothing repeats in a flat map
+
+
+def test_the_repeat_median_ignores_a_false_alarm_in_a_few_tiles_that_the_mean_would_keep():
+    probability = tiled()
+    first, second = repeat_lattice(probability)
+    noisy = probability.copy()
+    for top, left in ((150, 10), (60, 200)):  # fabric false alarms, each in one tile, far stronger than the letters
+        noisy[top:top + 10, left:left + 10] = 50.0
+    median = repeat_median(noisy, first, second, rows=7)  # an odd block height: the blocks must join exactly
+    assert median[150:160, 10:20].max() < 0.2 and median[60:70, 200:210].max() < 0.2
+    assert repeat_mean(noisy, first, second)[150:160, 10:20].max() > 0.4  # the mean is pulled up by it
+    letters = probability > 0.9
+    assert (median[letters] >= 0.4).mean() > 0.95
+    # the median of a map that is the same in every tile is the map itself, away from the borders
+    inner = (slice(60, 140), slice(100, 160))
+    assert np.abs(repeat_median(probability, first, second)[inner] - probability[inner]).max() < 0.05

@@ -12,12 +12,14 @@ Protocol (what a learned restorer or enhancer must beat, measured in the same ru
   (highest mean PSNR on the tuning crops); "none" (the damaged input itself) is the floor. Learned models
   (``learned_method``: the restorer, trained on train photos only; ``gated_method``: the same restorer behind
   the gate that leaves a crop without noise or heavy JPEG compression as it is, what 'edit restore' runs;
-  ``detect_and_fill_method``: the defect detector's mask filled by inpainting) join their families' rows.
+  ``detect_and_fill_method``: the defect detector's mask filled by inpainting; ``ocr_watermark_method``: the
+  pretrained OCR detector's text boxes un-blended, the served default; ``learned_watermark_method``: the learned
+  watermark detector's repeat-averaged mask un-blended) join their families' rows.
   ``gate_shares``: the share of the test crops the gate sends to the restorer, per defect and for clean crops.
   "background-white" (white balance from the background outside the product, which the cut-out finds on the
   damaged crop) is the enhancement 'edit enhance' applies; it joins the colour-cast rows.
-- The detector's own scores (``detector_scores``): recall of the dust mask's pixels (all, and the visible
-  ones), false-positive area, and the share of a clean crop it marks.
+- The detectors' own scores (``detector_scores``, ``watermark_detector_scores``): recall of the dust (watermark)
+  mask's pixels (all, and the visible ones), false-positive area, and the share of a clean crop it marks.
 - Per row: PSNR and SSIM against the clean crop (the metric engine's ``psnr``/``ssim``); harm on clean input
   (the same method and parameters on the clean crop: PSNR to itself, "identical" when unchanged, and the mean
   CIEDE2000 colour shift inside the product, whose mask comes from the studio cut-out); milliseconds per
@@ -162,10 +164,10 @@ def gate_line(gate: dict | None) -> str:
     return f"\nThe restorer's gate (edit.restore_gate) sends these shares of the test crops to the restorer: {shares}.\n"
 
 
-def detector_line(scores: dict | None) -> str:
+def detector_line(scores: dict | None, what: str = "learned defect detector") -> str:
     if not scores:
         return ""
-    return (f"\nThe learned defect detector (threshold {scores['threshold']}, blobs of at least "
+    return (f"\nThe {what} (threshold {scores['threshold']}, blobs of at least "
             f"{scores.get('min_blob', 1)} pixels) on the {scores['defect']} test crops: "
             f"recall {scores['recall']:.3f} of the defect pixels, {scores['visible_recall']:.3f} of the visible "
             f"ones (changed by more than 12 levels); false-positive area {scores['false_positive_area']:.4f}; on "
@@ -232,6 +234,44 @@ def detect_and_fill_method(model, info: dict, name: str = "inpaint-ns-learned-de
     return Method(name, tuple(info["defects"]), run, tuple(grid(radius=[2, 3, 5])))
 
 
+def ocr_watermark_method(text_detector, name: str = "unblend-ocr-boxes") -> Method:
+    """What the served watermark removal does without a learned detector: the OCR detector's text boxes
+    un-blended (``editing.watermark.remove_watermark``); pretrained weights, nothing trained here."""
+    from productstudio.editing.watermark import remove_watermark
+
+    return Method(name, ("watermark",), lambda image, params, mask=None: remove_watermark(image, text_detector), ({},))
+
+
+def learned_watermark_method(model, info: dict, name: str = "unblend-learned-watermark-detector") -> Method:
+    """The learned watermark detector as a row: its probabilities averaged over the watermark's repeats,
+    thresholded and un-blended (``remove_watermark_learned``), what 'edit restore --watermark-detector' and the
+    served task run; the inpainting radius of the partly covered pixels tuned like the other fills'."""
+    from productstudio.editing.watermark import remove_watermark_learned
+    from productstudio.models.defect_detector import mask_rule
+
+    min_blob = mask_rule(info)["min_blob"]
+
+    def run(image, params, mask=None):
+        return remove_watermark_learned(image, model, params["radius"], min_blob)
+    return Method(name, ("watermark",), run, tuple(grid(radius=[2, 3, 5])))
+
+
+def watermark_detector_scores(model, info: dict, clean: list[np.ndarray], seed: int) -> dict:
+    """The learned watermark detector's repeat-averaged mask against the true letters on the test crops, and
+    the share of pixels it marks on the clean crops."""
+    from productstudio.editing.detector_training import mask_scores, visible
+    from productstudio.editing.watermark import REPEAT_THRESHOLD, learned_watermark_mask
+    from productstudio.models.defect_detector import mask_rule
+
+    min_blob = mask_rule(info)["min_blob"]
+    damaged, masks, _ = damage(clean, "watermark", seed)
+    found = [learned_watermark_mask(image, model, min_blob=min_blob) for image in damaged]
+    seen = [visible(d, c, m) for d, c, m in zip(damaged, clean, masks)]
+    marked_clean = sum(int(learned_watermark_mask(c, model, min_blob=min_blob).sum()) for c in clean)
+    return {"defect": "watermark", "threshold": REPEAT_THRESHOLD, "min_blob": min_blob, **mask_scores(found, masks, seen),
+            "clean_area": marked_clean / sum(c.shape[0] * c.shape[1] for c in clean)}
+
+
 def detector_scores(model, info: dict, clean: list[np.ndarray], defect: str, seed: int) -> dict:
     """The detector's mask against the true one on the test crops (recall, visible recall, false-positive
     area) and the share of pixels it marks on the clean crops (a clean photo should get nothing)."""
@@ -249,7 +289,11 @@ def detector_scores(model, info: dict, clean: list[np.ndarray], defect: str, see
 
 def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings: RestoreEvalSettings, segmenter,
                          cutout_settings, defects: list[str] | None = None, progress: bool = True,
-                         learned: list[Method] = (), detector: tuple | None = None, restore_gate=None) -> dict:
+                         learned: list[Method] = (), detector: tuple | None = None, restore_gate=None,
+                         watermark_detector: tuple | None = None, baselines: list[Method] = ()) -> dict:
+    """The table (see the module's docstring). ``learned``: rows of models trained here; ``baselines``: more
+    rows that are not (pretrained ones, e.g. ``ocr_watermark_method``); ``detector`` and ``watermark_detector``:
+    (model, info) of the learned detectors whose masks are scored."""
     from tqdm import tqdm
 
     photos_root, out_dir = Path(photos_root), Path(out_dir)
@@ -271,7 +315,7 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
         if family in ("noise", "jpeg"):
             gate_inputs[defect] = test_damaged
         defect_rows, outputs = [], {}
-        extra = [m for m in [background_white, *learned] if family in m.families]
+        extra = [m for m in [background_white, *baselines, *learned] if family in m.families]
         for method in [*methods_for(family), *extra]:
             params, tune_psnr = tune(method, tune_damaged, tune_masks, tune_clean)
             started = time.perf_counter()
@@ -307,11 +351,16 @@ def evaluate_restoration(photos_root: str | Path, out_dir: str | Path, settings:
         report["detector"] = scores = detector_scores(*detector, test_clean, "dust", settings.seed)
         metrics.update({f"detector_{k}": round(v, 5) for k, v in scores.items()
                         if k in ("recall", "visible_recall", "false_positive_area", "clean_area")})
+    if watermark_detector is not None and "watermark" in names:
+        report["watermark_detector"] = scores = watermark_detector_scores(*watermark_detector, test_clean, settings.seed)
+        metrics.update({f"watermark_detector_{k}": round(v, 5) for k, v in scores.items()
+                        if k in ("recall", "visible_recall", "false_positive_area", "clean_area")})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "rows.json", report)
     write_json_atomic(out_dir / "metrics.json", metrics)
     (out_dir / "table.md").write_text(markdown_table(rows) + gate_line(report.get("restore_gate"))
-                                      + detector_line(report.get("detector")))
+                                      + detector_line(report.get("detector"))
+                                      + detector_line(report.get("watermark_detector"), "learned watermark detector"))
     if examples:
         examples_sheet(test_clean, examples).save(out_dir / "examples.png")
     return report

@@ -212,32 +212,65 @@ def shortest_of_the_best(candidates: list[tuple[int, int, float]], slack: float 
     return dy, dx
 
 
-def repeat_mean(values: np.ndarray, first: tuple[int, int], second: tuple[int, int], repeats: int = 8) -> np.ndarray:
-    """Each pixel's mean over the pixels ``a x first + b x second`` away (|a|, |b| <= ``repeats``) inside the
-    image, itself included."""
-    height, width = values.shape
-    total, count = np.zeros(values.shape, np.float64), np.zeros(values.shape, np.float64)
+def _repeat_shifts(shape: tuple[int, int], first: tuple[int, int], second: tuple[int, int], repeats: int):
+    """(here, there) slice pairs: the pixels ``a x first + b x second`` away (|a|, |b| <= ``repeats``) that fall
+    inside an image of ``shape``, the zero shift included."""
+    height, width = shape
     for a in range(-repeats, repeats + 1):
         for b in range(-repeats, repeats + 1):
             dy, dx = a * first[0] + b * second[0], a * first[1] + b * second[1]
             if abs(dy) >= height or abs(dx) >= width:
                 continue
-            here = (slice(max(0, -dy), min(height, height - dy)), slice(max(0, -dx), min(width, width - dx)))
-            there = (slice(max(0, dy), min(height, height + dy)), slice(max(0, dx), min(width, width + dx)))
-            total[here] += values[there]
-            count[here] += 1
+            yield ((slice(max(0, -dy), min(height, height - dy)), slice(max(0, -dx), min(width, width - dx))),
+                   (slice(max(0, dy), min(height, height + dy)), slice(max(0, dx), min(width, width + dx))))
+
+
+def repeat_mean(values: np.ndarray, first: tuple[int, int], second: tuple[int, int], repeats: int = 8) -> np.ndarray:
+    """Each pixel's mean over the pixels ``a x first + b x second`` away (|a|, |b| <= ``repeats``) inside the
+    image, itself included."""
+    total, count = np.zeros(values.shape, np.float64), np.zeros(values.shape, np.float64)
+    for here, there in _repeat_shifts(values.shape, first, second, repeats):
+        total[here] += values[there]
+        count[here] += 1
     return (total / np.maximum(count, 1)).astype(np.float32)
+
+
+def repeat_median(values: np.ndarray, first: tuple[int, int], second: tuple[int, int], repeats: int = 8,
+                  rows: int = 32) -> np.ndarray:
+    """Like ``repeat_mean`` but the median: one tile's false alarm, however strong, cannot move it. Computed
+    ``rows`` rows at a time so the stack of repeats stays small on a full-size photo."""
+    height, width = values.shape
+    shifts = list(_repeat_shifts(values.shape, first, second, repeats))
+    result = np.empty(values.shape, np.float32)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        stack = np.full((len(shifts), bottom - top, width), np.nan, np.float32)
+        for layer, (here, there) in zip(stack, shifts):
+            start, stop = max(here[0].start, top), min(here[0].stop, bottom)
+            if start >= stop:
+                continue
+            offset = there[0].start - here[0].start
+            layer[start - top:stop - top, here[1]] = values[start + offset:stop + offset, there[1]]
+        result[top:bottom] = np.nanmedian(stack, axis=0)
+    return result
+
+
+REPEAT_STATISTICS = {"mean": repeat_mean, "median": repeat_median}
+
+
+def repeat_probability(rgb: np.ndarray, detector, statistic: str = "mean") -> np.ndarray:
+    """(H, W) float32: a learned watermark detector's probabilities pooled over the watermark's repeats with
+    ``statistic`` (mean or median) when the map repeats; the raw probabilities when it does not."""
+    probability = defect_probability(detector, rgb)
+    lattice = repeat_lattice(probability)
+    return probability if lattice is None else REPEAT_STATISTICS[statistic](probability, *lattice)
 
 
 def learned_watermark_mask(rgb: np.ndarray, detector, threshold: float = REPEAT_THRESHOLD,
                            min_blob: int = 1) -> np.ndarray:
     """(H, W) bool: a learned watermark detector's probabilities averaged over the watermark's repeats (when the
     map repeats), thresholded, blobs under ``min_blob`` pixels dropped."""
-    probability = defect_probability(detector, rgb)
-    lattice = repeat_lattice(probability)
-    if lattice is not None:
-        probability = repeat_mean(probability, *lattice)
-    return drop_small_blobs(probability >= threshold, min_blob)
+    return drop_small_blobs(repeat_probability(rgb, detector) >= threshold, min_blob)
 
 
 def load_watermark_detector(directory):
@@ -249,8 +282,8 @@ def load_watermark_detector(directory):
     model, info = load_detector(directory)
     if "watermark" not in info.get("defects", []):
         raise ParamsError(f"--watermark-detector {directory}: this detector learned {', '.join(info.get('defects', [])) or 'no named defect'}, "
-                          "not watermarks; train one with edit.detector.defects: [watermark] "
-                          "(configs/watermark-detector.yaml)")
+                          "not watermarks; train one with 'productstudio edit watermark-train' "
+                          "(or 'dvc repro edit_watermark_detector')")
     return model, info
 
 

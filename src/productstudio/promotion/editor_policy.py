@@ -1,4 +1,4 @@
-"""The champion/challenger policy of the learned editors (restorer, defect detector), extended to reference
+"""The champion/challenger policy of the learned editors (restorer, defect and watermark detectors), extended to reference
 metrics: a pure function of two evidence dicts and the settings, like ``policy.decide`` for the generator.
 
 Evidence (``registry.editor_registry.editor_evidence`` reads it from the evaluation table, where the learned
@@ -6,7 +6,8 @@ model and every tuned classical method were measured in the same run on the same
 
     {"protocol": {...the table's settings...},
      "defects": {"noise25": {"learned": 26.6, "classical": 29.39, "classical_method": "bilateral"}, ...},
-     "detector": {"recall": 0.96, "false_positive_area": 0.004, "true_mask_psnr": 49.4} (detector only)}
+     "detector": {"recall": 0.96, "false_positive_area": 0.004, "true_mask_psnr": 49.4, "defect": "dust"}
+                 (detectors only; "defect" is "watermark" for the watermark detector, absent means dust)}
 
 Rules (all must pass):
 
@@ -41,8 +42,13 @@ def check_classical(evidence: dict, targets: list[str], margin_db: float) -> Rul
         f"{d} {gaps[d]:+.2f} dB" for d in targets), evidence_out)
 
 
+def detector_defect(evidence: dict) -> str:
+    return evidence["detector"].get("defect", "dust")  # versions registered before the watermark detector: dust
+
+
 def check_fill(evidence: dict, max_gap_db: float) -> RuleResult:
-    row, detector = evidence["defects"]["dust"], evidence["detector"]
+    detector = evidence["detector"]
+    row = evidence["defects"][detector_defect(evidence)]
     gap = detector["true_mask_psnr"] - row["learned"]
     evidence_out = {"learned": row["learned"], "classical": row["classical"], "true_mask": detector["true_mask_psnr"],
                     "gap_db": gap, "max_gap_db": max_gap_db}
@@ -76,7 +82,7 @@ def decide_editor(kind: str, challenger: dict, champion: dict | None, settings) 
         targets = list(settings.restorer_targets)
         rules = [check_classical(challenger, targets, settings.restorer_margin_db)]
     else:
-        targets = ["dust"]
+        targets = [detector_defect(challenger)]
         rules = [check_fill(challenger, settings.detector_max_gap_db),
                  check_recall(challenger, settings.detector_min_recall, settings.detector_max_false_positive_area)]
     if champion is not None:

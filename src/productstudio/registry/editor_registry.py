@@ -1,5 +1,5 @@
-"""The learned editors in the MLflow Model Registry: the restorer and the defect detector, each a registered
-model whose versions carry their weights and the evaluation table's evidence.
+"""The learned editors in the MLflow Model Registry: the restorer, the defect detector (dust, scratches) and the
+watermark detector, each a registered model whose versions carry their weights and the evaluation table's evidence.
 
 - ``editor_evidence`` reads what the promotion policy judges from the evaluation table (``edit restore-eval``:
   the learned model and every tuned classical method measured in one run on the same test crops).
@@ -31,20 +31,25 @@ class EditorSpec:
     model_name: str  # the registered model
     files: tuple[str, ...]  # what a version holds
     method: str  # its row in the evaluation table
+    defect: str | None = None  # a detector: the defect its mask is scored on
+    scores: str | None = None  # ... and the evaluation report's key holding those scores
 
 
 EDITORS = {
     "restorer": EditorSpec("restorer", "product-studio-restorer", ("restorer.safetensors", "restorer.json"),
                            "restorer (learned)"),
     "detector": EditorSpec("detector", "product-studio-defect-detector", ("detector.safetensors", "detector.json"),
-                           "inpaint-ns-learned-detector"),
+                           "inpaint-ns-learned-detector", "dust", "detector"),
+    "watermark_detector": EditorSpec("watermark_detector", "product-studio-watermark-detector",
+                                     ("detector.safetensors", "detector.json"), "unblend-learned-watermark-detector",
+                                     "watermark", "watermark_detector"),
 }
 
 
 def editor_evidence(kind: str, eval_dir: str | Path) -> dict:
     """The learned model's PSNR beside the best classical method's (true-mask inpainting is an oracle, not a
-    method: left out) for every defect the table measured it on, the table's protocol, and for the detector
-    its mask scores and the true-mask PSNR."""
+    method: left out; for watermarks the pretrained OCR boxes un-blended are the baseline) for every defect the
+    table measured it on, the table's protocol, and for a detector its mask scores and the true-mask PSNR."""
     spec, path = EDITORS[kind], Path(eval_dir) / "rows.json"
     if not path.is_file():
         raise MissingInput(f"{path}: no evaluation table; run 'productstudio edit restore-eval' with the model first")
@@ -56,20 +61,23 @@ def editor_evidence(kind: str, eval_dir: str | Path) -> dict:
         # the classical methods: not the floor, not a learned model (this one behind its gate included), not an oracle
         others = [row for row in rows if row["method"] not in ("none", *(s.method for s in EDITORS.values()))
                   and not row.get("learned") and not row.get("true_mask")]
-        best = max(others, key=lambda row: row["psnr"])
+        best = max(others, key=lambda row: row["psnr"], default=None)
+        if best is None:
+            raise MissingInput(f"{path}: no baseline row for {defect} beside '{spec.method}' to judge it against; "
+                               "rerun 'productstudio edit restore-eval'")
         defects[defect] = {"learned": learned["psnr"], "classical": best["psnr"], "classical_method": best["method"]}
     if not defects:
         raise MissingInput(f"{path}: the table has no '{spec.method}' row; run 'productstudio edit restore-eval "
                            f"--{kind} DIR'")
     protocol = {**report["settings"], "test_crops": hashlib.sha256(json.dumps(report["test_crops"]).encode()).hexdigest()}
     evidence = {"protocol": protocol, "defects": defects}
-    if kind == "detector":
-        if "detector" not in report:
-            raise MissingInput(f"{path}: the table holds no detector scores (the dust defect was not measured)")
-        true_mask = max(row["psnr"] for row in report["rows"] if row["defect"] == "dust" and row.get("true_mask"))
-        evidence["detector"] = {**{k: report["detector"][k] for k in ("recall", "visible_recall",
-                                                                      "false_positive_area", "clean_area")},
-                                "true_mask_psnr": true_mask}
+    if spec.defect is not None:
+        if spec.scores not in report:
+            raise MissingInput(f"{path}: the table holds no {kind} scores (the {spec.defect} defect was not measured)")
+        true_mask = max(row["psnr"] for row in report["rows"] if row["defect"] == spec.defect and row.get("true_mask"))
+        evidence["detector"] = {**{k: report[spec.scores][k] for k in ("recall", "visible_recall",
+                                                                       "false_positive_area", "clean_area")},
+                                "true_mask_psnr": true_mask, "defect": spec.defect}
     return evidence
 
 

@@ -4,6 +4,7 @@ restore-train, detect-train, restore-eval, register)."""
 from __future__ import annotations
 
 from productstudio.steps.edit_detect_train import STEP as DETECT_TRAIN
+from productstudio.steps.edit_detect_train import WATERMARK_STEP as WATERMARK_TRAIN
 from productstudio.steps.edit_enhance import STEP as ENHANCE
 from productstudio.steps.edit_evalset import STEP as EVALSET
 from productstudio.steps.edit_evaluate import STEP as EVALUATE
@@ -29,4 +30,4 @@ DESCRIPTION = ("Editing of real photos. 'edit studio' turns a photo folder into 
                "and its champion.")
 
 
-TARGETS = (STUDIO, RESTORE, ENHANCE, STYLE, EVALSET, EVALUATE, RESTORE_TRAIN, DETECT_TRAIN, RESTORE_EVAL, REGISTER)
+TARGETS = (STUDIO, RESTORE, ENHANCE, STYLE, EVALSET, EVALUATE, RESTORE_TRAIN, DETECT_TRAIN, WATERMARK_TRAIN, RESTORE_EVAL, REGISTER)

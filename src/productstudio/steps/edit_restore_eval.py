@@ -10,11 +10,12 @@ from productstudio.tracking import log_run
 
 
 def run(params, photos: Path | None, out: Path, defects: str | None, restorer: Path | None, detector: Path | None,
-        metrics: Path | None, no_mlflow: bool) -> dict:
+        metrics: Path | None, no_mlflow: bool, watermark_detector: Path | None = None) -> dict:
     from productstudio.artifacts import write_json_atomic
     from productstudio.editing.defects import DEFECTS
     from productstudio.editing.restoration_eval import (detect_and_fill_method, evaluate_restoration,
-                                                         gated_method, learned_method)
+                                                         gated_method, learned_method, learned_watermark_method,
+                                                         ocr_watermark_method)
     from productstudio.errors import ParamsError
     from productstudio.models.pretrained import weights_dir
     from productstudio.models.salient import load_segmenter
@@ -37,9 +38,20 @@ def run(params, photos: Path | None, out: Path, defects: str | None, restorer: P
 
         found = load_detector(detector)
         learned.append(detect_and_fill_method(*found))
+    baselines, watermark_found = [], None
+    if names is None or "watermark" in names:
+        from productstudio.models.text_detector import load_text_detector
+
+        baselines.append(ocr_watermark_method(load_text_detector(weights_dir("ppocr-det"), threads=0)))
+    if watermark_detector:
+        from productstudio.editing.watermark import load_watermark_detector
+
+        watermark_found = load_watermark_detector(watermark_detector)
+        learned.append(learned_watermark_method(*watermark_found))
     report = evaluate_restoration(photos or Path(settings.source), out, settings, segmenter, params.edit.cutout,
                                   defects=names, learned=learned, detector=found,
-                                  restore_gate=params.edit.restore_gate if restorer else None)
+                                  restore_gate=params.edit.restore_gate if restorer else None,
+                                  watermark_detector=watermark_found, baselines=baselines)
     if metrics:
         write_json_atomic(metrics, report["metrics"])
     if not no_mlflow:
@@ -73,6 +85,12 @@ def format(report: dict) -> str:
                      f"{d['defect']} test crops: recall "
                      f"{d['recall']:.3f}, visible recall {d['visible_recall']:.3f}, false-positive area "
                      f"{d['false_positive_area']:.4f}; on clean crops it marks {d['clean_area']:.4f} of the pixels")
+    if report.get("watermark_detector"):
+        d = report["watermark_detector"]
+        lines.append(f"learned watermark detector (repeat-averaged, threshold {d['threshold']}, blobs of at least "
+                     f"{d['min_blob']} px) on the watermark test crops: recall {d['recall']:.3f}, visible recall "
+                     f"{d['visible_recall']:.3f}, false-positive area {d['false_positive_area']:.4f}; on clean crops it "
+                     f"marks {d['clean_area']:.4f} of the pixels")
     lines.append("every method of every defect: table.md and rows.json in the output folder")
     if report.get("mlflow_run_id"):
         lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
@@ -89,7 +107,9 @@ STEP = Step(
     "tuned on train/validation crops and measured on the test crops: PSNR, SSIM, the change it makes to a clean "
     "crop (PSNR and CIEDE2000 inside the product) and milliseconds per megapixel. The learned restorer (blind, "
     "and behind the gate that leaves clean photos alone: edit.restore_gate) and the defect detector join their "
-    "rows when given. Writes table.md, rows.json, metrics.json and examples.png.",
+    "rows when given; the watermark rows always hold the OCR detector's text boxes un-blended (the served default) "
+    "and, when given, the learned watermark detector's mask un-blended (watermark removal is for the merchant's own "
+    "images only). Writes table.md, rows.json, metrics.json and examples.png.",
     run=run,
     format=format,
     params=("edit.restore_eval", "edit.cutout", "edit.restore_gate"),
@@ -102,6 +122,9 @@ STEP = Step(
             "classical methods of the noise and JPEG rows"),
         Arg("--detector", "also measure this trained defect detector ('edit detect-train' output folder): its "
             "recall and false-positive area, and detect-then-fill beside inpainting with the true mask"),
+        Arg("--watermark-detector", "also measure this learned watermark detector ('edit watermark-train'): its "
+            "repeat-averaged mask's recall "
+            "and false-positive area, and the photo un-blended with it beside the OCR boxes and the true mask"),
         Arg("--metrics", "also write the best PSNR per defect here (DVC metrics)"),
         NO_MLFLOW,
     ),

@@ -49,7 +49,7 @@ PIPELINE = (
 )
 # Editing's DVC stages and KFP components: commands of the 'edit' group (productstudio edit <target>).
 EDIT_PIPELINE = (edit_evalset.STEP, edit_evaluate.STEP, edit_restore_train.STEP, edit_detect_train.STEP,
-                 edit_restore_eval.STEP, edit_register.STEP, edit_studio.STEP)
+                 edit_detect_train.WATERMARK_STEP, edit_restore_eval.STEP, edit_register.STEP, edit_studio.STEP)
 # Commands around the pipeline (no DVC stage).
 COMMANDS = (retrain.STEP, package.STEP, serve.STEP, summary.STEP, web.STEP)
 # Commands with targets: productstudio <group> <target>.

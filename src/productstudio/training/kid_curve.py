@@ -4,6 +4,10 @@ A few hundred generated images (fixed latents, categories in turn) against the r
 the ``real_stats`` stage cached for this data version. Small samples make KID noisy but, unlike FID,
 not biased, so successive points of one run are comparable; the final numbers come from ``evaluate``.
 The KID is the metric engine's (``metrics.engine``); the reference is every cached real test feature.
+
+With ``selection`` (features of train images held out of training, ``train.select_best``) each point is also
+measured against those, on the same generated features: that KID picks the generator to keep, so the test
+set never takes part in a decision.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class TrainingKID:
             )
         self.samples, self.seed, self.device, self.batch_size = samples, seed, device, batch_size
         self.name = f"kid{samples}_{SPLIT}"
+        self.selection: np.ndarray | None = None  # features of the held-out train images, when a run selects by them
+        self.selection_name = f"kid{samples}_heldout_train"
 
     def measure(self, generator) -> dict:
         from productstudio.models.sampling import generated_batches
@@ -41,9 +47,19 @@ class TrainingKID:
         images = np.concatenate(list(generated_batches(generator, self.samples, self.seed, self.batch_size, self.device)))
         features = extract_features(images, batch_size=self.batch_size, device=self.device, progress=False)
         # Against all the cached real test features (more than the name's count: a steadier reference).
-        opts = MetricOptions(generated=lambda n: features[:n], real=lambda split, n: (self.real, {}),
+        kid = self._kid(features, self.real)
+        result = {"kid": kid["value"], "kid_std_error": _error(kid), "num_generated": kid["num_generated"],
+                  "num_real": kid["num_real"], "subset_size": kid["kid_subset_size"]}
+        if self.selection is not None:
+            held_out = self._kid(features, self.selection)
+            result.update(selection_kid=held_out["value"], selection_kid_std_error=_error(held_out))
+        return result
+
+    def _kid(self, features: np.ndarray, real: np.ndarray) -> dict:
+        opts = MetricOptions(generated=lambda n: features[:n], real=lambda split, n: (real, {}),
                              kid_subset_size=len(features), kid_subsets=SUBSETS, seed=self.seed)
-        kid = calc_metric(self.name, opts)
-        std_error = math.nan if kid["std_error"] is None else kid["std_error"]
-        return {"kid": kid["value"], "kid_std_error": std_error, "num_generated": kid["num_generated"],
-                "num_real": kid["num_real"], "subset_size": kid["kid_subset_size"]}
+        return calc_metric(self.name, opts)
+
+
+def _error(kid: dict) -> float:
+    return math.nan if kid["std_error"] is None else kid["std_error"]

@@ -42,6 +42,7 @@ from productstudio.training.distributed import ALONE, Distributed, from_environm
 
 CHECKPOINTS = "checkpoints"
 GENERATOR = "generator"
+BEST = "best-generator"  # train.select_best: the generator with the lowest held-out KID so far
 SAMPLES = "samples"
 LOSS_LOG = "train_loss.csv"
 CHECKPOINT_NAME = re.compile(r"step-(\d{8})\.pt$")
@@ -88,6 +89,7 @@ class TrainState:
             "seconds": self.seconds,
             "mlflow_run_id": self.mlflow_run_id or "",
             "identity": json.dumps(self.extra.get("identity", {}), sort_keys=True),
+            "best": json.dumps(self.extra.get("best", {}), sort_keys=True),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -99,6 +101,7 @@ class TrainState:
         self.step = int(state["step"])
         self.seconds = float(state["seconds"])
         self.mlflow_run_id = state["mlflow_run_id"] or None
+        self.extra["best"] = json.loads(state.get("best", "{}"))
 
 
 def training_code_hash() -> str:
@@ -361,6 +364,10 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
     local_batch = dist.local_batch(settings.batch_size)
     images, labels = store.load_split(processed_dir, "train")
     categories = store.categories(processed_dir)
+    held_out = settings.select_best if settings.model == "gan" else 0
+    if held_out >= len(images):
+        raise ParamsError(f"train.select_best ({held_out}) must be smaller than the train split ({len(images)} images)")
+    images, labels = images[held_out:], labels[held_out:]  # the first held_out images only judge, never train
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)  # uint8 stays uint8 until batched
     state = build(settings, len(categories), tuple(images.shape[1:]), dev)
 
@@ -407,6 +414,11 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
             kid_tracker = TrainingKID(real_stats_dir, identity["data_version"], settings.kid_samples, settings.seed + 2, dev)
         except FileNotFoundError as error:
             print(f"periodic KID off: {error}")
+        else:
+            kid_tracker.selection = _held_out_features(processed_dir, real_stats_dir, out, held_out, dev)
+    if held_out and kid_tracker is None:
+        raise ParamsError("train.select_best needs the KID points: pass the real_stats cache (--real-stats) "
+                          "and keep train.kid_every > 0")
 
     run = None
     if track and main:
@@ -485,7 +497,7 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
                     if grid_due:
                         _save_grid(sampler, state, settings, out, dev, run)
                     if kid_due:
-                        _log_kid(kid_tracker, sampler, state, kid_path, run)
+                        _log_kid(kid_tracker, sampler, state, kid_path, run, out)
                 if state.step % settings.checkpoint_every == 0:
                     saved_path = save_checkpoint(state, out / CHECKPOINTS, settings.keep_checkpoints)
                     if on_checkpoint is not None:
@@ -501,9 +513,20 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
         generator = sampling_generator(state)
         grid_path = _save_grid(generator, state, settings, out, dev, run)
         if kid_tracker is not None and state.step % settings.kid_every != 0:
-            _log_kid(kid_tracker, generator, state, kid_path, run)
+            _log_kid(kid_tracker, generator, state, kid_path, run, out)
+        best = state.extra.get("best") or {}
+        if best and best["step"] != state.step:  # an earlier generator was better on the held-out images
+            from productstudio.models.io import load_generator
+
+            generator = load_generator(out / BEST, dev)[0]
+            grid_path = _save_grid(generator, state, settings, out, dev, run, name=f"selected-step-{best['step']:08d}.png")
+        if best:
+            summary.update(selected_step=best["step"], selected_kid_heldout_train=round(best["kid"], 6),
+                           held_out_train_images=held_out)
+            print(f"kept the generator of step {best['step']} (held-out KID {best['kid']:.4f}; last step {state.step})")
         encoder = state.modules["vae"].encoder if "vae" in state.modules else None  # for reconstruction metrics
-        save_generator(generator, out / GENERATOR, encoder=encoder, categories=categories, kind=settings.model, step=state.step)
+        save_generator(generator, out / GENERATOR, encoder=encoder, categories=categories, kind=settings.model,
+                       step=best.get("step", state.step))
         manifest = write_manifest(
             out,
             "trained-generator",
@@ -535,15 +558,16 @@ def _tidy(out: Path, fresh: bool) -> None:
         return
     for old in (out / CHECKPOINTS).glob("step-*.pt"):
         old.unlink()
-    for stale in (out / GENERATOR, out / SAMPLES):
+    for stale in (out / GENERATOR, out / SAMPLES, out / BEST):
         if stale.exists():
             for f in stale.iterdir():
                 f.unlink()
 
 
-def _save_grid(generator: Generator, state: TrainState, settings: TrainSettings, out: Path, device, run) -> Path:
+def _save_grid(generator: Generator, state: TrainState, settings: TrainSettings, out: Path, device, run,
+               name: str | None = None) -> Path:
     grid = sample_grid(generator, settings.seed + 1, device)
-    path = out / SAMPLES / f"step-{state.step:08d}.png"
+    path = out / SAMPLES / (name or f"step-{state.step:08d}.png")
     image = Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.Resampling.NEAREST)
     write_atomic(path, lambda handle: image.save(handle, format="PNG"))  # the manifest names the last one
     if run is not None:
@@ -553,17 +577,40 @@ def _save_grid(generator: Generator, state: TrainState, settings: TrainSettings,
     return path
 
 
-def _log_kid(tracker, generator: Generator, state: TrainState, path: Path, run) -> None:
-    """One point of the time-to-quality curve: KID against training minutes (the budget's clock)."""
+def _held_out_features(processed_dir, real_stats_dir, out: Path, count: int, device):
+    """Inception features of the first ``count`` train images (held out of training), or None for count 0; read from
+    the real_stats cache when it holds that many, else extracted once into out/held-out-features."""
+    if not count:
+        return None
+    from productstudio.metrics.real_features import RealFeatures
+
+    real = RealFeatures(processed_dir, real_stats_dir, out / "held-out-features", device=str(device), batch_size=50, progress=True)
+    return real.features("train", count)[0]
+
+
+def _log_kid(tracker, generator: Generator, state: TrainState, path: Path, run, out: Path) -> None:
+    """One point of the time-to-quality curve: KID against training minutes (the budget's clock); with a held-out
+    slice of train, also the KID that decides which generator the run keeps (out/best-generator)."""
     result = tracker.measure(generator)
+    if "selection_kid" in result:
+        best = state.extra.get("best") or {}
+        if not best or result["selection_kid"] < best["kid"]:
+            save_generator(generator, out / BEST, step=state.step)
+            state.extra["best"] = {"step": state.step, "kid": result["selection_kid"]}
+    held_out = "selection_kid" in result
     new_file = not path.exists()
     with open(path, "a", newline="") as handle:
         writer = csv.writer(handle)
-        if new_file:
-            writer.writerow(["step", "train_minutes", "kid", "kid_std_error"])  # protocol: MLflow metric name
-        writer.writerow([state.step, f"{state.seconds / 60:.3f}", f"{result['kid']:.6f}", f"{result['kid_std_error']:.6f}"])
-    print(f"step {state.step}: {tracker.name} {result['kid']:.4f} +- {result['kid_std_error']:.4f}", flush=True)
+        if new_file:  # protocol: MLflow metric names
+            writer.writerow(["step", "train_minutes", "kid", "kid_std_error", *(["kid_heldout_train"] if held_out else [])])
+        writer.writerow([state.step, f"{state.seconds / 60:.3f}", f"{result['kid']:.6f}", f"{result['kid_std_error']:.6f}",
+                         *([f"{result['selection_kid']:.6f}"] if held_out else [])])
+    chosen = f"; {tracker.selection_name} {result['selection_kid']:.4f}" if held_out else ""
+    print(f"step {state.step}: {tracker.name} {result['kid']:.4f} +- {result['kid_std_error']:.4f}{chosen}", flush=True)
     if run is not None:
         import mlflow
 
-        mlflow.log_metrics({tracker.name: result["kid"], f"{tracker.name}_std_error": result["kid_std_error"]}, step=state.step)
+        metrics = {tracker.name: result["kid"], f"{tracker.name}_std_error": result["kid_std_error"]}
+        if held_out:
+            metrics[tracker.selection_name] = result["selection_kid"]
+        mlflow.log_metrics(metrics, step=state.step)
