@@ -66,6 +66,14 @@ def format(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _args(section: str, out: Path) -> tuple:
+    return (Arg("--photos", f"photo folder with train/ and validation/ (default: {section}.source)", type=Path),
+            Arg("--out", "model folder", out),
+            Arg("--plots", "also copy curve.csv, loss.csv and thresholds.csv here (DVC plots)"),
+            Arg("--metrics", "also write the validation recall and false-positive area here (DVC metrics)"),
+            NO_MLFLOW)
+
+
 STEP = Step(
     name="detect-train",
     help="train the learned defect detector (dust, specks, scratches -> a mask to fill) on the catalogue's photos",
@@ -80,13 +88,7 @@ STEP = Step(
     run=run,
     format=format,
     params=("edit.detector",),
-    args=(
-        Arg("--photos", "photo folder with train/ and validation/ (default: edit.detector.source)", type=Path),
-        Arg("--out", "model folder", paths.EDIT_DETECTOR),
-        Arg("--plots", "also copy curve.csv, loss.csv and thresholds.csv here (DVC plots)"),
-        Arg("--metrics", "also write the validation recall and false-positive area here (DVC metrics)"),
-        NO_MLFLOW,
-    ),
+    args=_args("edit.detector", paths.EDIT_DETECTOR),
 )
 
 
@@ -107,11 +109,5 @@ WATERMARK_STEP = Step(
     run=run_watermark,
     format=format,
     params=("edit.watermark_detector",),
-    args=(
-        Arg("--photos", "photo folder with train/ and validation/ (default: edit.watermark_detector.source)", type=Path),
-        Arg("--out", "model folder", paths.EDIT_WATERMARK_DETECTOR),
-        Arg("--plots", "also copy curve.csv, loss.csv and thresholds.csv here (DVC plots)"),
-        Arg("--metrics", "also write the validation recall and false-positive area here (DVC metrics)"),
-        NO_MLFLOW,
-    ),
+    args=_args("edit.watermark_detector", paths.EDIT_WATERMARK_DETECTOR),
 )

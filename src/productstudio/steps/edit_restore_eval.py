@@ -79,18 +79,13 @@ def format(report: dict) -> str:
         shares = report["restore_gate"]["test_crops"]
         lines.append("the restorer's gate sends to the restorer: " + ", ".join(
             f"{name} {share['restored']:.0%}" for name, share in shares.items()))
-    if report.get("detector"):
-        d = report["detector"]
-        lines.append(f"defect detector (threshold {d['threshold']}, blobs of at least {d.get('min_blob', 1)} px) on the "
-                     f"{d['defect']} test crops: recall "
-                     f"{d['recall']:.3f}, visible recall {d['visible_recall']:.3f}, false-positive area "
-                     f"{d['false_positive_area']:.4f}; on clean crops it marks {d['clean_area']:.4f} of the pixels")
-    if report.get("watermark_detector"):
-        d = report["watermark_detector"]
-        lines.append(f"learned watermark detector (repeat-averaged, threshold {d['threshold']}, blobs of at least "
-                     f"{d['min_blob']} px) on the watermark test crops: recall {d['recall']:.3f}, visible recall "
-                     f"{d['visible_recall']:.3f}, false-positive area {d['false_positive_area']:.4f}; on clean crops it "
-                     f"marks {d['clean_area']:.4f} of the pixels")
+    for key, what in (("detector", "defect detector"), ("watermark_detector", "learned watermark detector (repeat-averaged)")):
+        if report.get(key):
+            d = report[key]
+            lines.append(f"{what} (threshold {d['threshold']}, blobs of at least {d.get('min_blob', 1)} px) on the "
+                         f"{d['defect']} test crops: recall {d['recall']:.3f}, visible recall {d['visible_recall']:.3f}, "
+                         f"false-positive area {d['false_positive_area']:.4f}; on clean crops it marks "
+                         f"{d['clean_area']:.4f} of the pixels")
     lines.append("every method of every defect: table.md and rows.json in the output folder")
     if report.get("mlflow_run_id"):
         lines.append(f"logged to MLflow run {report['mlflow_run_id']}")
