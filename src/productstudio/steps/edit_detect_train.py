@@ -9,7 +9,7 @@ from productstudio import paths
 from productstudio.steps.step import NO_MLFLOW, Arg, Step
 
 
-def run(params, photos: Path | None, out: Path | None, plots: Path | None, metrics: Path | None, no_mlflow: bool,
+def run(params, photos: Path | None, out: Path, plots: Path | None, metrics: Path | None, no_mlflow: bool,
         watermark: bool = False) -> dict:
     import shutil
 
@@ -18,7 +18,6 @@ def run(params, photos: Path | None, out: Path | None, plots: Path | None, metri
     from productstudio.steps.training_run import log_training_run
 
     settings = params.edit.watermark_detector if watermark else params.edit.detector
-    out = out or (paths.EDIT_WATERMARK_DETECTOR if watermark else paths.EDIT_DETECTOR)
     if photos:
         settings = settings.model_copy(update={"source": str(photos)})
     report = train_detector(settings, out, fill_radius=params.edit.dust_fill_radius)

@@ -592,12 +592,12 @@ def _log_kid(tracker, generator: Generator, state: TrainState, path: Path, run, 
     """One point of the time-to-quality curve: KID against training minutes (the budget's clock); with a held-out
     slice of train, also the KID that decides which generator the run keeps (out/best-generator)."""
     result = tracker.measure(generator)
-    if "selection_kid" in result:
+    held_out = "selection_kid" in result
+    if held_out:
         best = state.extra.get("best") or {}
         if not best or result["selection_kid"] < best["kid"]:
             save_generator(generator, out / BEST, step=state.step)
             state.extra["best"] = {"step": state.step, "kid": result["selection_kid"]}
-    held_out = "selection_kid" in result
     new_file = not path.exists()
     with open(path, "a", newline="") as handle:
         writer = csv.writer(handle)
