@@ -20,7 +20,7 @@ The crops and their seeded watermarks are the table's (``edit restore-eval``: 60
   what ``edit restore --watermark-detector DIR`` does), inpainted and un-blended.
 
 ``--split validation`` measures on validation crops instead (where the un-blending constants were chosen);
-``--tune`` adds the un-blending grid (core tolerance x faint share) for every mask, and the threshold of the
+``--tune`` adds the un-blending grid (core tolerance x faint share x edge ceiling) for every mask, and the threshold of the
 repeat-averaged probabilities.
 
 Mask scores are against the true letters: recall, visible recall (the letters' pixels the watermark changed by more
@@ -56,7 +56,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "watermark.json")
     parser.add_argument("--detector", type=Path, help="also a learned detector trained on watermarks")
     parser.add_argument("--split", default="test", choices=("test", "validation"), help="the photos the crops come from")
-    parser.add_argument("--tune", action="store_true", help="also the un-blending grid (core tolerance x faint share)")
+    parser.add_argument("--tune", action="store_true", help="also the un-blending grid (core tolerance x faint share x edge ceiling)")
     args = parser.parse_args()
 
     from productstudio.config import RestoreEvalSettings
@@ -128,13 +128,15 @@ def main() -> int:
                   [fill_with(c, f)[0] for c, f in zip(clean, clean_found)], [r[1] for r in results], seconds,
                   clean_found)
         if args.tune:
-            chosen = watermark.CORE_TOLERANCE, watermark.FAINT_SHARE
+            chosen = watermark.CORE_TOLERANCE, watermark.FAINT_SHARE, watermark.EDGE_CEILING
             for tolerance in (0.1, 0.15, 0.25, 0.35):
                 for faint in (0.1, 0.2):
-                    watermark.CORE_TOLERANCE, watermark.FAINT_SHARE = tolerance, faint
-                    value = np.mean([psnr(unblended(image, mask), c) for image, mask, c in zip(damaged, found, clean)])
-                    grid.append({"mask": name, "core_tolerance": tolerance, "faint_share": faint, "psnr": round(float(value), 2)})
-            watermark.CORE_TOLERANCE, watermark.FAINT_SHARE = chosen
+                    for ceiling in (1 + tolerance, 1.5, 2.0):  # 1 + tolerance: the edge bounded as the core (until 2026-12-04)
+                        watermark.CORE_TOLERANCE, watermark.FAINT_SHARE, watermark.EDGE_CEILING = tolerance, faint, ceiling
+                        value = np.mean([psnr(unblended(image, mask), c) for image, mask, c in zip(damaged, found, clean)])
+                        grid.append({"mask": name, "core_tolerance": tolerance, "faint_share": faint,
+                                     "edge_ceiling": ceiling, "psnr": round(float(value), 2)})
+            watermark.CORE_TOLERANCE, watermark.FAINT_SHARE, watermark.EDGE_CEILING = chosen
     mask_grid = []
     if args.tune and args.detector:
         # the repeats pooled by their mean or their median, thresholded at several levels: the mask scores decide
@@ -169,7 +171,8 @@ def main() -> int:
     if grid:
         print_rows("un-blending grid (PSNR, dB)", "mask", grid,
                    [("repeat_threshold", "repeat threshold", 17, ".2f"), ("core_tolerance", "core tolerance", 15, ".2f"),
-                    ("faint_share", "faint share", 12, ".2f"), ("psnr", "PSNR", 7, ".2f")])
+                    ("faint_share", "faint share", 12, ".2f"), ("edge_ceiling", "edge ceiling", 13, ".2f"),
+                    ("psnr", "PSNR", 7, ".2f")])
     if mask_grid:
         print_rows("repeat pooling x threshold: the mask found, and the pixels un-blending changed", "mask", mask_grid,
                    [("repeat_threshold", "threshold", 10, ".2f"), ("recall", "recall", 7, ".3f"),

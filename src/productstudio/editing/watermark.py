@@ -48,6 +48,11 @@ EVIDENCE_SPAN = 50  # a pixel tells the opacity only where the background is thi
 NO_EVIDENCE_SPAN = 20  # ... and nothing at all below this: such pixels are left as they are
 CORE_TOLERANCE = 0.15  # a pixel whose alpha is within this share of the opacity is a letter's core: un-blended
 FAINT_SHARE = 0.1  # alpha below this share of the opacity: not covered, left as it is; between: inpainted
+# ... and above this share of the opacity still inpainted: under a thick letter the inpainted background guess is
+# off, which inflates the alpha. On 60 validation crops with the learned mask, 1.15 (the core's own bound) left
+# 11 % of the visible letter pixels alone; 1.5 took visible recall from 0.880 to 0.921 and PSNR from 35.2 to 36.4 dB
+# (true mask inpainted: 36.2) for 0.04 points more false-positive area; 2.0 and no bound both scored lower PSNR.
+EDGE_CEILING = 1.5
 # A learned watermark detector's probabilities, averaged over the repeats of a tiled watermark, marked from here
 # (chosen on validation crops among 0.3 / 0.4 / 0.5, bench/bench_watermark.py --split validation --tune):
 REPEAT_THRESHOLD = 0.4
@@ -157,7 +162,7 @@ def unblend(rgb: np.ndarray, mask: np.ndarray, radius: int = 3,
     evidence = mask & (span > NO_EVIDENCE_SPAN)
     core = evidence & (np.abs(alpha - overlay.opacity) <= CORE_TOLERANCE * overlay.opacity)
     edge = (evidence & ~core & (alpha > FAINT_SHARE * overlay.opacity)
-            & (alpha < (1 + CORE_TOLERANCE) * overlay.opacity))
+            & (alpha < EDGE_CEILING * overlay.opacity))
     restored = rgb.astype(np.float32)
     restored[core] = (restored[core] - overlay.colour * overlay.opacity) / (1 - overlay.opacity)
     restored = np.clip(np.round(restored), 0, 255).astype(np.uint8)
