@@ -16,8 +16,9 @@ The crops and their seeded watermarks are the table's (``edit restore-eval``: 60
   mask + un-blend;
 - with ``--detector DIR`` (a defect detector trained on watermarks: ``edit detect-train`` with
   ``edit.detector.defects: [watermark]``): its mask at its stored rule, inpainted and un-blended, and joined with
-  the OCR letters; and its probabilities averaged over the watermark's repeats first (``learned_watermark_mask``:
-  what ``edit restore --watermark-detector DIR`` does), inpainted and un-blended.
+  the OCR letters; its probabilities averaged over the watermark's repeats first, thresholded; and then the letters
+  read from the photo over the same repeats (``learned_watermark_mask``: what ``edit restore --watermark-detector
+  DIR`` does); each inpainted and un-blended.
 
 ``--split validation`` measures on validation crops instead (where the un-blending constants were chosen);
 ``--tune`` adds the un-blending grid (core tolerance x faint share x edge ceiling) for every mask, and the threshold of the
@@ -94,7 +95,10 @@ def main() -> int:
         finders["learned detector"] = lambda image: detect_defects(learned, image, **rule)
         finders["OCR letters or learned"] = lambda image: (letter_mask(image, detector.detect(image))
                                                            | detect_defects(learned, image, **rule))
-        finders["learned, repeats averaged"] = lambda image: learned_watermark_mask(image, learned, min_blob=rule["min_blob"])
+        finders["learned, repeats averaged"] = lambda image: drop_small_blobs(
+            watermark.repeat_probability(image, learned) >= watermark.REPEAT_THRESHOLD, rule["min_blob"])
+        finders["learned, letters read over the repeats"] = lambda image: learned_watermark_mask(
+            image, learned, min_blob=rule["min_blob"], radius=args.radius)
     megapixels = sum(c.shape[0] * c.shape[1] for c in clean) / 1e6
     rows = [{"method": "no fill", "psnr": round(float(np.mean([psnr(d, c) for d, c in zip(damaged, clean)])), 2),
              "clean_psnr": None}]

@@ -2,7 +2,8 @@
 outside the boxes nothing is; un-blending finds the overlay's colour and opacity and computes the photo back under
 the letters (better than inpainting them), inpaints letter pixels whose computed alpha a hidden patch inflated,
 leaves marked fabric that does not fit the overlay alone, and falls back
-to inpainting; the real OCR detector finds a drawn word and it is removed."""
+to inpainting; the letters read over a tiling's repeats keep faint edges and drop a detector's halo and a row the
+tiling does not have; the real OCR detector finds a drawn word and it is removed."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import numpy as np
 import pytest
 
 from productstudio.editing.restoration_eval import damage, load_crops
-from productstudio.editing.watermark import (estimate_overlay, letter_mask, remove_watermark, repeat_lattice, repeat_mean,
-                                             repeat_median,
-                                             unblend)
+from productstudio.editing.watermark import (estimate_overlay, letter_mask, letters_over_repeats, remove_watermark,
+                                             repeat_lattice, repeat_mean, repeat_median, unblend)
 from productstudio.models.defect_detector import fill_mask
 from productstudio.models.restorer import psnr
 from productstudio.models.text_detector import TextBox
@@ -163,3 +163,33 @@ def test_unblending_inpaints_letter_pixels_over_a_hidden_patch_and_leaves_stray_
     assert changed[patch].mean() > 0.9
     assert np.abs(restored[patch].astype(int) - clean[patch]).mean() < np.abs(marked[patch].astype(int) - clean[patch]).mean() - 10
     assert not changed[60, 160:170].any() and (restored[60, 160:170] == 255).all()
+
+
+def test_the_letters_read_over_the_repeats_keep_faint_edges_and_drop_the_halo_and_a_row_that_is_not_there():
+    # A detector's mask is the letters plus a halo two pixels wide; the photo is noisy (sigma 6), so a halo pixel's
+    # own alpha often reads as a faint letter (18 % of them), which the average over the repeats does not; the
+    # tiling's last row is cut off (not drawn), so averaging over the repeats alone would put letters there.
+    rng = np.random.default_rng(3)
+    weave = cv2.GaussianBlur(rng.normal(0, 6, (200, 260)).astype(np.float32), (0, 0), 1.5)
+    clean = np.clip(np.full((200, 260, 3), (120, 90, 70), np.float32) + weave[..., None], 0, 255).astype(np.uint8)
+    full = tiled()
+    layer = full.copy()
+    layer[162:200] = 0  # the row whose baseline is at y 180 is not drawn
+    missing = (full > 0) & (layer == 0)
+    alpha = layer[..., None] * 0.45
+    seen = np.clip(clean * (1 - alpha) + 255 * alpha + rng.normal(0, 6, clean.shape) + 0.5, 0, 255).astype(np.uint8)
+    letters = layer > 0
+    mask = cv2.dilate(letters.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    lattice = repeat_lattice(full)
+    found = letters_over_repeats(seen, mask, lattice)
+    assert found[letters].mean() > 0.9
+    faint = letters & (layer < 0.3)  # anti-aliased edges: a change of at most 0.3 x 0.45 x 135 = 18 grey levels
+    assert faint.sum() > 500 and found[faint].mean() > 0.6
+    halo = mask & ~letters
+    assert found[halo].mean() < 0.05
+    assert found[missing].mean() < 0.05
+    # without repeats to read them over, a flat map has no overlay to estimate: the mask comes back as it was
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    square = np.zeros((64, 64), bool)
+    square[20:30, 20:30] = True
+    assert letters_over_repeats(flat, square, ((0, 16), (16, 0))) is square
