@@ -244,7 +244,7 @@ def ocr_watermark_method(text_detector, name: str = "unblend-ocr-boxes") -> Meth
 
 def learned_watermark_method(model, info: dict, name: str = "unblend-learned-watermark-detector") -> Method:
     """The learned watermark detector as a row: its probabilities averaged over the watermark's repeats,
-    thresholded and un-blended (``remove_watermark_learned``), what 'edit restore --watermark-detector' and the
+    thresholded, the letters read over the repeats and un-blended (``remove_watermark_learned``), what 'edit restore --watermark-detector' and the
     served task run; the inpainting radius of the partly covered pixels tuned like the other fills'."""
     from productstudio.editing.watermark import remove_watermark_learned
     from productstudio.models.defect_detector import mask_rule
@@ -257,7 +257,7 @@ def learned_watermark_method(model, info: dict, name: str = "unblend-learned-wat
 
 
 def watermark_detector_scores(model, info: dict, clean: list[np.ndarray], seed: int) -> dict:
-    """The learned watermark detector's repeat-averaged mask against the true letters on the test crops, and
+    """The learned watermark detector's mask (``learned_watermark_mask``) against the true letters on the test crops, and
     the share of pixels it marks on the clean crops."""
     from productstudio.editing.detector_training import mask_scores, visible
     from productstudio.editing.watermark import REPEAT_THRESHOLD, learned_watermark_mask
