@@ -130,7 +130,8 @@ def test_watermarks_are_filled_first_when_asked_and_make_another_edit(tmp_path, 
     assert after < 0.8 * before  # letters filled towards the photo under them
 
 
-def test_a_learned_watermark_detector_is_used_when_given_and_must_have_learned_watermarks(tmp_path, clothing_dir):
+def test_a_learned_watermark_detector_is_used_when_given_and_must_have_learned_watermarks(tmp_path, clothing_dir,
+                                                                                          monkeypatch):
     from productstudio.models.defect_detector import DefectDetector, save_detector
 
     photos = tmp_path / "own-photos"
@@ -149,3 +150,10 @@ def test_a_learned_watermark_detector_is_used_when_given_and_must_have_learned_w
                               limit=None, watermark_detector=tmp_path / "watermark")
     assert "learned detector" in report["settings"]["watermarks"] and "un-blended" in report["settings"]["watermarks"]
     assert report["photos"][0]["file"] == "a.png"
+    # how the letters are read and un-blended is part of the edit: a resumed run must not mix the two
+    for constant, value in (("LETTER_LAYER", 0.1), ("EDGE_CEILING", 2.0)):
+        with monkeypatch.context() as patch:
+            patch.setattr(f"productstudio.editing.watermark.{constant}", value)
+            other = edit_restore.run(Params(), in_dir=photos, out=tmp_path / constant, restorer=identity, detector=None,
+                                     limit=None, watermark_detector=tmp_path / "watermark")
+        assert other["digest"] != report["digest"], constant

@@ -14,7 +14,7 @@ Protocol (what a learned restorer or enhancer must beat, measured in the same ru
   the gate that leaves a crop without noise or heavy JPEG compression as it is, what 'edit restore' runs;
   ``detect_and_fill_method``: the defect detector's mask filled by inpainting; ``ocr_watermark_method``: the
   pretrained OCR detector's text boxes un-blended, the served default; ``learned_watermark_method``: the learned
-  watermark detector's repeat-averaged mask un-blended) join their families' rows.
+  watermark detector's repeat-averaged mask, the letters read over the repeats, un-blended) join their families' rows.
   ``gate_shares``: the share of the test crops the gate sends to the restorer, per defect and for clean crops.
   "background-white" (white balance from the background outside the product, which the cut-out finds on the
   damaged crop) is the enhancement 'edit enhance' applies; it joins the colour-cast rows.

@@ -102,7 +102,7 @@ def remove_watermark(rgb: np.ndarray, text_detector, radius: int = 3, fill: str 
 
 def unblend_constants() -> str:
     """The constants un-blending depends on, for provenance digests."""
-    return (f"{OVERLAY_COLOURS}:{EVIDENCE_SPAN}:{NO_EVIDENCE_SPAN}:{CORE_TOLERANCE}:{FAINT_SHARE}")
+    return f"{OVERLAY_COLOURS}:{EVIDENCE_SPAN}:{NO_EVIDENCE_SPAN}:{CORE_TOLERANCE}:{FAINT_SHARE}:{EDGE_CEILING}"
 
 
 def box_mask(shape: tuple[int, int], boxes) -> np.ndarray:

@@ -118,7 +118,7 @@ STEP = Step(
         Arg("--detector", "also measure this trained defect detector ('edit detect-train' output folder): its "
             "recall and false-positive area, and detect-then-fill beside inpainting with the true mask"),
         Arg("--watermark-detector", "also measure this learned watermark detector ('edit watermark-train'): its "
-            "repeat-averaged mask's recall "
+            "mask's recall (repeat-averaged, the letters read over the repeats) "
             "and false-positive area, and the photo un-blended with it beside the OCR boxes and the true mask"),
         Arg("--metrics", "also write the best PSNR per defect here (DVC metrics)"),
         NO_MLFLOW,
