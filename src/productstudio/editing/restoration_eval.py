@@ -14,7 +14,8 @@ Protocol (what a learned restorer or enhancer must beat, measured in the same ru
   the gate that leaves a crop without noise or heavy JPEG compression as it is, what 'edit restore' runs;
   ``detect_and_fill_method``: the defect detector's mask filled by inpainting; ``ocr_watermark_method``: the
   pretrained OCR detector's text boxes un-blended, the served default; ``learned_watermark_method``: the learned
-  watermark detector's repeat-averaged mask, the letters read over the repeats, un-blended) join their families' rows.
+  watermark detector's repeat-averaged mask, the letters read over the repeats, un-blended) join their families'
+  rows.
   ``gate_shares``: the share of the test crops the gate sends to the restorer, per defect and for clean crops.
   "background-white" (white balance from the background outside the product, which the cut-out finds on the
   damaged crop) is the enhancement 'edit enhance' applies; it joins the colour-cast rows.
@@ -244,8 +245,9 @@ def ocr_watermark_method(text_detector, name: str = "unblend-ocr-boxes") -> Meth
 
 def learned_watermark_method(model, info: dict, name: str = "unblend-learned-watermark-detector") -> Method:
     """The learned watermark detector as a row: its probabilities averaged over the watermark's repeats,
-    thresholded, the letters read over the repeats and un-blended (``remove_watermark_learned``), what 'edit restore --watermark-detector' and the
-    served task run; the inpainting radius of the partly covered pixels tuned like the other fills'."""
+    thresholded, the letters read over the repeats and un-blended (``remove_watermark_learned``), what 'edit
+    restore --watermark-detector' and the served task run; the inpainting radius of the partly covered pixels
+    tuned like the other fills'."""
     from productstudio.editing.watermark import remove_watermark_learned
     from productstudio.models.defect_detector import mask_rule
 
@@ -257,8 +259,8 @@ def learned_watermark_method(model, info: dict, name: str = "unblend-learned-wat
 
 
 def watermark_detector_scores(model, info: dict, clean: list[np.ndarray], seed: int) -> dict:
-    """The learned watermark detector's mask (``learned_watermark_mask``) against the true letters on the test crops, and
-    the share of pixels it marks on the clean crops."""
+    """The learned watermark detector's mask (``learned_watermark_mask``) against the true letters on the test
+    crops, and the share of pixels it marks on the clean crops."""
     from productstudio.editing.detector_training import mask_scores, visible
     from productstudio.editing.watermark import REPEAT_THRESHOLD, learned_watermark_mask
     from productstudio.models.defect_detector import mask_rule

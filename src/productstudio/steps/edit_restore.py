@@ -48,7 +48,8 @@ def run(params, in_dir: Path, out: Path, restorer: Path, detector: Path | None, 
 
 def watermark_step(params, learned: Path | None, steps: list, settings: dict) -> str:
     """Append the watermark removal to ``steps`` (OCR text boxes, or a learned detector's repeat-averaged mask with
-    the letters read over the repeats, both un-blended), describe it in ``settings``; returns the digest of everything it depends on."""
+    the letters read over the repeats, both un-blended), describe it in ``settings``; returns the digest of
+    everything it depends on."""
     import hashlib
 
     from productstudio.editing import watermark
@@ -62,8 +63,8 @@ def watermark_step(params, learned: Path | None, steps: list, settings: dict) ->
         min_blob = mask_rule(info)["min_blob"]
         steps.append(lambda photo: watermark.remove_watermark_learned(photo, model, radius, min_blob))
         settings.update(watermarks=f"learned detector {learned} (probabilities averaged over the watermark's repeats, "
-                                   f"threshold {watermark.REPEAT_THRESHOLD}, blobs from {min_blob} px, the letters read over "
-                                   f"the repeats from {watermark.LETTER_LAYER} of the opacity), un-blended")
+                                   f"threshold {watermark.REPEAT_THRESHOLD}, blobs from {min_blob} px, the letters "
+                                   f"read over the repeats from {watermark.LETTER_LAYER} of the opacity), un-blended")
         source = (f"{sha256_of(Path(learned) / 'detector.safetensors')}:{watermark.REPEAT_THRESHOLD}:{min_blob}:"
                   f"{watermark.LETTER_LAYER}")
     else:

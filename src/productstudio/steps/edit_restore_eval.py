@@ -79,8 +79,8 @@ def format(report: dict) -> str:
         shares = report["restore_gate"]["test_crops"]
         lines.append("the restorer's gate sends to the restorer: " + ", ".join(
             f"{name} {share['restored']:.0%}" for name, share in shares.items()))
-    for key, what in (("detector", "defect detector"),
-                      ("watermark_detector", "learned watermark detector (repeats averaged, the letters read over them)")):
+    learned_watermark = "learned watermark detector (repeats averaged, the letters read over them)"
+    for key, what in (("detector", "defect detector"), ("watermark_detector", learned_watermark)):
         if report.get(key):
             d = report[key]
             lines.append(f"{what} (threshold {d['threshold']}, blobs of at least {d.get('min_blob', 1)} px) on the "
