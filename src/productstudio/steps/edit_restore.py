@@ -107,7 +107,7 @@ STEP = Step(
     "by un-blending (a semi-transparent white or black overlay is computed back out of the photo, its opacity "
     "estimated from the letters): only for your own images (a watermark you or your studio put there); "
     "--watermark-detector DIR uses a learned watermark detector instead of OCR (its probabilities averaged over "
-    "the repeats of a tiled watermark, then un-blended). bench/bench_watermark.py measures both. 'edit restore-eval' shows where the models beat the classical "
+    "the repeats of a tiled watermark, the letters read from the photo over the same repeats, then un-blended). bench/bench_watermark.py measures both. 'edit restore-eval' shows where the models beat the classical "
     "methods and what they do to clean photos.",
     run=run,
     format=format,
