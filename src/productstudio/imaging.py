@@ -10,7 +10,10 @@ same pixels whether it is evaluated, quantized, registered or served.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -65,3 +68,27 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def reproducible_kernels(device: torch.device) -> Iterator[None]:
+    """On CUDA, deterministic kernels while the block runs, so the same data, params and code give the same weights.
+
+    CUDA's fastest kernels sum in a varying order: on an H200 two 400-step runs of configs/clothing-64.yaml from
+    one seed differed by up to 0.74 in a generator weight, and a resumed run by 0.90 from an uninterrupted one.
+    With deterministic kernels both differences were 0, for about 9 % more time per step. cuBLAS reads its
+    workspace setting when it starts, so it is set here, before the first matrix product. CPU kernels already
+    repeat themselves: nothing changes there.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]

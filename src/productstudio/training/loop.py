@@ -31,7 +31,7 @@ from productstudio.artifacts import write_atomic, write_manifest
 from productstudio.config import TrainSettings, section_dict
 from productstudio.errors import ParamsError, TimeLimitReached
 from productstudio.data import store
-from productstudio.imaging import resolve_device, to_float
+from productstudio.imaging import reproducible_kernels, resolve_device, to_float
 from productstudio.models.io import save_generator
 from productstudio.models.checkpoints import load_checkpoint
 from productstudio.models.cvae import ConditionalVAE, elbo_loss
@@ -347,9 +347,11 @@ def train(
     """
     out, plots = Path(out_dir), Path(plots_dir)
     dist = from_environment(resolve_device(device))
+    dev = dist.device(resolve_device(device))
     try:
-        return _train(settings, processed_dir, out, plots, dist, dist.device(resolve_device(device)), track,
-                      real_stats_dir, clock, on_checkpoint, budget_minutes, pause_at_minutes)
+        with reproducible_kernels(dev):
+            return _train(settings, processed_dir, out, plots, dist, dev, track, real_stats_dir, clock, on_checkpoint,
+                          budget_minutes, pause_at_minutes)
     finally:
         dist.close()
 
