@@ -129,6 +129,10 @@ class TrainSettings(_Section):
     # discourages generator artefacts it would otherwise reward; 0: off.
     r1_gamma: float = Field(default=0.0, ge=0)
     r1_every: int = Field(default=16, ge=1)
+    # Draw real photos so that every category comes up equally often (each photo with chance 1 / (categories x
+    # its category's count)), as the generator's categories do. On an uneven catalogue (clothing-dataset-small:
+    # 795 t-shirts, 112 skirts) uniform draws show the discriminator a fake skirt about 3x as often as a real one.
+    balanced_categories: bool = False
     # Learning rates fall linearly to zero over this last share of the run (0: constant).
     lr_decay: float = Field(default=0.0, ge=0, le=1)
     # An optional guard, summed over resumes: reaching it before max_steps stops with an error (the

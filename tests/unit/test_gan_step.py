@@ -88,3 +88,15 @@ def test_r1_is_refused_under_torchrun_before_any_work(tmp_path):
     with pytest.raises(ParamsError, match="r1_gamma > 0 is not supported under torchrun"):
         loop._train(settings, tmp_path / "no-data", tmp_path / "out", tmp_path / "plots", Distributed(world_size=2),
                     torch.device("cpu"), False, None, None, None, None, None)
+
+
+def test_balanced_draws_show_every_category_equally_often_and_uniform_draws_follow_the_catalogue():
+    labels = torch.tensor([0] * 700 + [1] * 100 + [2] * 200)  # as uneven as t-shirts against skirts
+    rng = torch.Generator().manual_seed(0)
+    balanced = torch.bincount(labels[loop.real_draw(labels, 4, True)(30_000, rng)], minlength=4) / 30_000
+    uniform = torch.bincount(labels[loop.real_draw(labels, 4, False)(30_000, rng)], minlength=4) / 30_000
+    # 30,000 draws: a share's standard error is under 0.003, so 0.02 is over six of them
+    assert torch.allclose(balanced[:3], torch.full((3,), 1 / 3), atol=0.02) and balanced[3] == 0  # none to draw
+    assert torch.allclose(uniform, torch.tensor([0.7, 0.1, 0.2, 0.0]), atol=0.02)
+    # every photo of a category is as likely as the others of it: all 100 of the rare one come up
+    assert len(set(loop.real_draw(labels, 4, True)(30_000, rng).tolist()) & set(range(700, 800))) == 100

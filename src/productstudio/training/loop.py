@@ -164,6 +164,15 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         target.copy_(source)
 
 
+def real_draw(labels: torch.Tensor, num_classes: int, balanced: bool):
+    """A function (n, rng) -> n indices of real photos: uniform over photos, or over categories when ``balanced``."""
+    if not balanced:
+        return lambda n, rng: torch.randint(0, len(labels), (n,), generator=rng)
+    counts = torch.bincount(labels, minlength=num_classes)
+    weights = 1.0 / counts[labels].double()  # every category's photos together weigh 1
+    return lambda n, rng: torch.multinomial(weights, n, replacement=True, generator=rng)
+
+
 def lr_factor(progress: float, decay: float) -> float:
     """The learning-rate multiplier at ``progress`` (0..1 of the run): 1, then a straight line to 0 over
     the last ``decay`` share (0: constant)."""
@@ -371,6 +380,7 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
         raise ParamsError(f"train.select_best ({held_out}) must be smaller than the train split ({len(images)} images)")
     images, labels = images[held_out:], labels[held_out:]  # the first held_out images only judge, never train
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)  # uint8 stays uint8 until batched
+    draw = real_draw(y_all, len(categories), settings.balanced_categories)
     state = build(settings, len(categories), tuple(images.shape[1:]), dev)
 
     # What a checkpoint must share with this run to be resumed: the data and every setting that
@@ -467,7 +477,7 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
                 started = clock()
                 progress_share = max(state.step / settings.max_steps, state.seconds / budget_s)
                 set_learning_rates(state, settings, lr_factor(progress_share, settings.lr_decay))
-                index = dist.shard(torch.randint(0, len(x_all), (settings.batch_size,), generator=state.rng))
+                index = dist.shard(draw(settings.batch_size, state.rng))
                 x = to_float(x_all[index].to(dev))
                 y = y_all[index].to(dev)
                 losses = step_fn(state, x, y, settings, dev)
