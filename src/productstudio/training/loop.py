@@ -356,8 +356,8 @@ def train(
     """
     out, plots = Path(out_dir), Path(plots_dir)
     dist = from_environment(resolve_device(device))
-    dev = dist.device(resolve_device(device))
     try:
+        dev = dist.device(resolve_device(device))
         with reproducible_kernels(dev):
             return _train(settings, processed_dir, out, plots, dist, dev, track, real_stats_dir, clock, on_checkpoint,
                           budget_minutes, pause_at_minutes)
