@@ -4,46 +4,68 @@ usage: python3 bench/classifier_recipes.py EPOCHS:AUGMENT:WEIGHT_DECAY ...   (AU
   oc = flips and shifts with a one-cycle schedule), on runs/clothing-64's processed photos (make colour writes them).
 Prints the test accuracy and the per-category accuracy on the 372 test photos for each recipe. One thread, so it can
 share the cores with a training run. bench/reported/classifier-noise-2026-12-04.json holds one run.
+
+The loop is productstudio.training.classifier.train_classifier's (Adam, batch 128, uniform draws) with the
+augmentations added; AdamW with weight decay 0 is Adam.
 """
-import sys, time, torch, numpy as np
+import sys
+import time
+
+import torch
 from torch.nn import functional as F
+
 from productstudio.data import store
 from productstudio.imaging import to_float
 from productstudio.models.classifier import ClassifierConfig, ProductClassifier
+
 torch.set_num_threads(1)
-P = "runs/clothing-64/data/processed"
-xi, yi = store.load_split(P, "train"); xt, yt = store.load_split(P, "test"); cats = store.categories(P)
-x_all, y_all = torch.from_numpy(xi), torch.from_numpy(yi)
+PROCESSED = "runs/clothing-64/data/processed"
+train_images, train_labels = store.load_split(PROCESSED, "train")
+test_images, test_labels = store.load_split(PROCESSED, "test")
+categories = store.categories(PROCESSED)
+x_all, y_all = torch.from_numpy(train_images), torch.from_numpy(train_labels)
 
-def shift(x, rng, pad=6):
-    n, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=rng); dy = torch.randint(0, 2 * pad + 1, (n,), generator=rng)
-    return torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
-def run(epochs, augment, wd=0.0, seed=0, bs=128):
-    torch.manual_seed(seed); rng = torch.Generator().manual_seed(seed)
-    m = ProductClassifier(ClassifierConfig(num_classes=len(cats), channels=3))
-    opt = torch.optim.AdamW(m.parameters(), 1e-3, weight_decay=wd)
-    steps = epochs * ((len(x_all) + bs - 1) // bs); m.train()
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps) if augment == "onecycle" else None
-    for s in range(steps):
-        idx = torch.randint(0, len(x_all), (bs,), generator=rng)
-        x = to_float(x_all[idx])
+def shift(x: torch.Tensor, rng: torch.Generator, pad: int = 6) -> torch.Tensor:
+    """Each image moved by up to pad pixels each way, edges repeated."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=rng)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=rng)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def run(epochs: int, augment: bool, one_cycle: bool, weight_decay: float, seed: int = 0, batch_size: int = 128):
+    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    model = ProductClassifier(ClassifierConfig(num_classes=len(categories), channels=3))
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=weight_decay)
+    steps = epochs * ((len(x_all) + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps) if one_cycle else None
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(0, len(x_all), (batch_size,), generator=rng)
+        x = to_float(x_all[index])
         if augment:
-            flip = torch.rand(bs, generator=rng) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            x = shift(x, rng)
-        loss = F.cross_entropy(m(x), y_all[idx]); opt.zero_grad(); loss.backward(); opt.step()
-        if sched: sched.step()
-    m.eval()
+            flip = torch.rand(batch_size, generator=rng) < 0.5
+            x = shift(torch.where(flip[:, None, None, None], x.flip(3), x), rng)
+        loss = F.cross_entropy(model(x), y_all[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if schedule:
+            schedule.step()
+    model.eval()
     with torch.no_grad():
-        pred = torch.cat([m(to_float(xt[i:i+256])).argmax(1) for i in range(0, len(xt), 256)]).numpy()
-    acc = (pred == yt).mean()
-    per = {c: round(float((pred[yt == k] == k).mean()), 2) for k, c in enumerate(cats)}
-    return acc, per
+        predicted = torch.cat([model(to_float(test_images[i:i + 256])).argmax(1)
+                               for i in range(0, len(test_images), 256)]).numpy()
+    per_category = {name: round(float((predicted[test_labels == k] == k).mean()), 2) for k, name in enumerate(categories)}
+    return (predicted == test_labels).mean(), per_category
+
 
 for spec in sys.argv[1:]:
-    e, a, wd = spec.split(":"); t = time.time()
-    acc, per = run(int(e), {"0": False, "1": True, "oc": "onecycle"}[a], float(wd))
-    print(f"epochs {e} augment {a} wd {wd}: test acc {acc:.3f} ({time.time()-t:.0f} s) {per}", flush=True)
+    epochs, augment, weight_decay = spec.split(":")
+    started = time.time()
+    accuracy, per_category = run(int(epochs), augment in ("1", "oc"), augment == "oc", float(weight_decay))
+    print(f"epochs {epochs} augment {augment} wd {weight_decay}: test acc {accuracy:.3f} "
+          f"({time.time() - started:.0f} s) {per_category}", flush=True)

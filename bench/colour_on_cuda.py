@@ -8,9 +8,7 @@ usage: python3 bench/colour_on_cuda.py OUT SECONDS [device] [probe_steps] [segme
   'productstudio evaluate' here. bench/reported/colour-64-gpu-2026-12-04.json holds one H200 run.
 """
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
