@@ -4,7 +4,8 @@
    references measured in the same run:
    - the same network with transposed convolutions instead (the DCGAN habit), same widths, same
      discriminator: the ratio says which layer pays on a CPU;
-   - the levers at equal settings otherwise: channels-last memory format, batch 128;
+   - the levers at equal settings otherwise: torch.compile (train.compile; its compile time is reported
+     apart: the rate is after the first 3 steps), channels-last memory format, batch 128;
    - where a step's time goes (generate, discriminator update, generator update, EMA; torch.profiler over
      the labels gan_step sets), its FLOPs (torch's FlopCounterMode, forward + backward) and its FLOP
      rate as a share of a plain fp32 matrix multiply timed on the same threads.
@@ -61,15 +62,20 @@ class TransposedUpBlock(nn.Module):
         return F.relu(self.norm(self.conv(x), y))
 
 
-def throughput(state, settings, images, labels, steps: int, channels_last: bool = False) -> float:
+WARM_UP_SECONDS: dict[str, float] = {}  # per variant: the first 3 steps (torch.compile compiles there)
+
+
+def throughput(state, settings, images, labels, steps: int, channels_last: bool = False, name: str = "") -> float:
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     if channels_last:
         for module in state.modules.values():
             module.to(memory_format=torch.channels_last)
     rng = torch.Generator().manual_seed(0)
+    begin = time.perf_counter()
     for i in range(steps + 3):
         if i == 3:
             start = time.perf_counter()
+            WARM_UP_SECONDS[name] = start - begin
         index = torch.randint(0, len(x_all), (settings.batch_size,), generator=rng)
         x = to_float(x_all[index])
         gan_step(state, x.contiguous(memory_format=torch.channels_last) if channels_last else x, y_all[index], settings, "cpu")
@@ -152,8 +158,11 @@ def main() -> None:
     reference.modules["ema"] = copy.deepcopy(g).eval().requires_grad_(False)
     reference.optimizers["generator"] = torch.optim.Adam(g.parameters(), settings.lr_g, betas=(settings.beta1, settings.beta2))
 
+    compiled, _ = fresh()
+    compiled.compile()  # train.compile
     ours_rate = throughput(*fresh(), images, labels, args.steps)
     rows = {"upsample + conv (ours)": ours_rate,
+            "ours, torch.compile": throughput(compiled, settings, images, labels, args.steps, name="ours, torch.compile"),
             "transposed conv (reference)": throughput(reference, settings, images, labels, args.steps),
             "ours, channels-last": throughput(*fresh(), images, labels, args.steps, channels_last=True),
             "ours, batch 128": throughput(*fresh(128), images, labels, max(1, args.steps // 2))}
@@ -166,6 +175,7 @@ def main() -> None:
     print(f"{'variant':<36} {'images/s':>10} {'vs ours':>8}")
     for name, rate in rows.items():
         print(f"{name:<36} {rate:>10.1f} {rate / ours_rate:>8.2f}")
+    print(f"torch.compile: the first 3 steps (compiling) took {WARM_UP_SECONDS['ours, torch.compile']:.0f} s")
     print("\nwhere a step's time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in profile.items()))
     print(f"FLOPs per step {flops / 1e9:.2f} G; at {ours_rate:.0f} images/s that is {achieved / 1e9:.1f} GFLOP/s, "
           f"{achieved / matmul:.1%} of a 1024x1024 fp32 matmul on the same threads ({matmul / 1e9:.1f} GFLOP/s)\n")
@@ -177,7 +187,7 @@ def main() -> None:
               "g_block": settings.g_block, "batch_size": settings.batch_size, "threads": torch.get_num_threads(), "images_per_s": ours_rate,
               "reference_transposed_images_per_s": rows["transposed conv (reference)"],
               "ratio": ours_rate / rows["transposed conv (reference)"],
-              "variants_images_per_s": rows, "step_time_share": profile, "step_gflops": flops / 1e9,
+              "variants_images_per_s": rows, "compile_warm_up_s": WARM_UP_SECONDS["ours, torch.compile"], "step_time_share": profile, "step_gflops": flops / 1e9,
               "matmul_gflops_per_s": matmul / 1e9, "flop_efficiency_vs_matmul": achieved / matmul, "curve": []}
 
     if args.minutes > 0:

@@ -179,3 +179,33 @@ def test_kill_9_then_rerun_resumes_and_matches_uninterrupted_run(processed, tmp_
 
     assert losses(plots / "train_loss.csv") == losses(tmp_path / "reference-plots/train_loss.csv")
     assert reference["summary"]["steps"] == 300
+
+
+@pytest.mark.slow
+def test_compiled_training_extended_in_a_new_process_matches_one_run_and_r1_steps_run_eager(processed, tmp_path):
+    """train.compile: the same weights from one run and from a run stopped and extended in a fresh process (which
+    compiles again); lazy R1 steps (a gradient of a gradient, which compiled graphs cannot give) run eager."""
+    import torch._dynamo
+
+    compiled = dict(compile=True, lr_decay=0, checkpoint_every=6, sample_every=1000, r1_gamma=1.0, r1_every=4)
+    torch._dynamo.reset()
+    reference = train(_settings(max_steps=12, **compiled), processed, tmp_path / "reference", tmp_path / "reference-plots",
+                      track=False)
+    assert reference["summary"]["steps"] == 12
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the generator and discriminator compiled
+
+    params = tmp_path / "params.yaml"
+    out, plots = tmp_path / "out", tmp_path / "plots"
+    for steps in (6, 12):  # with a constant learning rate a finished run is extended by raising max_steps
+        params.write_text(yaml.safe_dump({"train": {**TINY, **compiled, "max_steps": steps}}))
+        command = [sys.executable, "-m", "productstudio.cli", "train", "--params", str(params), "--processed", str(processed),
+                   "--out", str(out), "--plots", str(plots), "--no-mlflow"]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "train.compile" in run.stdout
+    assert "resuming from" in run.stdout and "(step 6," in run.stdout
+    expected = load_file(str(tmp_path / "reference/generator/generator.safetensors"))
+    got = load_file(str(out / "generator/generator.safetensors"))
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+

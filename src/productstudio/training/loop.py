@@ -66,10 +66,26 @@ class TrainState:
     extra: dict = field(default_factory=dict)
     dist: Distributed = ALONE
     wrapped: dict[str, torch.nn.Module] = field(default_factory=dict)  # DDP around the modules that train
+    compiled: dict[str, torch.nn.Module] = field(default_factory=dict)  # train.compile: torch.compile of those
 
     def net(self, key: str) -> torch.nn.Module:
-        """The module to call in a training step: its DDP wrapper under torchrun, else the module."""
+        """The module to call in a training step: compiled (train.compile), else its DDP wrapper under
+        torchrun, else the module. All three share the module's parameters."""
+        return self.compiled[key] if key in self.compiled else self.eager(key)
+
+    def eager(self, key: str) -> torch.nn.Module:
+        """The module to call where a compiled graph cannot go (R1's gradient of a gradient)."""
         return self.wrapped.get(key, self.modules[key])
+
+    def compile(self, keys: tuple[str, ...] = ("generator", "discriminator")) -> None:
+        """torch.compile the training modules. The EMA, sampling and checkpoints keep using the plain modules."""
+        # torch keeps compiled code per forward function across runs in one process and, past a few recompiles,
+        # silently runs eager: a run in a process that trained before (tests, the benchmark's chunks) would then
+        # not give the weights a fresh process gives. Each run starts from an empty in-memory cache (the disk
+        # cache still saves the C++ build).
+        torch._dynamo.reset()
+        for key in keys:
+            self.compiled[key] = torch.compile(self.eager(key))
 
     def distribute(self, dist: Distributed) -> None:
         """Wrap the training modules in DDP (after a checkpoint is loaded: DDP copies rank 0's weights)."""
@@ -164,6 +180,15 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         target.copy_(source)
 
 
+def check_compiler(device: torch.device) -> None:
+    """torch.compile on a CPU writes and builds C++: say so in one line before the first step, not in a traceback."""
+    import shutil
+
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        raise ParamsError("train.compile needs a C++ compiler on a CPU (none of $CXX, g++, c++, clang++ is on PATH): "
+                          "install one (apt-get install g++) or set train.compile: false")
+
+
 def real_draw(labels: torch.Tensor, num_classes: int, balanced: bool):
     """A function (n, rng) -> n indices of real photos: uniform over photos, or over categories when ``balanced``."""
     if not balanced:
@@ -190,7 +215,10 @@ def set_learning_rates(state: TrainState, settings: TrainSettings, factor: float
 
 def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, device) -> dict:
     """One discriminator and one generator update on this rank's share (x, y) of the global batch."""
-    g, d, ema = state.net("generator"), state.net("discriminator"), state.modules["ema"]
+    strength = condition_strength(state.step, settings)
+    # A compiled graph holds the category's weight as a constant: while a ramp changes it, steps run eager.
+    net = state.net if strength == 1.0 else state.eager
+    g, d, ema = net("generator"), net("discriminator"), state.modules["ema"]
     opt_g, opt_d = state.optimizers["generator"], state.optimizers["discriminator"]
     n, shard = settings.batch_size, state.dist.shard  # latents are drawn for the global batch, then shared out
     z = shard(torch.randn(n, settings.latent_dim, generator=state.rng)).to(device)
@@ -206,7 +234,6 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         augment_rng = torch.Generator().manual_seed(seed)
     augment = (lambda t: diff_augment(t, settings.augment, augment_rng)) if settings.augment else (lambda t: t)
 
-    strength = condition_strength(state.step, settings)
     for key in ("generator", "discriminator", "ema"):
         state.modules[key].condition_strength = strength
 
@@ -218,7 +245,8 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
         lazy_r1 = settings.r1_gamma > 0 and state.step % settings.r1_every == 0
         if lazy_r1:
             real = real.detach().requires_grad_(True)
-        real_logits = d(real, y)
+        # R1 differentiates the gradient; a compiled graph's backward cannot be differentiated again.
+        real_logits = (state.eager("discriminator") if lazy_r1 else d)(real, y)
         d_loss = hinge_d_loss(real_logits, d(augment(fake.detach()), y_fake))
         opt_d.zero_grad(set_to_none=True)
         if lazy_r1:
@@ -410,6 +438,11 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
         _tidy(out, fresh=checkpoint is None)
     state.distribute(dist)
     main = dist.is_main
+    if settings.compile and settings.model == "gan":
+        check_compiler(dev)
+        state.compile()
+        if main:
+            print("train.compile: the first step compiles the generator and discriminator (about a minute on 2 cores)")
     plots.mkdir(parents=True, exist_ok=True)
     log_path, kid_path = plots / LOSS_LOG, plots / KID_LOG
     if main:
