@@ -111,7 +111,7 @@ class TrainSettings(_Section):
     # DiffAugment policies for the discriminator: any of color, translation, cutout.
     augment: list[Literal["color", "translation", "cutout"]] = []
     # The stopping rule: a step budget, so the same data, params and code give the same weights however busy
-    # the machine is. 2,100 compiled steps take 9-16 minutes on 2 quiet cores (1,600 eager steps took as long).
+    # the machine is. 2,100 compiled steps take about 9 minutes on 2 quiet cores (9-16 depending on the host).
     max_steps: int = Field(default=2100, ge=1)
     # Transitional conditioning (Shahbazi et al. 2022, "Collapse by conditioning"): [start, end] steps over which
     # the category's weight in both networks rises from 0 (unconditional) to 1; null: conditional from the start.
@@ -152,9 +152,11 @@ class TrainSettings(_Section):
     select_best: int = Field(default=0, ge=0)
     seed: int = 0
     threads: int = Field(default=0, ge=0)  # 0: all cores
-    # torch.compile the generator and discriminator for training (GAN only): fused kernels, 1.34x the images/s of
-    # eager mode on 2 quiet CPU cores (bench/bench_train.py), after a compile in the first steps (up to about a
-    # minute; seconds when torch's compile cache holds the graphs), counted in the run's time. Compiled and
+    # torch.compile the generator and discriminator for training (GAN only): fused kernels, 1.21x the images/s of
+    # eager mode over the main job's 2 quiet CPU cores (median 254 against 209; 1.34x in bench/bench_train.py's
+    # 30-step loop), after a compile in the first steps (up to about a minute; seconds when torch's compile cache
+    # holds the graphs), counted in the run's time. Compiled runs use deterministic algorithms (see
+    # productstudio.imaging.reproducible_kernels). Compiled and
     # eager arithmetic differ in the last bits, so the setting is part of what makes the weights (and a checkpoint
     # of one is not resumed by the other). On a CPU it needs a C++ compiler (g++). During a condition_ramp the
     # steps run eager (the ramp changes the networks at every step); compiled ones follow.
