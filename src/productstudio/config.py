@@ -156,9 +156,8 @@ class TrainSettings(_Section):
     # eager mode over the main job's 2 quiet CPU cores (median 254 against 209; 1.34x in bench/bench_train.py's
     # 30-step loop), after a compile in the first steps (up to about a minute; seconds when torch's compile cache
     # holds the graphs), counted in the run's time. Compiled runs use deterministic algorithms (see
-    # productstudio.imaging.reproducible_kernels). Compiled and
-    # eager arithmetic differ in the last bits, so the setting is part of what makes the weights (and a checkpoint
-    # of one is not resumed by the other). On a CPU it needs a C++ compiler (g++). During a condition_ramp the
+    # productstudio.imaging.reproducible_kernels). Compiled and eager arithmetic differ in the last bits, so the
+    # setting is part of what makes the weights (and a checkpoint of one is not resumed by the other). On a CPU it needs a C++ compiler (g++). During a condition_ramp the
     # steps run eager (the ramp changes the networks at every step); compiled ones follow.
     compile: bool = True
 

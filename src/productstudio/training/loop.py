@@ -80,10 +80,10 @@ class TrainState:
 
     def compile(self, keys: tuple[str, ...] = ("generator", "discriminator")) -> None:
         """torch.compile the training modules. The EMA, sampling and checkpoints keep using the plain modules."""
-        # torch keeps compiled code per forward function across runs in one process and, past a few recompiles,
-        # silently runs eager: a run in a process that trained before (tests, the benchmark's chunks) would then
-        # not give the weights a fresh process gives. Each run starts from an empty in-memory cache (the disk
-        # cache still saves the C++ build).
+        # torch keeps compiled code per forward function for the life of a process and, past its recompile limit,
+        # runs that function eager without a word; a process that trains again and again (tests, the benchmark's
+        # chunks) could then get other weights than a fresh process. Each run starts from an empty in-memory cache
+        # (the disk cache still saves the C++ build).
         torch._dynamo.reset()
         # Two warnings torch prints on every compile, about things that do not apply: a CPU machine's missing CUDA
         # runtime, and the profiler labels in gan_step (ignored inside compiled graphs; they serve the eager
