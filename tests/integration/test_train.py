@@ -189,6 +189,7 @@ def test_compiled_training_extended_in_a_new_process_matches_one_run_and_r1_step
 
     # 2 threads: compiled CPU kernels on more than one thread are where the weights varied between runs.
     compiled = dict(compile=True, threads=2, lr_decay=0, checkpoint_every=6, sample_every=1000, r1_gamma=1.0, r1_every=4)
+    torch._dynamo.utils.counters.clear()  # count this run's graphs only, not earlier tests'
     reference = train(_settings(max_steps=12, **compiled), processed, tmp_path / "reference", tmp_path / "reference-plots",
                       track=False)
     assert reference["summary"]["steps"] == 12

@@ -186,11 +186,16 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         target.copy_(source)
 
 
+def compiles(settings: TrainSettings) -> bool:
+    """Whether this run trains compiled networks (train.compile applies to the GAN; the CVAE baseline runs eager)."""
+    return settings.compile and settings.model == "gan"
+
+
 def check_compiler(device: torch.device) -> None:
     """torch.compile on a CPU writes and builds C++: say so in one line before the first step, not in a traceback."""
     import shutil
 
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c):
         raise ParamsError("train.compile needs a C++ compiler on a CPU (none of $CXX, g++, c++, clang++ is on PATH): "
                           "install one (apt-get install g++) or set train.compile: false")
 
@@ -392,7 +397,7 @@ def train(
     dist = from_environment(resolve_device(device))
     try:
         dev = dist.device(resolve_device(device))
-        with reproducible_kernels(dev, compiled=settings.compile and settings.model == "gan"):
+        with reproducible_kernels(dev, compiled=compiles(settings)):
             return _train(settings, processed_dir, out, plots, dist, dev, track, real_stats_dir, clock, on_checkpoint,
                           budget_minutes, pause_at_minutes)
     finally:
@@ -444,7 +449,7 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
         _tidy(out, fresh=checkpoint is None)
     state.distribute(dist)
     main = dist.is_main
-    if settings.compile and settings.model == "gan":
+    if compiles(settings):
         check_compiler(dev)
         state.compile()
         if main:
