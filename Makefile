@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install nginx postgresql chromium run colour studio web serve serve-stop registry registry-stop test test-fast pipeline-yaml bench clean
+.PHONY: install compiler nginx postgresql chromium run colour studio web serve serve-stop registry registry-stop test test-fast pipeline-yaml bench clean
 
 install: $(STAMP)  ## create .venv with the locked stack (a no-op when up to date)
 
@@ -19,6 +19,9 @@ $(STAMP): constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	bash scripts/install-weights
 	touch $@
+
+compiler:  ## a C++ compiler for torch.compile on the CPU (apt-get install g++ when root and missing)
+	bash scripts/install-compiler
 
 nginx:  ## Debian's nginx in .tools/nginx (no root; pinned .deb, sha256 checked); a no-op when present
 	bash scripts/install-nginx
@@ -29,7 +32,7 @@ postgresql:  ## Debian's PostgreSQL server binaries (apt-get install postgresql 
 chromium:  ## Debian's Chromium and chromedriver for the studio page's browser test (apt-get install when root and missing)
 	bash scripts/install-chromium
 
-run: install  ## the main job: dvc repro (ingest ... train, evaluate, quantize, register, promote) on Fashion-MNIST, then a summary
+run: install compiler  ## the main job: dvc repro (ingest ... train, evaluate, quantize, register, promote) on Fashion-MNIST, then a summary
 	dvc repro
 	@productstudio summary
 
@@ -68,7 +71,7 @@ registry: install postgresql  ## start the team MLflow server (PostgreSQL + S3) 
 registry-stop:  ## stop what 'make registry' started
 	productstudio registry stop
 
-test: install nginx postgresql chromium  ## the whole suite, slow end-to-end tests included
+test: install compiler nginx postgresql chromium  ## the whole suite, slow end-to-end tests included
 	bash scripts/pytest-strict tests --durations=25
 
 test-fast: install  ## the unit tests (tests/unit): no services, a few minutes
