@@ -129,6 +129,12 @@ class TrainSettings(_Section):
     # discourages generator artefacts it would otherwise reward; 0: off.
     r1_gamma: float = Field(default=0.0, ge=0)
     r1_every: int = Field(default=16, ge=1)
+    # The adversarial loss. hinge: each image judged on its own (the default). relativistic: RpGAN (R3GAN, Huang et
+    # al. 2024): each real image judged against a generated one of its category (fakes take the real batch's
+    # categories), meant to be paired with R1 and R2 (r1_gamma, r2_gamma).
+    loss: Literal["hinge", "relativistic"] = "hinge"
+    # Lazy R2: as R1 but at generated images (R3GAN's second penalty), on the same steps (r1_every); 0: off.
+    r2_gamma: float = Field(default=0.0, ge=0)
     # Draw real photos so that every category comes up equally often (each photo with chance 1 / (categories x
     # its category's count)), as the generator's categories do. On an uneven catalogue (clothing-dataset-small:
     # 795 t-shirts, 112 skirts) uniform draws show the discriminator a fake skirt about 3x as often as a real one.
@@ -160,6 +166,13 @@ class TrainSettings(_Section):
     # setting is part of what makes the weights (and a checkpoint of one is not resumed by the other). On a CPU it needs a C++ compiler (g++). During a condition_ramp the
     # steps run eager (the ramp changes the networks at every step); compiled ones follow.
     compile: bool = True
+
+    @model_validator(mode="after")
+    def _relativistic_pairs_are_by_category(self) -> "TrainSettings":
+        if self.loss == "relativistic" and self.mode_seeking:
+            # mode seeking redraws the fakes' categories in pairs; the relativistic loss takes the real batch's
+            raise ValueError("loss: relativistic takes the real batch's categories for the fakes; set mode_seeking: 0")
+        return self
 
     @model_validator(mode="after")
     def _selection_needs_kid(self) -> "TrainSettings":

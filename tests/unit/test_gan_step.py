@@ -85,7 +85,7 @@ def test_r1_is_refused_under_torchrun_before_any_work(tmp_path):
     from productstudio.training.distributed import Distributed
 
     settings = TrainSettings(r1_gamma=1.0)
-    with pytest.raises(ParamsError, match="r1_gamma > 0 is not supported under torchrun"):
+    with pytest.raises(ParamsError, match="r1_gamma > 0 or r2_gamma > 0 is not supported under torchrun"):
         loop._train(settings, tmp_path / "no-data", tmp_path / "out", tmp_path / "plots", Distributed(world_size=2),
                     torch.device("cpu"), False, None, None, None, None, None)
 
@@ -100,3 +100,40 @@ def test_balanced_draws_show_every_category_equally_often_and_uniform_draws_foll
     assert torch.allclose(uniform, torch.tensor([0.7, 0.1, 0.2, 0.0]), atol=0.02)
     # every photo of a category is as likely as the others of it: all 100 of the rare one come up
     assert len(set(loop.real_draw(labels, 4, True)(30_000, rng).tolist()) & set(range(700, 800))) == 100
+
+
+def test_relativistic_losses_judge_each_real_against_its_fake():
+    from productstudio.models.gan import relativistic_d_loss, relativistic_g_loss
+
+    real, fake = torch.tensor([3.0, 0.0]), torch.tensor([-3.0, 0.0])
+    # a shift shared by every logit changes nothing: only the pairs' differences count
+    assert torch.allclose(relativistic_d_loss(real + 5, fake + 5), relativistic_d_loss(real, fake))
+    assert relativistic_d_loss(real, fake) < relativistic_d_loss(fake, real)  # reals above their fakes: low loss
+    assert torch.allclose(relativistic_g_loss(real, fake), relativistic_d_loss(fake, real))  # the mirror image
+    fake_logits = fake.clone().requires_grad_()
+    relativistic_g_loss(real, fake_logits).backward()
+    assert (fake_logits.grad < 0).all()  # descending it raises the fakes' logits
+
+
+def test_relativistic_fakes_take_the_real_batch_categories():
+    settings = TrainSettings(g_width=4, d_width=4, latent_dim=8, batch_size=8, loss="relativistic")
+    state = loop.build(settings, num_classes=3, shape=(1, 28, 28), device=torch.device("cpu"))
+    seen = []
+    state.modules["generator"].register_forward_hook(lambda module, args, out: seen.append(args[1].clone()))
+    x, y = torch.rand(8, 1, 28, 28) * 2 - 1, torch.tensor([0, 1, 2, 2, 1, 0, 0, 1])
+    losses = loop.gan_step(state, x, y, settings, torch.device("cpu"))
+    assert torch.equal(seen[0], y) and all(torch.isfinite(torch.tensor(list(losses.values()))))
+    with pytest.raises(ValueError, match="set mode_seeking: 0"):
+        TrainSettings(**{**settings.model_dump(), "mode_seeking": 1.0})
+
+
+@pytest.mark.parametrize("step, changed", [(0, True), (1, False), (4, True)])
+def test_lazy_r2_changes_the_discriminator_update_only_on_its_steps(step, changed):
+    plain = TrainSettings(g_width=4, d_width=4, latent_dim=8, batch_size=8, loss="relativistic")
+    r2 = plain.model_copy(update={"r2_gamma": 10.0, "r1_every": 4})
+    weights = []
+    for settings in (plain, r2):
+        torch.manual_seed(0)  # same initial weights
+        state, _ = _step(settings, step)
+        weights.append(torch.cat([p.detach().flatten() for p in state.modules["discriminator"].parameters()]))
+    assert (not torch.equal(*weights)) is changed

@@ -225,3 +225,14 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
 
 def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
+
+
+# The relativistic pairing loss (RpGAN; R3GAN, Huang et al. 2024): the discriminator judges each real image
+# against a fake one of the same category rather than each on its own, so it cannot separate the two sets by
+# a level shared by all fakes; its authors pair it with R1 and R2 penalties, without which it can diverge.
+def relativistic_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def relativistic_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(real_logits - fake_logits).mean()

@@ -36,7 +36,8 @@ from productstudio.imaging import reproducible_kernels, resolve_device, to_float
 from productstudio.models.io import save_generator
 from productstudio.models.checkpoints import load_checkpoint
 from productstudio.models.cvae import ConditionalVAE, elbo_loss
-from productstudio.models.gan import Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss
+from productstudio.models.gan import (Discriminator, GANConfig, Generator, hinge_d_loss, hinge_g_loss,
+                                      relativistic_d_loss, relativistic_g_loss)
 from productstudio.models.sampling import sample_grid
 from productstudio.training.augment import diff_augment
 from productstudio.training.distributed import ALONE, Distributed, from_environment, sync_batchnorm
@@ -234,6 +235,9 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     n, shard = settings.batch_size, state.dist.shard  # latents are drawn for the global batch, then shared out
     z = shard(torch.randn(n, settings.latent_dim, generator=state.rng)).to(device)
     y_fake = shard(torch.randint(0, state.modules["generator"].config.num_classes, (n,), generator=state.rng)).to(device)
+    relativistic = settings.loss == "relativistic"
+    if relativistic:
+        y_fake = y.to(device)  # each real image is judged against a fake of its own category
     if settings.mode_seeking:
         # Pairs for the mode-seeking term: the second half of this rank's share repeats the first half's categories.
         half = len(y_fake) // 2
@@ -252,21 +256,34 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     with record_function("generate"):
         fake = g(z, y_fake)
     with record_function("discriminator_update"):
-        real = augment(x)
-        lazy_r1 = settings.r1_gamma > 0 and state.step % settings.r1_every == 0
+        real, fake_seen = augment(x), augment(fake.detach())
+        penalty_step = state.step % settings.r1_every == 0
+        lazy_r1 = settings.r1_gamma > 0 and penalty_step
+        lazy_r2 = settings.r2_gamma > 0 and penalty_step
         if lazy_r1:
             real = real.detach().requires_grad_(True)
-        # R1 differentiates the gradient; a compiled graph's backward cannot be differentiated again.
+        if lazy_r2:
+            fake_seen = fake_seen.detach().requires_grad_(True)
+        # R1 and R2 differentiate the gradient; a compiled graph's backward cannot be differentiated again.
         real_logits = (state.eager("discriminator") if lazy_r1 else d)(real, y)
-        d_loss = hinge_d_loss(real_logits, d(augment(fake.detach()), y_fake))
+        fake_logits = (state.eager("discriminator") if lazy_r2 else d)(fake_seen, y_fake)
+        d_loss = (relativistic_d_loss if relativistic else hinge_d_loss)(real_logits, fake_logits)
         opt_d.zero_grad(set_to_none=True)
+        penalty = 0.0
         if lazy_r1:
-            (d_loss + r1_penalty(real_logits, real) * settings.r1_gamma / 2 * settings.r1_every).backward()
-        else:
-            d_loss.backward()
+            penalty = penalty + r1_penalty(real_logits, real) * settings.r1_gamma / 2 * settings.r1_every
+        if lazy_r2:  # R2: the same penalty at the generated images
+            penalty = penalty + r1_penalty(fake_logits, fake_seen) * settings.r2_gamma / 2 * settings.r1_every
+        (d_loss + penalty).backward()
         opt_d.step()
     with record_function("generator_update"):
-        g_loss = hinge_g_loss(d(augment(fake), y_fake))
+        fake_logits = d(augment(fake), y_fake)
+        if relativistic:
+            with torch.no_grad():  # the generator's gradient flows through the fakes only
+                real_logits = d(real.detach(), y)
+            g_loss = relativistic_g_loss(real_logits, fake_logits)
+        else:
+            g_loss = hinge_g_loss(fake_logits)
         if settings.mode_seeking:
             g_loss = g_loss + settings.mode_seeking * mode_seeking_loss(fake, z, pool=settings.mode_seeking_pool)
         opt_g.zero_grad(set_to_none=True)
@@ -279,7 +296,8 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of the squared gradient norm of the discriminator's output at the real images."""
+    """Mean over the batch of the squared gradient norm of the discriminator's output at its inputs (the real
+    images for R1, the generated ones for R2)."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(dim=1).mean()
 
@@ -406,10 +424,11 @@ def train(
 
 def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, dev: torch.device, track: bool,
            real_stats_dir, clock, on_checkpoint, budget_minutes, pause_at_minutes) -> dict:
-    if dist.active and settings.model == "gan" and settings.r1_gamma > 0:
-        # DDP syncs gradients that reach .grad through backward(); the R1 term's autograd.grad to the inputs is
+    if dist.active and settings.model == "gan" and (settings.r1_gamma > 0 or settings.r2_gamma > 0):
+        # DDP syncs gradients that reach .grad through backward(); the R1/R2 terms' autograd.grad to the inputs is
         # not something its docs promise to handle, and it is not tested here.
-        raise ParamsError("train.r1_gamma > 0 is not supported under torchrun yet: set it to 0 for distributed runs")
+        raise ParamsError("train.r1_gamma > 0 or r2_gamma > 0 is not supported under torchrun yet: "
+                          "set them to 0 for distributed runs")
     torch.set_num_threads(dist.threads(settings.threads))
     local_batch = dist.local_batch(settings.batch_size)
     images, labels = store.load_split(processed_dir, "train")
