@@ -61,3 +61,8 @@ class BadRequest(UserError, ValueError):
 class TimeLimitReached(UserError):
     """Training reached its optional wall-clock guard (train.max_minutes) before its step budget: it stops
     loudly rather than ship a shorter run; the checkpoint is kept, so a rerun with a larger guard continues."""
+
+
+class TrainingDiverged(UserError):
+    """A training step's losses became NaN or infinite: the run stops there instead of training on (every later
+    step would be NaN too) and saving a broken generator; the checkpoints written before it are kept."""

@@ -16,6 +16,7 @@ import copy
 import csv
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from productstudio.artifacts import write_atomic, write_manifest
 from productstudio.config import TrainSettings, section_dict
-from productstudio.errors import ParamsError, TimeLimitReached
+from productstudio.errors import ParamsError, TimeLimitReached, TrainingDiverged
 from productstudio.data import store
 from productstudio.imaging import reproducible_kernels, resolve_device, to_float
 from productstudio.models.io import save_generator
@@ -295,6 +296,18 @@ def gan_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, settings: Trai
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
 
 
+def diverged_message(step: int, losses: dict, settings: TrainSettings) -> str:
+    shown = ", ".join(f"{key} {value:g}" for key, value in losses.items())
+    hint = "lower the learning rates"
+    if settings.model == "gan" and (settings.r1_gamma > 0 or settings.r2_gamma > 0):
+        # The minibatch-std layer's std has a 0/0 derivative where every image of a group is alike: R1 meets it at
+        # Fashion-MNIST's black corners from the first step, R2 once the generator's corners saturate at exactly -1.
+        hint = ("set train.r1_gamma and train.r2_gamma to 0 (R1 and R2 differentiate the discriminator's minibatch std "
+                "twice, which is 0/0 where all images of a group are alike, as black corners are)")
+    return (f"training diverged at step {step}: the losses are not finite ({shown}); nothing after the last checkpoint "
+            f"is kept: {hint}, and rerun")
+
+
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the squared gradient norm of the discriminator's output at its inputs (the real
     images for R1, the generated ones for R2)."""
@@ -544,6 +557,8 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
                 x = to_float(x_all[index].to(dev))
                 y = y_all[index].to(dev)
                 losses = step_fn(state, x, y, settings, dev)
+                if not all(math.isfinite(value) for value in losses.values()):
+                    raise TrainingDiverged(diverged_message(state.step + 1, losses, settings))
                 state.step += 1
                 # Rank 0's clock decides for all ranks, or they could disagree on when the budget ends.
                 state.seconds = dist.from_main(state.seconds + clock() - started)
