@@ -136,7 +136,7 @@ class TrainSettings(_Section):
     # categories), meant to be paired with R1 and R2 (r1_gamma, r2_gamma).
     loss: Literal["hinge", "relativistic"] = "hinge"
     # Lazy R2: as R1 but at generated images (R3GAN's second penalty), on the same steps (r1_every); 0: off. On
-    # Fashion-MNIST it diverged at step ~1,930 of the main job, once generated corners were exactly -1 (as R1 does).
+    # Fashion-MNIST it diverged at step ~1,930 of the main job, most likely once generated corners were exactly -1.
     r2_gamma: float = Field(default=0.0, ge=0)
     # Draw real photos so that every category comes up equally often (each photo with chance 1 / (categories x
     # its category's count)), as the generator's categories do. On an uneven catalogue (clothing-dataset-small:

@@ -126,4 +126,3 @@ def test_relativistic_fakes_take_the_real_batch_categories():
     assert torch.equal(seen[0], y) and all(torch.isfinite(torch.tensor(list(losses.values()))))
     with pytest.raises(ValueError, match="set mode_seeking: 0"):
         TrainSettings(**{**settings.model_dump(), "mode_seeking": 1.0})
-

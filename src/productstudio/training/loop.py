@@ -301,7 +301,7 @@ def diverged_message(step: int, losses: dict, settings: TrainSettings) -> str:
     hint = "lower the learning rates"
     if settings.model == "gan" and (settings.r1_gamma > 0 or settings.r2_gamma > 0):
         # The minibatch-std layer's std has a 0/0 derivative where every image of a group is alike: R1 meets it at
-        # Fashion-MNIST's black corners from the first step, R2 once the generator's corners saturate at exactly -1.
+        # Fashion-MNIST's black corners from the first step, and R2 most likely once generated corners are exactly -1.
         hint = ("set train.r1_gamma and train.r2_gamma to 0 (R1 and R2 differentiate the discriminator's minibatch std "
                 "twice, which is 0/0 where all images of a group are alike, as black corners are)")
     return (f"training diverged at step {step}: the losses are not finite ({shown}); nothing after the last checkpoint "
