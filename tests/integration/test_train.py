@@ -86,15 +86,33 @@ def test_time_guard_fails_loudly_keeps_the_checkpoint_and_a_larger_guard_continu
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
-def test_a_diverged_run_stops_at_its_first_non_finite_step_with_the_reason_and_ships_nothing(processed, tmp_path):
-    """R1 on Fashion-MNIST: the discriminator's minibatch std is alike across a group in the black corners, and R1's
-    gradient of a gradient through it is 0/0. Before this guard such a run trained 2,100 NaN steps and saved them."""
+def test_a_diverged_run_stops_at_its_first_non_finite_step_with_the_reason_and_ships_nothing(processed, tmp_path,
+                                                                                            monkeypatch):
+    """A batch that turns the losses to NaN at the second step (as a too-high learning rate does). Before this guard such a
+    run trained on, NaN to the end, and saved a NaN generator."""
+    from productstudio.training import loop
+
+    original = loop.gan_step
+
+    def poisoned(state, x, *args):
+        return original(state, x * float("nan") if state.step == 1 else x, *args)
+
+    monkeypatch.setattr(loop, "gan_step", poisoned)
     out = tmp_path / "out"
     with pytest.raises(TrainingDiverged, match=r"training diverged at step 2: the losses are not finite \(loss_d "
-                                               r".*nan.*set train.r1_gamma and train.r2_gamma to 0"):
-        train(_settings(max_steps=20, r1_gamma=1.0, r1_every=1, compile=False), processed, out, tmp_path / "plots",
-              track=False)
+                                               r".*nan.*lower the learning rates or train.r1_gamma"):
+        train(_settings(max_steps=20, r1_gamma=1.0, compile=False), processed, out, tmp_path / "plots", track=False)
     assert not (out / "generator").exists() or not list((out / "generator").iterdir())  # nothing shipped
+
+
+def test_r1_on_every_step_trains_finite_on_fashion_mnist_whose_corners_are_alike(processed, tmp_path):
+    """R1 differentiates the discriminator's minibatch std twice; with std written as .std() that was 0/0 at the
+    black corners (every image of a group alike) and the run was NaN from step 2."""
+    manifest = train(_settings(max_steps=6, r1_gamma=1.0, r1_every=1, compile=False), processed, tmp_path / "out",
+                     tmp_path / "plots", track=False)
+    assert manifest["summary"]["steps"] == 6
+    weights = load_file(str(tmp_path / "out/generator/generator.safetensors"))
+    assert all(torch.isfinite(torch.as_tensor(w)).all() for w in weights.values())
 
 
 def test_learning_rates_decay_linearly_over_the_last_share_of_the_steps(processed, tmp_path, monkeypatch):

@@ -194,7 +194,10 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         group = next(g for g in (self.group_size, 2, 1) if n % g == 0)
-        std = x.view(group, n // group, c, h, w).std(dim=0, unbiased=False).mean(dim=(1, 2, 3))
+        # sqrt(var + eps), not .std(): where a group's features are identical (the black
+        # corners of Fashion-MNIST) std's derivative is 0/0, and R1/R2 differentiate it twice.
+        var = x.view(group, n // group, c, h, w).var(dim=0, unbiased=False)
+        std = torch.sqrt(var + 1e-8).mean(dim=(1, 2, 3))
         feature = std.repeat(group).view(n, 1, 1, 1).expand(n, 1, h, w)
         return torch.cat([x, feature], dim=1)
 

@@ -300,10 +300,7 @@ def diverged_message(step: int, losses: dict, settings: TrainSettings) -> str:
     shown = ", ".join(f"{key} {value:g}" for key, value in losses.items())
     hint = "lower the learning rates"
     if settings.model == "gan" and (settings.r1_gamma > 0 or settings.r2_gamma > 0):
-        # The minibatch-std layer's std has a 0/0 derivative where every image of a group is alike: R1 meets it at
-        # Fashion-MNIST's black corners from the first step, and R2 most likely once generated corners are exactly -1.
-        hint = ("set train.r1_gamma and train.r2_gamma to 0 (R1 and R2 differentiate the discriminator's minibatch std "
-                "twice, which is 0/0 where all images of a group are alike, as black corners are)")
+        hint = "lower the learning rates or train.r1_gamma / train.r2_gamma"
     return (f"training diverged at step {step}: the losses are not finite ({shown}); nothing after the last checkpoint "
             f"is kept: {hint}, and rerun")
 
