@@ -96,10 +96,11 @@ def test_baseline_overlays_train():
 
 
 def test_mode_seeking_pool_must_fit_the_image():
-    fits = parse_params({"preprocess": {"image_size": 28}, "train": {"mode_seeking": 0.3, "mode_seeking_pool": 28}})
+    hinge = {"loss": "hinge"}  # mode seeking needs the hinge loss (the relativistic one pairs fakes with reals)
+    fits = parse_params({"preprocess": {"image_size": 28}, "train": {**hinge, "mode_seeking": 0.3, "mode_seeking_pool": 28}})
     assert fits.train.mode_seeking_pool == 28
     with pytest.raises(ParamsError, match=r"mode_seeking_pool 32 is larger than the 28 px images .*at most 28"):
-        parse_params({"preprocess": {"image_size": 28}, "train": {"mode_seeking": 0.3, "mode_seeking_pool": 32}})
+        parse_params({"preprocess": {"image_size": 28}, "train": {**hinge, "mode_seeking": 0.3, "mode_seeking_pool": 32}})
     # Off, the pool is never used, so it is not held against the image.
     assert parse_params({"train": {"mode_seeking": 0, "mode_seeking_pool": 32}}).train.mode_seeking == 0
 

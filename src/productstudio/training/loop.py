@@ -434,11 +434,6 @@ def train(
 
 def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, dev: torch.device, track: bool,
            real_stats_dir, clock, on_checkpoint, budget_minutes, pause_at_minutes) -> dict:
-    if dist.active and settings.model == "gan" and (settings.r1_gamma > 0 or settings.r2_gamma > 0):
-        # DDP syncs gradients that reach .grad through backward(); the R1/R2 terms' autograd.grad to the inputs is
-        # not something its docs promise to handle, and it is not tested here.
-        raise ParamsError("train.r1_gamma > 0 or r2_gamma > 0 is not supported under torchrun yet: "
-                          "set them to 0 for distributed runs")
     torch.set_num_threads(dist.threads(settings.threads))
     local_batch = dist.local_batch(settings.batch_size)
     images, labels = store.load_split(processed_dir, "train")
