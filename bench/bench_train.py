@@ -7,7 +7,7 @@
    - the levers at equal settings otherwise: torch.compile (train.compile; its compile time is reported
      apart: the rate is after the first 3 steps), channels-last memory format, batch 128;
    - where a step's time goes (generate, discriminator update, generator update, EMA; torch.profiler over
-     the labels gan_step sets), its FLOPs (torch's FlopCounterMode, forward + backward) and its FLOP
+     the labels gan_step sets), its FLOPs (torch's per-operator formulas, forward + backward, R1/R2 included) and its FLOP
      rate as a share of a plain fp32 matrix multiply timed on the same threads.
 2. Time to quality (``--minutes M``): trains with params.yaml's train section for a wall-clock budget
    of M training minutes (instead of train.max_steps; the learning-rate decay runs over those minutes),
