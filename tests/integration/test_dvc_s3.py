@@ -118,8 +118,9 @@ def test_push_pull_and_retrain_if_changed_on_a_fresh_clone(project, s3, tmp_path
     registry = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     name = params["register"]["model_name"]
     registry.create_registered_model(name)
-    manifest = (root / "data/processed/manifest.json").read_bytes()
-    tags = {"data.version": hashlib.sha256(manifest).hexdigest(), "params.hash": params_hash(load_params(root / "params.yaml"))}
+    from productstudio.data.store import data_version
+
+    tags = {"data.version": data_version(root / "data/processed"), "params.hash": params_hash(load_params(root / "params.yaml"))}
     registry.create_model_version(name, source=str(tmp_path / "no-model"), tags=tags)
 
     # Another fresh clone, no data at all: a failed pull is one line naming the remote, and no retrain.

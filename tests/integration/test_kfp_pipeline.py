@@ -232,7 +232,7 @@ def test_pipeline_runs_locally_end_to_end(tmp_path, monkeypatch):
     assert [r["metric"] for r in report["metrics"]] == TINY_EVALUATE["metrics"]
     assert all(r["num_generated"] == 20 for r in report["metrics"])
     assert report["per_category"] == {} and report["mlflow_run_id"] is None
-    assert report["data_version"] == trained["inputs"]["processed_manifest_sha256"]
+    assert report["data_version"] == trained["inputs"]["processed_data_version"]
     # The evaluate task's Metrics output (what the KFP UI shows) repeats the flat numbers.
     (executor_output,) = (root / "outputs").glob("*/evaluate/executor_output.json")
     logged = json.loads(executor_output.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]

@@ -145,6 +145,25 @@ def test_preprocess_is_byte_deterministic(hostile_run, tmp_path):
         assert first[name] == second[name], f"{name} differs between two runs"
 
 
+def test_data_version_is_the_data_not_the_commit(hostile_run, tmp_path, monkeypatch):
+    """Another commit writing the same shards is the same data version (cached real features stay valid, no
+    "data changed" retrain); relabelled shards are a new one."""
+    import productstudio.artifacts as artifacts
+
+    monkeypatch.setattr(artifacts, "code_version", lambda: "9.9.9+gdeadbee")
+    processed = tmp_path / "processed"
+    preprocess(hostile_run["raw"], hostile_run["validation"], processed, _params({}, preprocess_params=RGB_PAD).preprocess)
+    manifest = json.loads((processed / "manifest.json").read_text())
+    assert manifest["code_version"] == "9.9.9+gdeadbee"
+    assert store.data_version(processed) == store.data_version(hostile_run["rgb_pad"])
+
+    shard = manifest["splits"]["train"]["shards"][0]
+    assert shard["labels_sha256"] == hashlib.sha256((processed / shard["labels"]).read_bytes()).hexdigest()
+    shard["labels_sha256"] = "0" * 64  # what the manifest of relabelled shards records
+    (processed / "manifest.json").write_text(json.dumps(manifest))
+    assert store.data_version(processed) != store.data_version(hostile_run["rgb_pad"])
+
+
 @pytest.fixture(scope="module")
 def flat_folder(tmp_path_factory, clothing_dir):
     """3 categories x 20 real photos, no split folders."""

@@ -58,7 +58,7 @@ def test_gan_run_writes_generator_grid_checkpoints_and_mlflow(processed, tmp_pat
     client = MlflowClient(uri)
     run = client.get_run(manifest["mlflow_run_id"])
     assert run.data.params["train.g_width"] == "8"
-    assert run.data.tags["data.version"] == manifest["inputs"]["processed_manifest_sha256"]
+    assert run.data.tags["data.version"] == manifest["inputs"]["processed_data_version"]
     assert len(run.data.tags["git.commit"]) in (7, 40) or run.data.tags["git.commit"] == "unknown"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [10, 20, 30]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")} | {a.path for a in client.list_artifacts(run.info.run_id, "generator")}

@@ -5,7 +5,9 @@ Plain .npy because it is byte-deterministic, memory-mappable and loads at disk s
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,19 @@ from productstudio.errors import DataError
 
 KIND = "processed-dataset"
 SPLITS = ("train", "val", "test")
+# The manifest fields that say what the data are. Its code version and input hashes are left out of the data
+# version: both change with every commit (the raw manifest records the code version too) while a rerun of
+# preprocessing writes the same shards byte for byte, and a new version would throw away the cached real features,
+# trigger a "data changed" retrain and refuse to resume a paused run for data that did not change.
+CONTENT_FIELDS = ("kind", "categories", "image_shape", "params", "counts", "splits")
 
 
 def data_version(processed_dir: str | Path) -> str:
-    """The content hash of the processed dataset: sha256 of its manifest (which lists every shard's hash)."""
-    return sha256_file(Path(processed_dir) / "manifest.json")
+    """The content hash of the processed dataset: sha256 of its manifest's content fields (every shard's hash, the
+    categories, counts and params) as canonical JSON."""
+    manifest = read_manifest(processed_dir, KIND)
+    content = {field: manifest.get(field) for field in CONTENT_FIELDS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray, shard_size: int) -> list[dict]:
@@ -34,6 +44,7 @@ def write_split(out: Path, split: str, images: np.ndarray, labels: np.ndarray, s
             "labels": f"{stem}.labels.npy",
             "count": int(min(shard_size, len(images) - start)),
             "sha256": sha256_file(out / f"{stem}.images.npy"),
+            "labels_sha256": sha256_file(out / f"{stem}.labels.npy"),  # so relabelled data are a new data version
         })
     return shards
 

@@ -44,7 +44,8 @@ def format(result: dict) -> str:
 STEP = Step(
     name="retrain",
     help="run the pipeline, then register and promote; with --if-changed only when data or params changed",
-    description="With --if-changed: compare the current data version (sha256 of data/processed/manifest.json) "
+    description="With --if-changed: compare the current data version (the content hash of data/processed: its shards, labels, "
+    "categories and params, not the commit that wrote them) "
     "and params hash (preprocess + train) with the tags of the newest registered version; when equal, say so "
     "and exit 0 in seconds. Otherwise run 'dvc repro' (whose register and promote stages register the new "
     "model and judge it), then make sure it is registered and judged. On a fresh checkout (no processed data) it "

@@ -52,7 +52,7 @@ def train_classifier(processed_dir: str | Path, out_dir: str | Path, epochs: int
         save_classifier(model, staging, categories=categories, test_accuracy=test_accuracy)
         return write_manifest(
             staging, "product-classifier",
-            inputs={"processed_manifest_sha256": data_version(processed_dir)},
+            inputs={"processed_data_version": data_version(processed_dir)},
             params={"epochs": epochs, "batch_size": batch_size, "seed": seed, "max_images": max_images},
             test_accuracy=test_accuracy, categories=categories,
         )

@@ -612,7 +612,7 @@ def _train(settings, processed_dir, out: Path, plots: Path, dist: Distributed, d
         manifest = write_manifest(
             out,
             "trained-generator",
-            inputs={"processed_manifest_sha256": store.data_version(processed_dir)},
+            inputs={"processed_data_version": store.data_version(processed_dir)},
             params=section_dict(settings),
             categories=categories,
             summary=summary,
