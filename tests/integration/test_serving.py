@@ -232,7 +232,7 @@ def test_package_from_a_registry_alias(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     save_generator(Generator(GANConfig(g_width=8, latent_dim=16)), tmp_path / "gen", categories=CATEGORIES)
     (tmp_path / "processed").mkdir()
-    (tmp_path / "processed" / "manifest.json").write_text("{}")  # only its hash is read (data.version)
+    (tmp_path / "processed" / "manifest.json").write_text(json.dumps({"kind": "processed-dataset"}))  # data.version hashes its content fields
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "evaluation" / "metrics.json").write_text(json.dumps({"fid30_test": 400.0}))
     (tmp_path / "evaluation" / "evaluation.json").write_text(json.dumps({"metrics": []}))
